@@ -1,0 +1,12 @@
+"""testrack: run a pytest suite against a rack of devices, on every device or spread over them.
+
+The public surface is what this module exports; everything else is private.
+
+PYTEST_DONT_REWRITE: workers import testrack before their pytest session starts,
+so pytest must not try (and warn about failing) to rewrite its asserts.
+"""
+
+from testrack.rack import Device, Rack, RackError, discover_rack, load_rack
+
+__all__ = ["Device", "Rack", "RackError", "discover_rack", "load_rack"]
+__version__ = "0.1.0.dev0"

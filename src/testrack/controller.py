@@ -1,0 +1,703 @@
+"""The controller: the run loop of a rack run.
+
+It lives in the ``pytest`` process the user started, never imports a test
+module, and drives the session through pytest's own hooks so that the
+terminal, ``--junitxml``, ``-x``, ``--lf`` and other plugins see the reports
+as if the tests had run here:
+
+1. ``pytest_sessionstart``: start one worker per device slot.
+2. ``pytest_collection``: find the test files (:mod:`testrack.collection`),
+   have workers import them (each file once in load mode, everywhere in each
+   mode) and learn every test's id and device requirement.
+3. ``pytest_runtestloop``: hand out tests on demand (:mod:`testrack.scheduling`),
+   replay reports, replace crashed workers, stop on ``-x``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import select
+import sys
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testrack import messages as m
+from testrack.collection import FileUnit, walk_files
+from testrack.rack import Device, Rack
+from testrack.scheduling import Dispatcher, Job, Slot, describe_requirements, matches
+from testrack.summary import matrix_lines, phase_outcome, worse
+from testrack.trace import trace
+from testrack.workers import State, WorkerHandle, WorkerLabel, spawn
+
+#: How often one slot's worker may be replaced after crashes before the slot is given up.
+MAX_RESPAWNS = 5
+#: Seconds a worker gets to finish its session after Shutdown before it is killed.
+SHUTDOWN_GRACE = 30.0
+
+
+class Phase(enum.Enum):
+    """Where the run is."""
+
+    COLLECTING = "collecting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteItem:
+    """A test known by id only; stands in for an Item in ``pytest_deselected``."""
+
+    nodeid: str
+
+
+@dataclasses.dataclass
+class TestInfo:
+    """A collected test as the controller knows it."""
+
+    test: m.CollectedTest
+    unit: str
+    index: int
+
+
+class Controller:
+    """Runs a session's tests on the rack's workers (registered as a pytest plugin)."""
+
+    def __init__(self, config: pytest.Config, rack: Rack, mode: str, sys_path: Iterable[str]) -> None:
+        self.config = config
+        self.rack = rack
+        self.mode = mode
+        self.sys_path = tuple(sys_path)
+        self.devices: dict[str, Device] = {d.name: d for d in rack.devices}
+        self.slots: list[Slot] = []
+        self.labels: dict[str, WorkerLabel] = {}
+        for device in rack.devices:
+            for k in range(device.capacity):
+                slot = Slot(id=f"gw{len(self.slots)}", device=device.name)
+                self.slots.append(slot)
+                if device.kind == "local":
+                    label = slot.id
+                elif device.capacity > 1:
+                    label = f"{device.name}#{k}"
+                else:
+                    label = device.name
+                self.labels[slot.id] = WorkerLabel(label, device)
+        self.dispatcher = Dispatcher(self.slots)
+        self.workers: dict[str, WorkerHandle] = {}
+        self.respawns: dict[str, int] = {}
+        self.dead_slots: dict[str, str] = {}
+        self.testrunuid = uuid.uuid4().hex
+        self.echo_output = config.getoption("capture") == "no"
+        self.phase = Phase.COLLECTING
+        self.session: pytest.Session | None = None
+        self.basetemp: Path | None = None
+        # collection state
+        self.units: list[FileUnit] = []
+        self.unit_nodeids: dict[str, str] = {}
+        self.to_collect: deque[str] = deque()
+        self.in_flight: dict[str, list[str]] = {}
+        self.suspects: set[str] = set()
+        self.collected: dict[str, dict[str, list[m.CollectedTest]]] = {}
+        self.home: dict[str, str] = {}
+        self.deselected: dict[str, None] = {}
+        self.collect_reports: dict[str, Any] = {}
+        self.tests: dict[str, TestInfo] = {}
+        self.unmatched: list[tuple[TestInfo, str]] = []
+        # results
+        self.outcomes: dict[str, dict[str, str]] = {}
+        self.problems: list[str] = []
+
+    # ------------------------------------------------------------------ pytest hooks
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        names = ", ".join(
+            f"{d.name} x{d.capacity}" if d.capacity > 1 else d.name for d in self.rack.devices
+        )
+        return f"testrack: {self.mode} mode on {self.rack.source}: {names} ({len(self.slots)} workers)"
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        trace("controller: sessionstart")
+        self.session = session
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        if factory is not None:
+            self.basetemp = factory.getbasetemp()
+        for slot in self.slots:
+            self.start_worker(slot)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> bool:
+        trace("controller: collection starts")
+        units = walk_files(session)
+        trace(f"controller: {len(units)} files found")
+        self.units = [unit for unit, _ in units]
+        self.unit_nodeids = {unit.key: nodes[0].nodeid for unit, nodes in units}
+        self.units = self._last_failed_filter(self.units)
+        keys = [u.key for u in self.units]
+        if self.mode == "each":
+            for worker in self.workers.values():
+                self.send_collect(worker, keys)
+        else:
+            self.to_collect.extend(keys)
+            for worker in self.workers.values():
+                if worker.state is State.READY:
+                    self.feed_collection(worker)
+        while not self.collection_done():
+            self.pump()
+        self.finish_collection(session)
+        trace("controller: collection done")
+        return True
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            raise session.Interrupted(
+                f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} during collection"
+            )
+        self.phase = Phase.RUNNING
+        for info, text in self.unmatched:
+            self.report_synthetic(info, None, text, when="setup")
+        for job in self.dispatcher.orphans():
+            self.report_orphan(job)
+        for worker in list(self.workers.values()):
+            if worker.wants_work:
+                self.feed(worker)
+        try:
+            while not self.run_done():
+                self.pump()
+                if (session.shouldfail or session.shouldstop) and self.phase is Phase.RUNNING:
+                    self.stop()
+        finally:
+            self.shutdown()
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
+        return True
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.outcomes and not self.dead_slots and not self.problems:
+            return
+        names = [d.name for d in self.rack.devices]
+        if self.mode == "each":
+            terminalreporter.write_sep("=", f"testrack: each mode, results per device ({len(names)} devices)")
+            verbose = self.config.get_verbosity() > 1  # -vv: every test, not only the differing ones
+            for line in matrix_lines(self.outcomes, names, self.dead_devices(), everything=verbose,
+                                     width=terminalreporter._tw.fullwidth):
+                terminalreporter.write_line(line)
+        else:
+            from testrack.summary import device_counts, format_counts
+
+            counts = device_counts(self.outcomes, names)
+            terminalreporter.write_sep("-", f"testrack: load mode over {len(names)} devices")
+            for name in names:
+                extra = f" (no workers: {self.dead_devices()[name]})" if name in self.dead_devices() else ""
+                terminalreporter.write_line(f"{name}: {format_counts(counts[name])}{extra}")
+        for problem in self.problems:
+            terminalreporter.write_line(f"testrack: {problem}", yellow=True)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        for worker in self.workers.values():
+            worker.kill()
+            worker.close()
+
+    # ------------------------------------------------------------------ workers
+
+    def start_worker(self, slot: Slot) -> WorkerHandle:
+        device = self.devices[slot.device]
+        workerinput: dict[str, Any] = {
+            "workerid": slot.id,
+            "workercount": len(self.slots),
+            "testrunuid": self.testrunuid,
+            "mainargv": list(sys.argv),
+            "device": device.to_dict(),
+            "testrack": True,
+            "basetemp": str(self.basetemp / slot.id) if self.basetemp else None,
+        }
+        env = dict(os.environ)
+        env.update(device.env)
+        env.update(
+            PYTEST_XDIST_WORKER=slot.id,
+            PYTEST_XDIST_WORKER_COUNT=str(len(self.slots)),
+            PYTEST_XDIST_TESTRUNUID=self.testrunuid,
+            TESTRACK_DEVICE=device.name,
+            TESTRACK_WORKER=slot.id,
+        )
+        env.pop("PYTEST_CURRENT_TEST", None)
+        hello = m.Hello(
+            workerinput=workerinput,
+            args=tuple(str(a) for a in self.config.invocation_params.args),
+            sys_path=self.sys_path,
+        )
+        worker = spawn(slot, device, self.labels[slot.id], hello, env,
+                       cwd=str(self.config.invocation_params.dir))
+        self.workers[slot.id] = worker
+        return worker
+
+    def alive_workers(self) -> list[WorkerHandle]:
+        return [w for w in self.workers.values() if w.alive]
+
+    def dead_devices(self) -> dict[str, str]:
+        """Devices with no slot left, and why."""
+        out: dict[str, str] = {}
+        for device in self.rack.devices:
+            slots = [s for s in self.slots if s.device == device.name]
+            if slots and all(s.id in self.dead_slots for s in slots):
+                out[device.name] = self.dead_slots[slots[0].id]
+        return out
+
+    # ------------------------------------------------------------------ the event pump
+
+    def pump(self, timeout: float | None = None) -> None:
+        """Wait for the next messages or output from any worker and handle them."""
+        waitables: dict[Any, tuple[WorkerHandle, Any]] = {}
+        for worker in self.workers.values():
+            if worker.alive:
+                waitables[worker.conn] = (worker, None)
+            for stream in worker.streams:
+                waitables[stream] = (worker, stream)
+        if not waitables:
+            return
+        for obj in wait(list(waitables), timeout):
+            worker, stream = waitables[obj]
+            if stream is not None:
+                if stream in worker.streams:  # not already drained by on_exit()
+                    worker.read_output(stream, self.echo_output)
+            elif worker.alive:
+                self.receive(worker)
+
+    def receive(self, worker: WorkerHandle) -> None:
+        try:
+            while worker.alive and worker.conn.poll():
+                self.on_message(worker, worker.conn.recv())
+        except (EOFError, OSError):
+            self.on_exit(worker)
+
+    def on_message(self, worker: WorkerHandle, message: m.FromWorker) -> None:
+        match message:
+            case m.TestReports():
+                self.on_reports(worker, message)
+            case m.WantWork():
+                worker.wants_work = True
+                if self.phase is Phase.RUNNING:
+                    self.feed(worker)
+            case m.Collected():
+                self.on_collected(worker, message)
+            case m.WorkerReady():
+                self.on_ready(worker)
+            case m.WarningRecorded():
+                self.on_warning(message)
+            case m.WorkerFinished():
+                worker.state = State.FINISHED
+            case m.WorkerFailed(error=error):
+                self.problems.append(f"internal error in worker {worker.slot.id} ({worker.device.name}):\n{error}")
+            case _:
+                raise TypeError(f"testrack controller: unexpected message {message!r}")
+
+    # ------------------------------------------------------------------ collection
+
+    def on_ready(self, worker: WorkerHandle) -> None:
+        worker.state = State.READY
+        trace(f"controller: {worker.slot.id} ready")
+        if self.phase is Phase.COLLECTING and self.mode == "load":
+            self.feed_collection(worker)
+        elif self.phase is not Phase.COLLECTING and self.mode == "each":
+            # A replacement worker in each mode needs every file its device runs.
+            self.send_collect(worker, [u.key for u in self.units])
+
+    def send_collect(self, worker: WorkerHandle, keys: list[str]) -> None:
+        keys = [k for k in keys if k not in worker.imported]
+        if not keys:
+            return
+        worker.imported.update(keys)
+        worker.collecting += 1
+        self.in_flight.setdefault(worker.slot.id, []).extend(keys)
+        worker.send(m.Collect(tuple(keys)))
+
+    def feed_collection(self, worker: WorkerHandle) -> None:
+        """Load mode: give a ready worker the next files to import, in chunks."""
+        if not self.to_collect or worker.collecting:
+            return
+        if self.to_collect[0] in self.suspects:
+            chunk = [self.to_collect.popleft()]
+        else:
+            size = max(1, len(self.to_collect) // (2 * max(1, len(self.alive_workers()))))
+            chunk = []
+            while self.to_collect and len(chunk) < size and self.to_collect[0] not in self.suspects:
+                chunk.append(self.to_collect.popleft())
+        self.send_collect(worker, chunk)
+
+    def on_collected(self, worker: WorkerHandle, message: m.Collected) -> None:
+        worker.collecting -= 1
+        inflight = self.in_flight.get(worker.slot.id, [])
+        for key in message.paths:
+            if key in inflight:
+                inflight.remove(key)
+        by_unit: dict[str, list[m.CollectedTest]] = {key: [] for key in message.paths}
+        paths = {FileUnit.from_key(k).path: k for k in message.paths}
+        for test in message.tests:
+            key = self._unit_of(test, paths, message.paths)
+            by_unit.setdefault(key, []).append(test)
+        for key, tests in by_unit.items():
+            self.collected.setdefault(key, {}).setdefault(worker.device.name, tests)
+            self.home.setdefault(key, worker.slot.id)
+        for nodeid in message.deselected:
+            self.deselected[nodeid] = None
+        for data in message.reports:
+            report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
+            if report.nodeid not in self.collect_reports:
+                self.collect_reports[report.nodeid] = report
+                self.config.hook.pytest_collectreport(report=report)
+        if self.phase is Phase.COLLECTING and self.mode == "load":
+            self.feed_collection(worker)
+
+    def _unit_of(self, test: m.CollectedTest, paths: dict[str, str], keys: tuple[str, ...]) -> str:
+        if len(keys) == 1:
+            return keys[0]
+        path = test.location[0]
+        rootpath = self.config.rootpath
+        full = str(rootpath / path) if not os.path.isabs(path) else path
+        full = os.path.normpath(full)
+        if full in paths:
+            return paths[full]
+        for key in keys:  # location may point elsewhere (a helper module): fall back to the node id
+            unit_nodeid = self.unit_nodeids.get(key)
+            if unit_nodeid and test.nodeid.startswith(unit_nodeid + "::"):
+                return key
+        return keys[0]
+
+    def collection_done(self) -> bool:
+        if not self.alive_workers():
+            return True
+        if self.mode == "load":
+            return not self.to_collect and not any(w.collecting for w in self.alive_workers())
+        return not any(w.collecting for w in self.alive_workers())
+
+    def finish_collection(self, session: pytest.Session) -> None:
+        if self.deselected:
+            self.config.hook.pytest_deselected(items=[RemoteItem(n) for n in self.deselected])
+        index = 0
+        unmatched: list[tuple[TestInfo, str]] = []
+        jobs_by_home: dict[str | None, list[Job]] = {}
+        runs = 0
+        for unit in self.units:
+            per_device = self.collected.get(unit.key, {})
+            ids_on = {name: {t.nodeid for t in tests} for name, tests in per_device.items()}
+            ordered: dict[str, m.CollectedTest] = {}
+            for tests in per_device.values():
+                for test in tests:
+                    ordered.setdefault(test.nodeid, test)
+            for test in ordered.values():
+                if test.nodeid in self.tests:
+                    continue
+                info = TestInfo(test, unit.key, index)
+                self.tests[test.nodeid] = info
+                index += 1
+                if test.requirement_error:
+                    unmatched.append((info, test.requirement_error))
+                    continue
+                eligible = [
+                    d.name for d in self.rack.devices
+                    if matches(d, test.requirements)
+                    and (self.mode == "load" or test.nodeid in ids_on.get(d.name, ()))
+                ]
+                if not eligible:
+                    unmatched.append((info, self._unmatched_text(test)))
+                    continue
+                if self.mode == "each":
+                    for name in eligible:
+                        jobs_by_home.setdefault(None, []).append(
+                            Job(test.nodeid, unit.key, info.index, frozenset([name])))
+                        runs += 1
+                else:
+                    home = self.home.get(unit.key)
+                    jobs_by_home.setdefault(home, []).append(
+                        Job(test.nodeid, unit.key, info.index, frozenset(eligible)))
+                    runs += 1
+        for home, jobs in jobs_by_home.items():
+            self.dispatcher.add(jobs, home=home if home in self.workers else None)
+        session.testscollected = len(self.tests)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and self.config.get_verbosity() >= 0:
+            deselected = f" ({len(self.deselected)} deselected)" if self.deselected else ""
+            each = f", {runs} runs" if self.mode == "each" else ""
+            reporter.write_line(
+                f"testrack: collected {len(self.tests)} tests{deselected}{each} "
+                f"in {len(self.units)} files on {len(self.slots)} workers"
+            )
+        self.unmatched = unmatched
+
+    def _unmatched_text(self, test: m.CollectedTest) -> str:
+        return (
+            f"no device in the rack can run this test: it needs "
+            f"{describe_requirements(test.requirements)}, and the rack ({self.rack.source}) has "
+            f"{self.rack.describe_kinds()}. Add a matching device to the rack or change the "
+            "test's @pytest.mark.device marker."
+        )
+
+    def _last_failed_filter(self, units: list[FileUnit]) -> list[FileUnit]:
+        """With ``--lf``, send only files that hold a recorded failure (as pytest skips the rest)."""
+        if not self.config.getoption("lf", False):
+            return units
+        lfplugin = self.config.pluginmanager.get_plugin("lfplugin")
+        paths = getattr(lfplugin, "_last_failed_paths", None)
+        if not getattr(lfplugin, "lastfailed", None) or not paths:
+            return units
+        kept = [u for u in units if Path(u.path) in paths]
+        return kept or units
+
+    # ------------------------------------------------------------------ running
+
+    def feed(self, worker: WorkerHandle) -> None:
+        """Answer a worker's WantWork: a chunk of tests, or NoMoreWork."""
+        worker.wants_work = False
+        jobs: list[Job] = []
+        if self.phase is Phase.RUNNING and not (worker.assigned and self.reserve_would_starve(worker)):
+            jobs = self.dispatcher.take(worker.slot.id)
+        if not jobs:
+            worker.send(m.NoMoreWork())
+            return
+        self.assign(worker, jobs)
+
+    def assign(self, worker: WorkerHandle, jobs: list[Job]) -> None:
+        missing = list(dict.fromkeys(j.module for j in jobs if j.module not in worker.imported))
+        if missing:
+            self.send_collect(worker, missing)
+        worker.assigned.extend(jobs)
+        worker.send(m.Run(tuple(j.nodeid for j in jobs)))
+
+    def reserve_would_starve(self, worker: WorkerHandle) -> bool:
+        """Would giving a busy worker its next test take it from a slot that could start it now?
+
+        A worker asks for its next test while still running one; when the tests
+        left are no more than the idle or starting slots, they go to those instead.
+        """
+        idle = sum(
+            1 for w in self.alive_workers()
+            if w is not worker and not w.assigned and w.state is not State.STOPPING
+        )
+        return self.dispatcher.remaining <= idle
+
+    def feed_idle(self) -> None:
+        """Offer work to workers that were told there was none (after a requeue)."""
+        for worker in self.alive_workers():
+            if worker.state is State.READY and not worker.assigned and self.dispatcher.has_work_for(worker.slot.id):
+                jobs = self.dispatcher.take(worker.slot.id)
+                if jobs:
+                    self.assign(worker, jobs)
+
+    def on_reports(self, worker: WorkerHandle, message: m.TestReports) -> None:
+        hook = self.config.hook
+        device = worker.device.name
+        for data in message.reports:
+            report = hook.pytest_report_from_serializable(config=self.config, data=data)
+            report.node = worker.label
+            report.user_properties.append(("device", device))
+            phases = worker.phases.get(report.nodeid)
+            if phases is None:
+                phases = worker.phases[report.nodeid] = set()
+                hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
+            phases.add(report.when)
+            outcome = phase_outcome(report)
+            if outcome is not None:
+                per_device = self.outcomes.setdefault(report.nodeid, {})
+                per_device[device] = worse(per_device.get(device), outcome)
+            hook.pytest_runtest_logreport(report=report)
+        for nodeid in message.finished:
+            self.finish_job(worker, nodeid)
+
+    def finish_job(self, worker: WorkerHandle, nodeid: str) -> None:
+        for i, job in enumerate(worker.assigned):
+            if job.nodeid == nodeid:
+                del worker.assigned[i]
+                break
+        worker.phases.pop(nodeid, None)
+        worker.tests_done += 1
+        info = self.tests.get(nodeid)
+        location = info.test.location if info else (nodeid.split("::")[0], None, nodeid)
+        self.config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+
+    def on_warning(self, message: m.WarningRecorded) -> None:
+        import warnings
+
+        category = _resolve_category(message.category)
+        record = warnings.WarningMessage(
+            message=category(message.message), category=category,
+            filename=message.filename, lineno=message.lineno,
+        )
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs=dict(warning_message=record, when=message.when, nodeid=message.nodeid, location=None)
+        )
+
+    def run_done(self) -> bool:
+        if self.phase is Phase.STOPPING:
+            return not any(w.state in (State.READY, State.STARTING) and w.assigned for w in self.workers.values())
+        if self.dispatcher.remaining:
+            return not self.alive_workers()
+        return not any(w.assigned for w in self.alive_workers())
+
+    def stop(self) -> None:
+        """``-x``/``--maxfail`` reached: let running tests finish, start nothing new."""
+        self.phase = Phase.STOPPING
+        for worker in self.alive_workers():
+            worker.send(m.Shutdown())
+            worker.state = State.STOPPING
+
+    def shutdown(self) -> None:
+        """End every worker's session cleanly; kill what does not end in time."""
+        trace("controller: shutdown")
+        self.phase = Phase.STOPPING
+        for worker in self.alive_workers():
+            if worker.state is not State.STOPPING:
+                worker.send(m.Shutdown())
+                worker.state = State.STOPPING
+        import time
+
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while any(w.alive or w.streams for w in self.workers.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.pump(timeout=min(left, 0.5))
+        for worker in self.workers.values():
+            worker.kill()
+            worker.proc.wait()
+        trace("controller: workers gone")
+
+    # ------------------------------------------------------------------ when a worker dies
+
+    def on_exit(self, worker: WorkerHandle) -> None:
+        finished = worker.state is State.FINISHED
+        was_ready = worker.state is not State.STARTING
+        worker.state = State.FINISHED if finished else State.DEAD
+        self._collect_remains(worker)
+        if finished:
+            # A clean exit: after Shutdown, or on its own at --maxfail (then the run stops too).
+            if worker.assigned and self.phase is not Phase.STOPPING:
+                self.dispatcher.requeue(list(worker.assigned))
+            worker.assigned.clear()
+            return
+        how = worker.how_it_ended()
+        output = worker.last_output()
+        slot = worker.slot
+        if worker.assigned:
+            crashed = worker.assigned.popleft()
+            self.report_crash(worker, crashed, how, output)
+            self.dispatcher.requeue(list(worker.assigned))
+            worker.assigned.clear()
+            if self.phase is Phase.RUNNING:
+                self.feed_idle()
+        self._requeue_collection(worker, how, output)
+        self.dispatcher.drop_slot(slot.id, permanently=False)
+        respawns = self.respawns.get(slot.id, 0)
+        if self.phase is Phase.STOPPING:
+            return
+        if was_ready and respawns < MAX_RESPAWNS:
+            self.respawns[slot.id] = respawns + 1
+            self.start_worker(slot)
+            return
+        reason = f"worker {how} {'at start' if not was_ready else 'repeatedly'}"
+        self.dead_slots[slot.id] = reason
+        self.dispatcher.drop_slot(slot.id, permanently=True)
+        detail = f"\n{output}" if output else ""
+        self.problems.append(f"gave up on {slot.id} ({worker.device.name}): {reason}{detail}")
+        for job in self.dispatcher.orphans():
+            self.report_orphan(job)
+
+    def _collect_remains(self, worker: WorkerHandle) -> None:
+        """Read what a dead worker printed last, and reap the process."""
+        try:
+            worker.proc.wait(timeout=5)
+        except Exception:
+            worker.kill()
+            worker.proc.wait()
+        for stream in list(worker.streams):
+            while stream in worker.streams:
+                ready, _, _ = select.select([stream], [], [], 0.5)
+                if not ready:
+                    worker.streams.remove(stream)
+                    break
+                worker.read_output(stream, self.echo_output)
+
+    def _requeue_collection(self, worker: WorkerHandle, how: str, output: str) -> None:
+        keys = self.in_flight.pop(worker.slot.id, [])
+        if not keys or self.phase is not Phase.COLLECTING:
+            return
+        if self.mode == "load":
+            if len(keys) == 1 and keys[0] in self.suspects:
+                self.report_collect_crash(worker, keys[0], how, output)
+            else:
+                self.suspects.update(keys)
+                self.to_collect.extendleft(reversed(keys))
+
+    def report_collect_crash(self, worker: WorkerHandle, key: str, how: str, output: str) -> None:
+        nodeid = self.unit_nodeids.get(key, key)
+        text = (f"worker {worker.slot.id} on device {worker.device.name} {how} while importing "
+                f"this file\nlast output of the worker:\n{output or '(none)'}")
+        report = pytest.CollectReport(nodeid, "failed", text, [])
+        self.collect_reports[nodeid] = report
+        self.config.hook.pytest_collectreport(report=report)
+
+    def report_crash(self, worker: WorkerHandle, job: Job, how: str, output: str) -> None:
+        phases = worker.phases.pop(job.nodeid, set())
+        text = (
+            f"worker {worker.slot.id} on device {worker.device.name} {how} while running this test "
+            f"(the test was not retried: a crashing test could take down another device).\n"
+            f"last output of the worker:\n{output or '(none)'}"
+        )
+        when = "teardown" if "call" in phases else "call"
+        self.report_synthetic(self.tests[job.nodeid], worker, text, when=when,
+                              started=bool(phases), outcome_name="crashed")
+
+    def report_orphan(self, job: Job) -> None:
+        names = sorted(job.eligible)
+        reasons = "; ".join(f"{n}: {self.dead_devices().get(n, 'no workers')}" for n in names)
+        text = f"no working device left to run this test (it can run on {', '.join(names)}; {reasons})"
+        device = names[0] if len(names) == 1 else None
+        self.report_synthetic(self.tests[job.nodeid], None, text, when="setup", device=device)
+
+    def report_synthetic(
+        self, info: TestInfo, worker: WorkerHandle | None, text: str, when: str,
+        started: bool = False, outcome_name: str | None = None, device: str | None = None,
+    ) -> None:
+        """Report a failure the test itself could not report (crash, no device)."""
+        hook = self.config.hook
+        test = info.test
+        device = worker.device.name if worker else device
+        properties = [("device", device)] if device else []
+        if not started:
+            hook.pytest_runtest_logstart(nodeid=test.nodeid, location=test.location)
+        reports = [pytest.TestReport(test.nodeid, test.location, {}, "failed", text, when,
+                                     user_properties=list(properties))]
+        if when != "teardown":
+            reports.append(pytest.TestReport(test.nodeid, test.location, {}, "passed", None, "teardown",
+                                             user_properties=list(properties)))
+        for report in reports:
+            if worker is not None:
+                report.node = worker.label
+            hook.pytest_runtest_logreport(report=report)
+        key = device or "-"
+        per_device = self.outcomes.setdefault(test.nodeid, {})
+        per_device[key] = worse(per_device.get(key), outcome_name or ("unmatched" if worker is None else "error"))
+        hook.pytest_runtest_logfinish(nodeid=test.nodeid, location=test.location)
+
+
+def _resolve_category(name: str) -> type[Warning]:
+    """The warning class by name, without importing anything (test modules stay unimported)."""
+    module_name, _, qualname = name.rpartition(".")
+    obj: Any = sys.modules.get(module_name)
+    try:
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        return UserWarning
+    if isinstance(obj, type) and issubclass(obj, Warning):
+        return obj
+    return UserWarning

@@ -1,0 +1,137 @@
+"""Everything that crosses the process boundary, written down once.
+
+The controller and its workers talk over one socket per worker
+(:class:`multiprocessing.connection.Connection`, pickled frozen dataclasses).
+Each direction has a closed set of message types; both sides dispatch with
+``match`` on the type, so a new message is a new class here and a new case there.
+Reports travel as the dicts of pytest's ``pytest_report_to_serializable`` hook,
+so plugins that extend report serialization keep working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Union
+
+SerializedReport = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- worker -> controller
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerReady:
+    """The worker's pytest session has started; it can take work."""
+
+    pid: int
+    python: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectedTest:
+    """What the controller needs to know about a test without importing it."""
+
+    nodeid: str
+    location: tuple[str, int | None, str]
+    #: One tuple of (key, allowed values) pairs per ``@pytest.mark.device`` marker.
+    requirements: tuple[tuple[tuple[str, tuple[Any, ...]], ...], ...]
+    #: Set when the test's ``device`` marker cannot be understood.
+    requirement_error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Collected:
+    """Result of a :class:`Collect` request: tests in collection order, after deselection."""
+
+    paths: tuple[str, ...]
+    tests: tuple[CollectedTest, ...]
+    deselected: tuple[str, ...]
+    #: Serialized ``CollectReport`` of collectors that failed or were skipped.
+    reports: tuple[SerializedReport, ...]
+    duration: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WantWork:
+    """The worker is down to its last queued test and needs to know what follows it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TestReports:
+    """Serialized ``TestReport`` objects, in order, for one or more tests."""
+
+    reports: tuple[SerializedReport, ...]
+    #: Node ids whose protocol (setup, call, teardown) is complete, in order.
+    finished: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class WarningRecorded:
+    """A warning captured in the worker, replayed through ``pytest_warning_recorded``."""
+
+    message: str
+    category: str
+    filename: str
+    lineno: int
+    when: str
+    nodeid: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerFinished:
+    """The worker's session ended normally after :class:`Shutdown`."""
+
+    exitstatus: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerFailed:
+    """The worker hit an internal error; the text is the traceback."""
+
+    error: str
+
+
+FromWorker = Union[
+    WorkerReady, Collected, WantWork, TestReports, WarningRecorded, WorkerFinished, WorkerFailed
+]
+
+
+# --------------------------------------------------------------------------- controller -> worker
+
+
+@dataclasses.dataclass(frozen=True)
+class Hello:
+    """First message: who the worker is and what run it belongs to."""
+
+    workerinput: dict[str, Any]
+    #: The controller's command line, parsed again by the worker's own pytest.
+    args: tuple[str, ...]
+    #: The controller's ``sys.path`` before any conftest changed it.
+    sys_path: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Collect:
+    """Import these files (collection arguments) and report their tests."""
+
+    paths: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Append these tests to the worker's queue, to run in this order."""
+
+    nodeids: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoMoreWork:
+    """Answer to :class:`WantWork` when nothing is pending for this worker now."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shutdown:
+    """Finish the session (teardown, ``pytest_sessionfinish``) and exit."""
+
+
+ToWorker = Union[Hello, Collect, Run, NoMoreWork, Shutdown]

@@ -1,0 +1,144 @@
+"""The pytest plugin: options, markers and fixtures; decides controller or worker.
+
+Loaded in every pytest process through the ``pytest11`` entry point. In the
+process the user started it reads the rack and, when there is one, registers
+a :class:`~testrack.controller.Controller`; inside a testrack worker it only
+serves fixtures (the worker's own plugin, :mod:`testrack.worker`, runs the
+loop); without a rack it stays out of the way.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
+
+#: sys.path before any conftest touched it; workers start from the same one.
+_STARTUP_SYS_PATH = tuple(sys.path)
+
+rack_key = pytest.StashKey[Rack]()
+
+OFF = ("off", "no", "none")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testrack", "testrack: run the suite against a rack of devices")
+    group.addoption(
+        "--rack",
+        metavar="SPEC",
+        default=None,
+        help="the rack to run on: a rack file (TOML, or a devices.json list of addresses), "
+        "local:N for N local workers, local:auto for one per CPU, or 'off'. "
+        "Default: testrack.toml or [tool.testrack] in pyproject.toml when present.",
+    )
+    group.addoption(
+        "--rack-mode",
+        choices=MODES,
+        default=None,
+        help="load: each test runs once, on any matching device (default); "
+        "each: every test runs on every matching device.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "device(kind=None, **attrs): run the test only on devices of this kind whose attrs "
+        "match (a list of values means any of them)",
+    )
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:  # a testrack or xdist worker: the controller is elsewhere
+        if workerinput.get("testrack") and not config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistCompatFixtures(), "testrack-xdist-compat")
+        return
+    rack = _read_rack(config)
+    if rack is None:
+        return
+    config.stash[rack_key] = rack
+    if not _runs_tests(config):
+        return
+    _check_compatible(config, rack)
+    if not config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistCompatFixtures(), "testrack-xdist-compat")
+    from testrack.controller import Controller
+
+    mode = config.getoption("rack_mode") or rack.mode or "load"
+    config.pluginmanager.register(Controller(config, rack, mode, _STARTUP_SYS_PATH), "testrack-controller")
+
+
+def _read_rack(config: pytest.Config) -> Rack | None:
+    spec: str | None = config.getoption("rack")
+    try:
+        if spec is None:
+            return discover_rack(config.rootpath)
+        if spec.lower() in OFF:
+            return None
+        return load_rack(spec, config.invocation_params.dir)
+    except RackError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _runs_tests(config: pytest.Config) -> bool:
+    """Listing modes (--collect-only, --fixtures, ...) run in this process, as plain pytest."""
+    option = config.option
+    return not (
+        option.collectonly
+        or getattr(option, "showfixtures", False)
+        or getattr(option, "show_fixtures_per_test", False)
+        or getattr(option, "markers", False)
+        or getattr(option, "help", False)
+    )
+
+
+def _check_compatible(config: pytest.Config, rack: Rack) -> None:
+    numprocesses = config.getoption("numprocesses", None)
+    dist = config.getoption("dist", "no")
+    if numprocesses or dist not in (None, "no"):
+        raise pytest.UsageError(
+            "testrack and pytest-xdist's -n/--dist both run tests in parallel; use one: "
+            f"testrack already runs one worker per device slot of {rack.source}. For N local "
+            "workers without devices use --rack local:N, or pass --rack off to use xdist."
+        )
+    if config.getoption("usepdb"):
+        raise pytest.UsageError(
+            "--pdb needs the test to run in this terminal, but testrack runs tests in worker "
+            "processes; add --rack off to debug in one process."
+        )
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> Device:
+    """The device this worker runs on (in a plain run: the rack's first device)."""
+    workerinput: dict[str, Any] | None = getattr(request.config, "workerinput", None)
+    if workerinput and isinstance(workerinput.get("device"), dict):
+        return Device.from_dict(workerinput["device"])
+    rack = request.config.stash.get(rack_key, None)
+    if rack is None:
+        try:
+            rack = discover_rack(request.config.rootpath)
+        except RackError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    if rack is None:
+        pytest.fail(
+            "the device fixture needs a rack: run with --rack FILE (or --rack local:N), "
+            "or add a testrack.toml with [[devices]] to the project root",
+            pytrace=False,
+        )
+    return rack.devices[0]
+
+
+class XdistCompatFixtures:
+    """xdist's fixtures, for plugins and tests that expect them when xdist is not installed."""
+
+    @pytest.fixture(scope="session")
+    def worker_id(self, request: pytest.FixtureRequest) -> str:
+        workerinput = getattr(request.config, "workerinput", None)
+        return str(workerinput["workerid"]) if workerinput else "master"
+
+    @pytest.fixture(scope="session")
+    def testrun_uid(self, request: pytest.FixtureRequest) -> str:
+        workerinput = getattr(request.config, "workerinput", None)
+        return str(workerinput["testrunuid"]) if workerinput else "local"

@@ -1,0 +1,92 @@
+"""What a test did on a device, and the per-device tables at the end of a run.
+
+Pure functions over plain data: the controller records one outcome per
+(test, device) and the terminal summary formats them. In each mode the matrix
+answers "which device failed which test"; in load mode the per-device line
+shows how the work was spread.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+#: Worst first: the outcome shown for a test is the worst of its phases.
+SEVERITY = ("crashed", "error", "failed", "xpassed", "unmatched", "xfailed", "skipped", "passed")
+_RANK = {name: i for i, name in enumerate(SEVERITY)}
+_FAILING = {"crashed", "error", "failed", "unmatched"}
+
+
+def phase_outcome(report: pytest.TestReport) -> str | None:
+    """The outcome one phase report contributes (None for a passed setup or teardown)."""
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    if report.skipped:
+        return "xfailed" if hasattr(report, "wasxfail") else "skipped"
+    if report.when == "call":
+        return "xpassed" if hasattr(report, "wasxfail") else "passed"
+    return None
+
+
+def worse(a: str | None, b: str) -> str:
+    if a is None:
+        return b
+    return a if _RANK.get(a, 3) <= _RANK.get(b, 3) else b
+
+
+def device_counts(outcomes: Mapping[str, Mapping[str, str]], devices: Sequence[str]) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = {d: Counter() for d in devices}
+    for per_device in outcomes.values():
+        for device, outcome in per_device.items():
+            counts.setdefault(device, Counter())[outcome] += 1
+    return counts
+
+
+def format_counts(counter: Counter[str]) -> str:
+    if not counter:
+        return "no tests"
+    return ", ".join(f"{n} {o}" for o, n in sorted(counter.items(), key=lambda kv: _RANK.get(kv[0], 3)))
+
+
+def matrix_lines(
+    outcomes: Mapping[str, Mapping[str, str]],
+    devices: Sequence[str],
+    quarantined: Mapping[str, str] | None = None,
+    everything: bool = False,
+    width: int = 80,
+) -> list[str]:
+    """Rows: tests (only those not passing everywhere unless ``everything``); columns: devices."""
+    quarantined = quarantined or {}
+    rows = [
+        nodeid
+        for nodeid, per_device in outcomes.items()
+        if everything or any(v in _FAILING or v == "xpassed" for v in per_device.values())
+        or len(set(per_device.values())) > 1
+    ]
+    lines: list[str] = []
+    cols = [max(len(d), 9) for d in devices]
+    test_width = max([len("test")] + [len(r) for r in rows])
+    test_width = min(test_width, max(20, width - sum(c + 2 for c in cols) - 1))
+    if rows:
+        header = "test".ljust(test_width) + "".join("  " + d.ljust(c) for d, c in zip(devices, cols))
+        lines.append(header.rstrip())
+        for nodeid in rows:
+            shown = nodeid if len(nodeid) <= test_width else "..." + nodeid[-(test_width - 3):]
+            cells = "".join(
+                "  " + (outcomes[nodeid].get(d, "-")).ljust(c) for d, c in zip(devices, cols)
+            )
+            lines.append((shown.ljust(test_width) + cells).rstrip())
+    elif outcomes:
+        lines.append(f"all {len(outcomes)} tests gave the same outcome on every device")
+    counts = device_counts(outcomes, devices)
+    for device in devices:
+        status = f"quarantined: {quarantined[device]}" if device in quarantined else format_counts(counts[device])
+        verdict = "FAILED" if device in quarantined or any(o in _FAILING for o in counts[device]) else "ok"
+        lines.append(f"{device}: {verdict} - {status}")
+    return lines
+
+
+def failing(outcome: str) -> bool:
+    return outcome in _FAILING

@@ -1,0 +1,301 @@
+"""The worker process: one per device slot.
+
+Started by the controller as ``python -m testrack.worker FD`` with the device's
+environment already applied, so ``CUDA_VISIBLE_DEVICES`` and friends are set
+before any test code is imported. It runs a normal pytest session built from
+the controller's own command line, except that collection happens on demand
+(only the files it is sent) and the run loop obeys the controller.
+
+The worker keeps one test in hand until it knows which test follows (pytest
+needs ``nextitem`` to tear down exactly the fixtures that are no longer
+needed), and asks for more work while it still has some, so the socket round
+trip overlaps a running test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+
+from testrack import messages as m
+from testrack.collection import FileUnit, matches_selector, walk_files
+from testrack.scheduling.matching import requirement_from_marker
+from testrack.trace import trace
+
+#: Flush buffered reports when the oldest has waited this long (seconds).
+FLUSH_AFTER = 0.02
+#: A test shorter than this is "tiny": ask for work two tests ahead, not one.
+TINY_TEST = 0.01
+
+
+class WorkerSession:
+    """Pytest plugin that turns a pytest session into a testrack worker."""
+
+    def __init__(self, conn: Connection, hello: m.Hello) -> None:
+        self.conn = conn
+        self.hello = hello
+        self.config: pytest.Config | None = None
+        self.session: pytest.Session | None = None
+        self.items: dict[str, pytest.Item] = {}
+        self.files: dict[str, list[pytest.File]] | None = None
+        self.queue: deque[pytest.Item] = deque()
+        self.asked = False
+        self.drained = False
+        self.stopping = False
+        self.buffer: list[m.SerializedReport] = []
+        self.finished: list[str] = []
+        self.buffered_since = 0.0
+        self.last_duration = 1.0
+        self._collecting: list[m.SerializedReport] | None = None
+        self._deselected: list[str] = []
+        self._stdout: Any = None
+        self.maxfail = 0
+        self.failures = 0
+
+    # ------------------------------------------------------------------ pytest hooks
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self.config = config
+        config.workerinput = self.hello.workerinput  # type: ignore[attr-defined]
+        config.workeroutput = {}  # type: ignore[attr-defined]
+        # The controller counts failures across workers and owns the terminal; a worker
+        # only stops itself at maxfail so that it runs nothing past its own failures.
+        self.maxfail = int(config.option.maxfail or 0)
+        self.failures = 0
+        config.option.maxfail = 0
+        config.option.usepdb = False
+        config.option.basetemp = self.hello.workerinput.get("basetemp")
+        self._stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self._stdout is not None:  # the terminal reporter keeps writing to devnull
+            sys.stdout, self._stdout = self._stdout, None
+        self.session = session
+        trace("worker: ready")
+        self.send(m.WorkerReady(pid=os.getpid(), python=sys.version.split()[0]))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> bool:
+        return True  # files are collected when the controller sends them
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        self.loop()
+        return True
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        assert self.config is not None
+        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        if not self.buffer:
+            self.buffered_since = time.monotonic()
+        self.buffer.append(data)
+        if report.failed and not hasattr(report, "wasxfail"):
+            self.failures += 1
+            if self.maxfail and self.failures >= self.maxfail:
+                self.stopping = True
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if self._collecting is not None and not report.passed:
+            assert self.config is not None
+            data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+            self._collecting.append(data)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self._deselected.extend(item.nodeid for item in items)
+
+    def pytest_warning_recorded(
+        self, warning_message: warnings.WarningMessage, when: str, nodeid: str, location: object
+    ) -> None:
+        category = warning_message.category
+        self.send(
+            m.WarningRecorded(
+                message=str(warning_message.message),
+                category=f"{category.__module__}.{category.__qualname__}",
+                filename=str(warning_message.filename),
+                lineno=int(warning_message.lineno),
+                when=when,
+                nodeid=nodeid,
+            )
+        )
+
+    def pytest_internalerror(self, excrepr: object) -> None:
+        self.send(m.WorkerFailed(error=str(excrepr)))
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_sessionfinish(self, exitstatus: int) -> Any:
+        result = yield
+        trace("worker: session finished")
+        self.flush()
+        self.send(m.WorkerFinished(exitstatus=int(exitstatus)))
+        return result
+
+    # ------------------------------------------------------------------ the loop
+
+    def send(self, message: m.FromWorker) -> None:
+        self.conn.send(message)
+
+    def flush(self) -> None:
+        if self.buffer or self.finished:
+            self.send(m.TestReports(tuple(self.buffer), tuple(self.finished)))
+            self.buffer = []
+            self.finished = []
+
+    def loop(self) -> None:
+        while not self.stopping:
+            while self.conn.poll():
+                self.handle(self.conn.recv())
+            if self.stopping:
+                break
+            ahead = 2 if self.last_duration < TINY_TEST else 1
+            if len(self.queue) <= ahead and not self.asked and not self.drained:
+                self.flush()
+                self.send(m.WantWork())
+                self.asked = True
+            if not self.queue or (len(self.queue) == 1 and not self.drained):
+                # Nothing to run, or the last test's successor is still unknown.
+                self.flush()
+                self.handle(self.conn.recv())
+                continue
+            item = self.queue.popleft()
+            nextitem = self.queue[0] if self.queue else None
+            self.run_one(item, nextitem)
+            if not self.queue:
+                self.drained = False  # ask once more: work may have appeared meanwhile
+
+    def run_one(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        assert self.config is not None
+        start = time.monotonic()
+        self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        now = time.monotonic()
+        self.last_duration = now - start
+        self.finished.append(item.nodeid)
+        if self.last_duration >= TINY_TEST or now - self.buffered_since >= FLUSH_AFTER:
+            self.flush()
+
+    def handle(self, message: m.ToWorker) -> None:
+        match message:
+            case m.Collect(paths=paths):
+                self.collect(paths)
+            case m.Run(nodeids=nodeids):
+                self.enqueue(nodeids)
+                self.asked = False
+                self.drained = False
+            case m.NoMoreWork():
+                self.asked = False
+                self.drained = True
+            case m.Shutdown():
+                self.stopping = True
+            case _:
+                raise TypeError(f"testrack worker: unexpected message {message!r}")
+
+    # ------------------------------------------------------------------ collection
+
+    def collect(self, keys: tuple[str, ...]) -> None:
+        assert self.session is not None and self.config is not None
+        started = time.monotonic()
+        if self.files is None:
+            self.files = {unit.path: nodes for unit, nodes in walk_files(self.session)}
+        self._collecting = []
+        self._deselected = []
+        items: list[pytest.Item] = []
+        try:
+            for key in keys:
+                unit = FileUnit.from_key(key)
+                for file_node in self.files.get(unit.path, []):
+                    for item in self.session.genitems(file_node):
+                        if not unit.selectors or any(
+                            matches_selector(item, file_node, s) for s in unit.selectors
+                        ):
+                            items.append(item)
+            self.config.hook.pytest_collection_modifyitems(
+                session=self.session, config=self.config, items=items
+            )
+        finally:
+            reports, self._collecting = self._collecting, None
+        for item in items:
+            self.items[item.nodeid] = item
+        self.session.items.extend(items)
+        self.session.testscollected = len(self.items)
+        self.send(
+            m.Collected(
+                paths=keys,
+                tests=tuple(describe(item) for item in items),
+                deselected=tuple(self._deselected),
+                reports=tuple(reports),
+                duration=time.monotonic() - started,
+            )
+        )
+
+    def enqueue(self, nodeids: tuple[str, ...]) -> None:
+        for nodeid in nodeids:
+            item = self.items.get(nodeid)
+            if item is None:
+                self.report_missing(nodeid)
+            else:
+                self.queue.append(item)
+
+    def report_missing(self, nodeid: str) -> None:
+        """The controller sent a test this worker did not collect: say so, as a test error."""
+        assert self.config is not None
+        device = self.hello.workerinput.get("device", {}).get("name", "?")
+        text = (
+            f"{nodeid} was collected on another worker but not on this one (device {device}); "
+            "its id depends on where it is collected (parametrization from the environment?). "
+            "Make the ids independent of the device, or run it in each mode."
+        )
+        for when, outcome in (("setup", "failed"), ("teardown", "passed")):
+            report = pytest.TestReport(
+                nodeid, (nodeid.split("::")[0], None, nodeid), {}, outcome,
+                text if outcome == "failed" else None, when,
+            )
+            self.pytest_runtest_logreport(report)
+        self.finished.append(nodeid)
+
+
+def describe(item: pytest.Item) -> m.CollectedTest:
+    """What the controller needs from an item: its id, location and device requirements."""
+    requirements = []
+    error = None
+    for mark in item.iter_markers("device"):
+        try:
+            requirements.append(requirement_from_marker(mark.args, mark.kwargs))
+        except ValueError as exc:
+            error = str(exc)
+    path, lineno, domain = item.location
+    return m.CollectedTest(
+        nodeid=item.nodeid,
+        location=(path, lineno, domain),
+        requirements=tuple(requirements),
+        requirement_error=error,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m testrack.worker FD``."""
+    trace("worker: main")
+    argv = sys.argv[1:] if argv is None else argv
+    conn = Connection(int(argv[0]))
+    hello: m.Hello = conn.recv()
+    sys.path[:] = list(hello.sys_path)
+    plugin = WorkerSession(conn, hello)
+    try:
+        code = pytest.main(list(hello.args), plugins=[plugin])
+    except BaseException:
+        conn.send(m.WorkerFailed(error=traceback.format_exc()))
+        raise
+    sys.stdout.flush()
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Shared helpers for testrack's own tests."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import pytest
+
+from testrack.rack import Device, dump_rack
+
+#: A verbose rack-run result line: "[board-1] [ 33%] PASSED test_x.py::test_a".
+RESULT_LINE = re.compile(r"^\[(?P<device>[^\]]+)\] (?:\[\s*\d+%\] )?(?P<word>[A-Z]+) (?P<nodeid>\S+)")
+
+
+def boards(n: int, kind: str = "board", **extra: Any) -> list[Device]:
+    return [Device(f"{kind}-{i + 1}", kind, f"127.0.0.{11 + i}:1", **extra) for i in range(n)]
+
+
+@pytest.fixture
+def write_rack(pytester: pytest.Pytester) -> Callable[..., None]:
+    """Write testrack.toml into the pytester directory."""
+
+    def write(devices: Iterable[Device], mode: str | None = None) -> None:
+        pytester.path.joinpath("testrack.toml").write_text(dump_rack(list(devices), mode=mode))
+
+    return write
+
+
+def results(lines: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(device, WORD, nodeid) for each verbose result line of a rack run."""
+    out = []
+    for line in lines:
+        match = RESULT_LINE.match(line)
+        if match:
+            out.append((match["device"], match["word"], match["nodeid"]))
+    return out
+
+
+def by_device(lines: Iterable[str]) -> Mapping[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for device, _word, nodeid in results(lines):
+        out.setdefault(device, []).append(nodeid)
+    return out
