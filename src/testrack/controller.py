@@ -20,7 +20,6 @@ import enum
 import os
 import select
 import sys
-import uuid
 from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import wait
@@ -35,7 +34,7 @@ from testrack.rack import Device, Rack
 from testrack.scheduling import Dispatcher, Job, Slot, describe_requirements, matches
 from testrack.summary import matrix_lines, phase_outcome, worse
 from testrack.trace import trace
-from testrack.workers import State, WorkerHandle, WorkerLabel, spawn
+from testrack.workers import Launcher, State, WorkerHandle
 
 #: How often one slot's worker may be replaced after crashes before the slot is given up.
 MAX_RESPAWNS = 5
@@ -70,30 +69,21 @@ class TestInfo:
 class Controller:
     """Runs a session's tests on the rack's workers (registered as a pytest plugin)."""
 
-    def __init__(self, config: pytest.Config, rack: Rack, mode: str, sys_path: Iterable[str]) -> None:
+    def __init__(
+        self, config: pytest.Config, rack: Rack, mode: str, sys_path: Iterable[str], launcher: Launcher
+    ) -> None:
         self.config = config
         self.rack = rack
         self.mode = mode
         self.sys_path = tuple(sys_path)
+        self.launcher = launcher
         self.devices: dict[str, Device] = {d.name: d for d in rack.devices}
-        self.slots: list[Slot] = []
-        self.labels: dict[str, WorkerLabel] = {}
-        for device in rack.devices:
-            for k in range(device.capacity):
-                slot = Slot(id=f"gw{len(self.slots)}", device=device.name)
-                self.slots.append(slot)
-                if device.kind == "local":
-                    label = slot.id
-                elif device.capacity > 1:
-                    label = f"{device.name}#{k}"
-                else:
-                    label = device.name
-                self.labels[slot.id] = WorkerLabel(label, device)
+        self.slots: list[Slot] = launcher.slots
         self.dispatcher = Dispatcher(self.slots)
         self.workers: dict[str, WorkerHandle] = {}
         self.respawns: dict[str, int] = {}
         self.dead_slots: dict[str, str] = {}
-        self.testrunuid = uuid.uuid4().hex
+        self.testrunuid = launcher.testrunuid
         self.echo_output = config.getoption("capture") == "no"
         self.phase = Phase.COLLECTING
         self.session: pytest.Session | None = None
@@ -221,23 +211,13 @@ class Controller:
             "testrack": True,
             "basetemp": str(self.basetemp / slot.id) if self.basetemp else None,
         }
-        env = dict(os.environ)
-        env.update(device.env)
-        env.update(
-            PYTEST_XDIST_WORKER=slot.id,
-            PYTEST_XDIST_WORKER_COUNT=str(len(self.slots)),
-            PYTEST_XDIST_TESTRUNUID=self.testrunuid,
-            TESTRACK_DEVICE=device.name,
-            TESTRACK_WORKER=slot.id,
-        )
-        env.pop("PYTEST_CURRENT_TEST", None)
         hello = m.Hello(
             workerinput=workerinput,
             args=tuple(str(a) for a in self.config.invocation_params.args),
             sys_path=self.sys_path,
         )
-        worker = spawn(slot, device, self.labels[slot.id], hello, env,
-                       cwd=str(self.config.invocation_params.dir))
+        worker = self.launcher.take(slot)
+        worker.send(hello)
         self.workers[slot.id] = worker
         return worker
 

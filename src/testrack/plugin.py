@@ -10,7 +10,7 @@ loop); without a rack it stays out of the way.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,7 +19,11 @@ from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_ra
 #: sys.path before any conftest touched it; workers start from the same one.
 _STARTUP_SYS_PATH = tuple(sys.path)
 
+if TYPE_CHECKING:
+    from testrack.workers import Launcher
+
 rack_key = pytest.StashKey[Rack]()
+launcher_key = pytest.StashKey["Launcher"]()
 
 OFF = ("off", "no", "none")
 
@@ -43,6 +47,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Start the workers now, while this process still loads conftests and plugins.
+
+    Anything doubtful (a bad rack, a listing option, xdist's -n) skips the head
+    start; pytest_configure then decides, and reports errors, with the full config.
+    """
+    if any(getattr(p, "is_testrack_worker", False) for p in early_config.pluginmanager.get_plugins()):
+        return
+    ns = early_config.known_args_namespace
+    spec = getattr(ns, "rack", None)
+    if spec is not None and spec.lower() in OFF:
+        return
+    listing = ("collectonly", "help", "version", "showfixtures", "show_fixtures_per_test", "markers")
+    if any(getattr(ns, name, False) for name in (*listing, "numprocesses", "usepdb")):
+        return
+    try:
+        rack = load_rack(spec, early_config.invocation_params.dir) if spec else discover_rack(early_config.rootpath)
+    except RackError:
+        return
+    if rack is None:
+        return
+    from testrack.workers import Launcher
+
+    launcher = Launcher(rack, cwd=str(early_config.invocation_params.dir))
+    launcher.prestart()
+    early_config.stash[launcher_key] = launcher
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -64,9 +97,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistCompatFixtures(), "testrack-xdist-compat")
     from testrack.controller import Controller
+    from testrack.workers import Launcher
 
+    launcher = config.stash.get(launcher_key, None)
+    if launcher is None or launcher.rack != rack:
+        if launcher is not None:
+            launcher.discard()
+        launcher = config.stash[launcher_key] = Launcher(rack, cwd=str(config.invocation_params.dir))
     mode = config.getoption("rack_mode") or rack.mode or "load"
-    config.pluginmanager.register(Controller(config, rack, mode, _STARTUP_SYS_PATH), "testrack-controller")
+    controller = Controller(config, rack, mode, _STARTUP_SYS_PATH, launcher)
+    config.pluginmanager.register(controller, "testrack-controller")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    launcher = config.stash.get(launcher_key, None)
+    if launcher is not None:
+        launcher.discard()
 
 
 def _read_rack(config: pytest.Config) -> Rack | None:

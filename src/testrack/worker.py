@@ -39,6 +39,8 @@ TINY_TEST = 0.01
 class WorkerSession:
     """Pytest plugin that turns a pytest session into a testrack worker."""
 
+    is_testrack_worker = True
+
     def __init__(self, conn: Connection, hello: m.Hello) -> None:
         self.conn = conn
         self.hello = hello
@@ -285,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     trace("worker: main")
     argv = sys.argv[1:] if argv is None else argv
     conn = Connection(int(argv[0]))
-    hello: m.Hello = conn.recv()
+    try:
+        hello: m.Hello = conn.recv()
+    except EOFError:
+        return 0  # prestarted, then not needed: the controller went another way
     sys.path[:] = list(hello.sys_path)
     plugin = WorkerSession(conn, hello)
     try:
@@ -293,9 +298,25 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         conn.send(m.WorkerFailed(error=traceback.format_exc()))
         raise
-    sys.stdout.flush()
     return int(code)
 
 
+def exit_now(code: int) -> None:
+    """Exit without tearing the interpreter down module by module.
+
+    The session is over and reported; atexit handlers (coverage saving its data,
+    say) still run, but the slow part of interpreter shutdown is skipped.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -15,12 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
 from testrack import messages as m
-from testrack.rack import Device
+from testrack.rack import Device, Rack
 from testrack.scheduling import Job, Slot
 
 OUTPUT_LINES = 40
@@ -143,22 +144,85 @@ class WorkerHandle:
                 stream.close()
 
 
-def spawn(slot: Slot, device: Device, label: WorkerLabel, hello: m.Hello, env: dict[str, str], cwd: str) -> WorkerHandle:
-    """Start a worker process for ``slot`` and send it its Hello."""
-    parent_sock, child_sock = socket.socketpair()
-    child_fd = child_sock.fileno()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "testrack.worker", str(child_fd)],
-        pass_fds=[child_fd],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    child_sock.close()
-    conn = Connection(parent_sock.detach())
-    handle = WorkerHandle(slot, device, label, proc, conn)
-    handle.send(hello)
-    return handle
+class Launcher:
+    """Lays out a rack's slots and starts their worker processes.
+
+    Starting a Python process and importing pytest is most of a worker's start-up
+    time, so the plugin creates the launcher as soon as the rack is known (before
+    the controller has loaded conftests or configured plugins) and the workers
+    start meanwhile; they wait for their :class:`~testrack.messages.Hello`.
+    """
+
+    def __init__(self, rack: Rack, cwd: str) -> None:
+        self.rack = rack
+        self.cwd = cwd
+        self.testrunuid = uuid.uuid4().hex
+        self.devices = {d.name: d for d in rack.devices}
+        self.slots: list[Slot] = []
+        self.labels: dict[str, WorkerLabel] = {}
+        for device in rack.devices:
+            for k in range(device.capacity):
+                slot = Slot(id=f"gw{len(self.slots)}", device=device.name)
+                self.slots.append(slot)
+                if device.kind == "local":
+                    label = slot.id
+                elif device.capacity > 1:
+                    label = f"{device.name}#{k}"
+                else:
+                    label = device.name
+                self.labels[slot.id] = WorkerLabel(label, device)
+        self._spare: dict[str, WorkerHandle] = {}
+
+    def env_for(self, slot: Slot) -> dict[str, str]:
+        """The worker's environment: ours, the device's env, and xdist's worker variables."""
+        device = self.devices[slot.device]
+        env = dict(os.environ)
+        env.update(device.env)
+        env.update(
+            PYTEST_XDIST_WORKER=slot.id,
+            PYTEST_XDIST_WORKER_COUNT=str(len(self.slots)),
+            PYTEST_XDIST_TESTRUNUID=self.testrunuid,
+            TESTRACK_DEVICE=device.name,
+            TESTRACK_WORKER=slot.id,
+        )
+        env.pop("PYTEST_CURRENT_TEST", None)
+        return env
+
+    def prestart(self) -> None:
+        for slot in self.slots:
+            self._spare[slot.id] = self.start(slot)
+
+    def take(self, slot: Slot) -> WorkerHandle:
+        """A worker process for ``slot``: the prestarted one if there is one, else a new one."""
+        spare = self._spare.pop(slot.id, None)
+        if spare is not None and spare.proc.poll() is None:
+            return spare
+        return self.start(slot)
+
+    def start(self, slot: Slot) -> WorkerHandle:
+        parent_sock, child_sock = socket.socketpair()
+        child_fd = child_sock.fileno()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "testrack.worker", str(child_fd)],
+            pass_fds=[child_fd],
+            env=self.env_for(slot),
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        child_sock.close()
+        conn = Connection(parent_sock.detach())
+        return WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
+
+    def discard(self) -> None:
+        """Stop prestarted workers nobody took (the run turned out not to need them)."""
+        for worker in self._spare.values():
+            worker.close()  # the worker sees EOF instead of a Hello and exits
+            try:
+                worker.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.proc.wait()
+        self._spare.clear()
