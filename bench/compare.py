@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""testrack against pytest-xdist on the shared benchmark workloads, in one run, as ratios.
+
+Usage: python bench/compare.py [--workloads W1,W3,W4] [--runs 3] [--out docs/benchmarks-latest.md]
+
+Generates the workloads with ../shared/bench/gen.py (under .peerbench/), writes a rack file
+for each device workload (one device per address of its devices.json, with the workload's
+PEERBENCH_DEVICE in the device's env), then times each runner with ../shared/bench/pb.py:
+the classic xdist recipe and testrack, label by label, in the same run. The Python running
+this script must have testrack and pytest-xdist installed. Prints and writes a markdown table
+of median wall times, ideal times and ratios; exits 1 when a target ratio is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = Path(os.environ.get("PEERBENCH_SHARED", ROOT.parent / "shared" / "bench"))
+
+#: (workload, label, runner, extra pytest args, ideal expression, target ratio to the ideal)
+PLAN: list[tuple[str, str, str, str, str, float | None]] = [
+    ("W1", "each-n3", "xdist", "-n 3 --dist each", "6", None),
+    ("W1", "each", "testrack", "--rack rack.toml --rack-mode=each", "6", 1.05),
+    ("W1", "load-n3", "xdist", "-n 3 --dist load", "2", None),
+    ("W1", "load", "testrack", "--rack rack.toml --rack-mode=load", "2", 1.15),
+    ("W3", "serial", "plain", "", "serial", None),
+    ("W3", "n2", "xdist", "-n 2", "serial", None),
+    ("W3", "local2", "testrack", "--rack local:2", "serial", 1.0),
+    ("W4", "serial", "plain", "", "serial", None),
+    ("W4", "n2", "xdist", "-n 2", "ref('n2')", None),
+    ("W4", "local2", "testrack", "--rack local:2", "ref('n2')", 0.6),
+    ("W5", "each-n3-dev1", "xdist", "-n 3 --dist each", "", None),
+    ("W5", "each-dev1", "testrack", "--rack rack.toml --rack-mode=each", "", None),
+]
+
+
+def write_racks(workloads: Path) -> None:
+    """A rack.toml beside each devices.json: the classic list of addresses, made devices."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from testrack.rack import Device, dump_rack
+
+    for devices_json in workloads.glob("W*/devices.json"):
+        addresses = json.loads(devices_json.read_text())
+        devices = [
+            Device(f"dev-{i + 1}", "sim", a, env={"PEERBENCH_DEVICE": a}) for i, a in enumerate(addresses)
+        ]
+        devices_json.with_name("rack.toml").write_text(dump_rack(devices))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", default="W1,W3,W4,W5", help="comma-separated workload ids")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path(".peerbench"), help="where workloads and results go")
+    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    args = parser.parse_args(argv)
+    if not (SHARED / "pb.py").is_file():
+        print(f"error: no benchmark harness at {SHARED}; set PEERBENCH_SHARED to ../shared/bench", file=sys.stderr)
+        return 2
+    wanted = set(args.workloads.split(","))
+    workloads = (args.dir / "workloads").resolve()
+    results = (args.dir / "results-compare").resolve()
+    subprocess.run([sys.executable, str(SHARED / "gen.py"), str(workloads)], check=True, stdout=subprocess.DEVNULL)
+    write_racks(workloads)
+    env = dict(os.environ, PEERBENCH_WORKLOADS=str(workloads), PEERBENCH_RESULTS=str(results), PEERBENCH_PY=sys.executable)
+    env.setdefault("PEERBENCH_IDLE_WAIT", "60")
+    subprocess.run([sys.executable, str(SHARED / "pb.py"), "env", f"{sys.executable} -m pip list 2>/dev/null | grep -iE '^(testrack|pytest) '"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    pytest = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"
+    for workload, label, runner, extra, ideal, _target in PLAN:
+        if workload not in wanted:
+            continue
+        command = f"{pytest} {extra}".strip()
+        if workload == "W5":
+            command = f"PEERBENCH_CRASH_ON=1 {command}"
+        options = ["--runs", str(args.runs), "--warmup", "1"]
+        if ideal:
+            options += ["--ideal", ideal]
+        if workload == "W5":
+            options += ["--ignore-failure"]
+        subprocess.run([sys.executable, str(SHARED / "pb.py"), "run", workload, f"{runner}-{label}", *options, "--", command],
+                       env=env, check=True)
+    table, missed = summarize(results, workloads, wanted)
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    return 1 if missed else 0
+
+
+def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, list[str]]:
+    rows = ["| workload | runner | command | median s | ideal s | ratio to ideal | target | result (last run) |",
+            "|---|---|---|---|---|---|---|---|"]
+    missed = []
+    for workload in sorted(wanted):
+        medians: dict[str, float] = {}
+        found = []
+        for w, label, runner, _extra, ideal, target in PLAN:
+            if w != workload:
+                continue
+            path = results / workload / f"{runner}-{label}" / "result.json"
+            if not path.exists():
+                continue
+            data = json.loads(path.read_text())
+            medians[label] = data["median_s"]
+            found.append((label, runner, data, ideal, target))
+        meta = json.loads((workloads / workload / "meta.json").read_text())
+        for label, runner, data, ideal, target in found:
+            value = _ideal(ideal, meta, medians)
+            ratio = data["median_s"] / value if value else None
+            ok = "" if target is None or ratio is None else ("met" if ratio <= target else "MISSED")
+            if ok == "MISSED":
+                missed.append(f"{workload} {label}")
+            summary = data["per_run"][-1]["summary"].replace("|", "/")
+            rows.append(
+                f"| {workload} | {runner} | `{data['command'].split(' -p no:cacheprovider')[-1].strip() or 'pytest'}` "
+                f"| {data['median_s']:.2f} | {'' if value is None else f'{value:.2f}'} "
+                f"| {'' if ratio is None else f'{ratio:.2f}'} | {'' if target is None else f'<= {target} ({ok})'} "
+                f"| {summary} |"
+            )
+    return "\n".join(rows) + "\n", missed
+
+
+def _ideal(expr: str, meta: dict[str, object], medians: dict[str, float]) -> float | None:
+    if not expr:
+        return None
+    names = dict(meta, ref=lambda label: medians[label], min=min, max=max, cores=os.cpu_count())
+    if "serial" in medians:
+        names["serial"] = medians["serial"]
+    try:
+        return float(eval(expr, {"__builtins__": {}}, names))  # noqa: S307 - our own table
+    except (KeyError, NameError, TypeError, ZeroDivisionError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
