@@ -141,8 +141,7 @@ def load_rack(spec: str, base: Path) -> Rack:
     if path.suffix == ".json":
         return _parse_json(text, path)
     if path.name == "pyproject.toml":
-        data = _parse_toml(text, path)
-        section = data.get("tool", {}).get("testrack")
+        section = _pyproject_section(_parse_toml(text, path), path)
         if section is None:
             raise RackError(
                 f"{path}: has no [tool.testrack] section; add [[tool.testrack.devices]] tables "
@@ -160,10 +159,22 @@ def discover_rack(rootdir: Path) -> Rack | None:
     pyproject = rootdir / "pyproject.toml"
     if pyproject.is_file():
         data = _parse_toml(_read(pyproject, str(pyproject)), pyproject)
-        section = data.get("tool", {}).get("testrack")
-        if isinstance(section, dict) and "devices" in section:
+        section = _pyproject_section(data, pyproject)
+        if section is not None:  # a [tool.testrack] with a typo must not mean "no rack"
             return _parse_rack(section, pyproject, prefix="tool.testrack.")
     return None
+
+
+def _pyproject_section(data: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
+    """``[tool.testrack]`` of a parsed pyproject.toml, or None; an error when it is not a table."""
+    tool = data.get("tool", {})
+    section = tool.get("testrack") if isinstance(tool, dict) else None
+    if section is not None and not isinstance(section, dict):
+        raise RackError(
+            f"{path}: tool.testrack = {_toml_value(section)} is not a table; write "
+            "[[tool.testrack.devices]] tables, or name a rack file with --rack FILE"
+        )
+    return section
 
 
 def _read(path: Path, spec: str) -> str:
@@ -174,9 +185,16 @@ def _read(path: Path, spec: str) -> str:
             f"--rack {spec}: no such file {path}; create it (see `testrack sim --help` for an "
             "example rack) or use --rack local:N to run on N local slots"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise RackError(f"{path}: cannot read the rack file ({reason}); check its permissions and encoding") from None
+    except UnicodeDecodeError as exc:
+        raise RackError(
+            f"{path}: the rack file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise RackError(
+            f"{path}: cannot read the rack file ({reason}); check its permissions"
+        ) from None
 
 
 def _parse_toml(text: str, path: Path) -> dict[str, Any]:
@@ -228,7 +246,9 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
         )
     mode = data.get("mode")
     if mode is not None and mode not in MODES:
-        raise RackError(f"{path}: {prefix}mode = {mode!r} is not a mode; use \"load\" or \"each\"")
+        raise RackError(
+            f"{path}: {prefix}mode = {_toml_value(mode)} is not a mode; use \"load\" or \"each\""
+        )
     raw = data.get("devices")
     if raw is None or raw == []:
         raise _empty(path, f"add a [[{prefix}devices]] table with name, kind and address")
@@ -267,7 +287,9 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
             raise RackError(f"{where}: missing field {field!r}; add {field} = \"...\" to [[{prefix}devices]] #{index}")
         value = entry[field]
         if not isinstance(value, str) or not value.strip():
-            raise RackError(f"{where}: field {field!r} must be a non-empty string, not {value!r}")
+            raise RackError(
+                f"{where}: field {field!r} must be a non-empty string, not {_toml_value(value)}"
+            )
     if not _NAME_RE.match(entry["name"]):
         raise RackError(
             f"{where}: name {entry['name']!r} may use only letters, digits and . _ : @ -; "
@@ -276,8 +298,8 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
     capacity = entry.get("capacity", 1)
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
         raise RackError(
-            f"{where}: capacity = {capacity!r} is not a number of slots; use a whole number "
-            ">= 1 (how many tests may use the device at once), or leave it out for 1"
+            f"{where}: capacity = {_toml_value(capacity)} is not a number of slots; use a whole "
+            "number >= 1 (how many tests may use the device at once), or leave it out for 1"
         )
     attrs = entry.get("attrs", {})
     if not isinstance(attrs, dict):
@@ -287,7 +309,7 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
         if not all(isinstance(v, _ATTR_VALUE_TYPES) for v in values):
             raise RackError(
                 f"{where}: attrs.{key} must be a string, number, boolean or a list of them, "
-                f"not {value!r}"
+                f"not {_toml_value(value)}"
             )
     env = entry.get("env", {})
     if not isinstance(env, dict):
@@ -295,7 +317,8 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
     for key, value in env.items():
         if not isinstance(value, str):
             raise RackError(
-                f"{where}: env.{key} = {value!r} must be a string; quote it: {key} = \"{value}\""
+                f"{where}: env.{key} = {_toml_value(value)} must be a string; quote it: "
+                f"{_toml_key(key)} = {json.dumps(_toml_value(value), ensure_ascii=False)}"
             )
     return Device(
         name=entry["name"],
@@ -337,10 +360,14 @@ def _toml_key(key: str) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return _inline_table(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+    # A JSON string is a valid TOML basic string, except for the \uXXXX surrogate pairs that
+    # ensure_ascii writes for characters beyond the BMP (an emoji): keep non-ASCII as it is.
+    return json.dumps(str(value), ensure_ascii=False)

@@ -16,6 +16,7 @@ and an eligibility of exactly that device.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections import deque
@@ -61,7 +62,12 @@ class Dispatcher:
         home_device = self._slots[home].device if home is not None else None
         for job in jobs:
             owner = home if home_device in job.eligible else None
-            self._queues.setdefault((owner, job.eligible), deque()).append(job)
+            queue = self._queues.setdefault((owner, job.eligible), deque())
+            if queue and queue[-1].index > job.index:
+                # Another home's batch already queued later tests here: keep collection order.
+                queue.insert(bisect.bisect(queue, job.index, key=lambda j: j.index), job)
+            else:
+                queue.append(job)
             self._remaining += 1
 
     def requeue(self, jobs: Iterable[Job]) -> None:
@@ -97,17 +103,16 @@ class Dispatcher:
         if self._remaining == 0:
             return []
         slot = self._slots[slot_id]
-        eligible_slots = sum(1 for s in self._slots.values())
-        chunk = max(1, math.ceil(self._remaining / (self._divisor * max(1, eligible_slots))))
+        chunk = max(1, math.ceil(self._remaining / (self._divisor * max(1, len(self._slots)))))
         mine = [
-            q for (home, eligible), q in self._queues.items()
+            (home is None, q) for (home, eligible), q in self._queues.items()
             if q and home in (slot_id, None) and slot.device in eligible
         ]
         if mine:
-            # Own and homeless queues: front first, in collection order.
-            mine.sort(key=lambda q: (q[0].index))
+            # Own queues first, then homeless ones; each group front first, in collection order.
+            mine.sort(key=lambda hq: (hq[0], hq[1][0].index))
             taken: list[Job] = []
-            for queue in mine:
+            for _, queue in mine:
                 while queue and len(taken) < chunk:
                     taken.append(queue.popleft())
                 if len(taken) >= chunk:
@@ -120,11 +125,13 @@ class Dispatcher:
         ]
         if not victims:
             return []
-        victim = max(victims, key=len)
+        # The fullest; on a tie the one holding the latest test, whatever the order of add().
+        victim = max(victims, key=lambda q: (len(q), q[-1].index))
         # Steal from the back, one module at a time, so the owner keeps its order.
         module = victim[-1].module
         stolen: list[Job] = []
-        while victim and len(stolen) < min(chunk, max(1, len(victim) // 2)) and victim[-1].module == module:
+        limit = min(chunk, max(1, len(victim) // 2))  # at most half the victim's queue
+        while victim and len(stolen) < limit and victim[-1].module == module:
             stolen.append(victim.pop())
         self._remaining -= len(stolen)
         return sorted(stolen, key=lambda j: j.index)

@@ -61,12 +61,17 @@ def matches(device: Device, requirements: Iterable[Requirement]) -> bool:
             have = _device_value(device, key)
             if have is _MISSING:
                 return False
-            if isinstance(have, list):
-                if not any(v in have for v in allowed):
-                    return False
-            elif have not in allowed:
+            held = have if isinstance(have, list) else [have]
+            if not any(_same(h, v) for h in held for v in allowed):
                 return False
     return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, but ``True`` is not ``1``: a rack's booleans and numbers mean different things."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
 
 
 def describe_requirements(requirements: Iterable[Requirement]) -> str:
