@@ -27,6 +27,14 @@ SLEEPY_TESTS = """
 """
 
 
+@pytest.fixture(params=["fork", "spawn"])
+def start_method(request, monkeypatch):
+    """Workers forked from the controller (the default) or started as new processes."""
+    monkeypatch.setenv("TESTRACK_START", request.param)
+    return request.param
+
+
+@pytest.mark.usefixtures("start_method")
 def test_load_mode_spreads_tests_over_distinct_devices(pytester, write_rack):
     """Load mode: 3 slow tests on 3 devices run once each, on 3 different devices."""
     write_rack(boards(3))
@@ -225,6 +233,7 @@ def test_capacity_runs_that_many_tests_at_once_on_one_device(pytester, write_rac
     assert one[2] < two[3] and two[2] < one[3], "the two tests did not overlap"
 
 
+@pytest.mark.usefixtures("start_method")
 def test_device_env_is_set_before_test_code_is_imported(pytester, write_rack):
     """A device's env table is in the worker's environment at conftest import time."""
     write_rack(
@@ -343,6 +352,7 @@ XDIST_CONTRACT = """
 """
 
 
+@pytest.mark.usefixtures("start_method")
 @pytest.mark.parametrize("xdist", ["with xdist", "without xdist"])
 def test_xdist_worker_environment_contract(pytester, write_rack, xdist):
     """worker_id, PYTEST_XDIST_WORKER(_COUNT) and config.workerinput look like xdist's."""
@@ -351,6 +361,7 @@ def test_xdist_worker_environment_contract(pytester, write_rack, xdist):
     extra = ["-p", "no:xdist"] if xdist == "without xdist" else []
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *extra)
     result.assert_outcomes(passed=4)
+    assert "warning" not in result.stdout.lines[-1]
 
 
 def test_xdist_numprocesses_with_rack_is_a_usage_error(pytester, write_rack):
@@ -374,6 +385,7 @@ def test_local_slots_work_as_a_drop_in_parallel_runner(pytester):
     assert set(by_device(result.outlines)) <= {"gw0", "gw1"}
 
 
+@pytest.mark.usefixtures("start_method")
 def test_worker_dying_mid_test_is_reported_and_the_rest_still_run(pytester, write_rack):
     """A test that kills its worker fails naming the device and how; every other test runs."""
     write_rack(boards(2))

@@ -103,6 +103,7 @@ class Controller:
         # results
         self.outcomes: dict[str, dict[str, str]] = {}
         self.problems: list[str] = []
+        self.stop_reason: str | bool = False
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -167,6 +168,9 @@ class Controller:
         finally:
             self.shutdown()
         if session.shouldfail:
+            # Tests already running when the limit was reached may have failed too;
+            # the message keeps the count that stopped the run, as in plain pytest.
+            session.shouldfail = self.stop_reason or session.shouldfail
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
             raise session.Interrupted(session.shouldstop)
@@ -526,6 +530,8 @@ class Controller:
     def stop(self) -> None:
         """``-x``/``--maxfail`` reached: let running tests finish, start nothing new."""
         self.phase = Phase.STOPPING
+        assert self.session is not None
+        self.stop_reason = self.session.shouldfail
         for worker in self.alive_workers():
             worker.send(m.Shutdown())
             worker.state = State.STOPPING

@@ -85,7 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # a testrack or xdist worker: the controller is elsewhere
         if workerinput.get("testrack") and not config.pluginmanager.hasplugin("xdist"):
-            config.pluginmanager.register(XdistCompatFixtures(), "testrack-xdist-compat")
+            _register_xdist_compat(config)
         return
     rack = _read_rack(config)
     if rack is None:
@@ -95,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     _check_compatible(config, rack)
     if not config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistCompatFixtures(), "testrack-xdist-compat")
+        _register_xdist_compat(config)
     from testrack.controller import Controller
     from testrack.workers import Launcher
 
@@ -176,15 +176,7 @@ def device(request: pytest.FixtureRequest) -> Device:
     return rack.devices[0]
 
 
-class XdistCompatFixtures:
-    """xdist's fixtures, for plugins and tests that expect them when xdist is not installed."""
+def _register_xdist_compat(config: pytest.Config) -> None:
+    from testrack import xdist_compat
 
-    @pytest.fixture(scope="session")
-    def worker_id(self, request: pytest.FixtureRequest) -> str:
-        workerinput = getattr(request.config, "workerinput", None)
-        return str(workerinput["workerid"]) if workerinput else "master"
-
-    @pytest.fixture(scope="session")
-    def testrun_uid(self, request: pytest.FixtureRequest) -> str:
-        workerinput = getattr(request.config, "workerinput", None)
-        return str(workerinput["testrunuid"]) if workerinput else "local"
+    config.pluginmanager.register(xdist_compat, "testrack-xdist-compat")

@@ -34,6 +34,8 @@ from testrack.trace import trace
 FLUSH_AFTER = 0.02
 #: A test shorter than this is "tiny": ask for work two tests ahead, not one.
 TINY_TEST = 0.01
+#: Set when this worker was forked from the controller (see testrack.workers.Launcher.fork).
+FORKED = False
 
 
 class WorkerSession:
@@ -119,6 +121,8 @@ class WorkerSession:
         self, warning_message: warnings.WarningMessage, when: str, nodeid: str, location: object
     ) -> None:
         category = warning_message.category
+        if FORKED and category is pytest.PytestAssertRewriteWarning:
+            return  # plugins the controller imported before forking us; not the user's concern
         self.send(
             m.WarningRecorded(
                 message=str(warning_message.message),

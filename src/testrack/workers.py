@@ -15,10 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import traceback
 import uuid
 from collections import deque
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Union
 
 from testrack import messages as m
 from testrack.rack import Device, Rack
@@ -52,10 +55,48 @@ class WorkerLabel:
         return f"<worker {self.id}>"
 
 
+class ForkedProcess:
+    """What the controller needs of :class:`subprocess.Popen`, for a worker made by ``os.fork``."""
+
+    def __init__(self, pid: int, stdout: Any, stderr: Any) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+            time.sleep(0.002)
+        return code
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+Process = Union["subprocess.Popen[bytes]", ForkedProcess]
+
+
 class WorkerHandle:
     """One worker process and everything the controller tracks about it."""
 
-    def __init__(self, slot: Slot, device: Device, label: WorkerLabel, proc: subprocess.Popen[bytes], conn: Connection) -> None:
+    def __init__(self, slot: Slot, device: Device, label: WorkerLabel, proc: Process, conn: Connection) -> None:
         self.slot = slot
         self.device = device
         self.label = label
@@ -172,6 +213,8 @@ class Launcher:
                     label = device.name
                 self.labels[slot.id] = WorkerLabel(label, device)
         self._spare: dict[str, WorkerHandle] = {}
+        #: Our ends of forked workers' sockets and pipes, closed in each later fork.
+        self._parent_fds: list[int] = []
 
     def env_for(self, slot: Slot) -> dict[str, str]:
         """The worker's environment: ours, the device's env, and xdist's worker variables."""
@@ -189,8 +232,10 @@ class Launcher:
         return env
 
     def prestart(self) -> None:
+        """Start every slot's worker now; fork them when this process is still clean enough."""
+        fork = can_fork()
         for slot in self.slots:
-            self._spare[slot.id] = self.start(slot)
+            self._spare[slot.id] = self.fork(slot) if fork else self.start(slot)
 
     def take(self, slot: Slot) -> WorkerHandle:
         """A worker process for ``slot``: the prestarted one if there is one, else a new one."""
@@ -216,6 +261,32 @@ class Launcher:
         conn = Connection(parent_sock.detach())
         return WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
 
+    def fork(self, slot: Slot) -> WorkerHandle:
+        """Start a worker by forking this process (only before conftests are loaded).
+
+        A fork skips Python's start-up and the import of pytest, most of a worker's
+        start-up cost. The child resets what it inherited (standard streams,
+        environment, session, pytest's import hook) and runs an ordinary worker.
+        """
+        parent_sock, child_sock = socket.socketpair()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        env = self.env_for(slot)
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns; its work is tested end to end
+            _become_worker(child_sock, [parent_sock.fileno(), out_r, err_r, *self._parent_fds],
+                           out_w, err_w, env, self.cwd)
+        child_sock.close()
+        os.close(out_w)
+        os.close(err_w)
+        self._parent_fds += [parent_sock.fileno(), out_r, err_r]
+        proc = ForkedProcess(pid, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
+        conn = Connection(parent_sock.detach())
+        return WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
+
     def discard(self) -> None:
         """Stop prestarted workers nobody took (the run turned out not to need them)."""
         for worker in self._spare.values():
@@ -226,3 +297,46 @@ class Launcher:
                 worker.kill()
                 worker.proc.wait()
         self._spare.clear()
+
+
+def can_fork() -> bool:
+    """Forking is for Linux-like systems, and only while this process runs a single thread."""
+    if os.environ.get("TESTRACK_START", "fork") != "fork":
+        return False
+    return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
+
+
+def _become_worker(sock: socket.socket, close: list[int], out_w: int, err_w: int,
+                   env: dict[str, str], cwd: str) -> None:  # pragma: no cover - runs in the child
+    """In a freshly forked child: shed the controller's state and run a worker; never returns."""
+    code = 70
+    try:
+        os.setsid()
+        for fd in close:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        for fd in (devnull, out_w, err_w):
+            os.close(fd)
+        # The controller's pytest may be capturing output right now: write to the real fds.
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        # The controller's half-built config installed an import hook; the worker makes its own.
+        sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "AssertionRewritingHook"]
+        from testrack import worker
+
+        worker.FORKED = True
+        code = worker.main([str(sock.detach())])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        from testrack import worker
+
+        worker.exit_now(code)
