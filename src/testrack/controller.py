@@ -20,6 +20,7 @@ import enum
 import os
 import select
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import wait
@@ -198,9 +199,11 @@ class Controller:
             terminalreporter.write_line(f"testrack: {problem}", yellow=True)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        deadline = time.monotonic() + 5.0
         for worker in self.workers.values():
-            worker.kill()
+            worker.reap(deadline, self.echo_output)
             worker.close()
+        trace("controller: workers reaped")
 
     # ------------------------------------------------------------------ workers
 
@@ -544,17 +547,20 @@ class Controller:
             if worker.state is not State.STOPPING:
                 worker.send(m.Shutdown())
                 worker.state = State.STOPPING
-        import time
-
         deadline = time.monotonic() + SHUTDOWN_GRACE
-        while any(w.alive or w.streams for w in self.workers.values()):
+        # Wait for every session to finish; the processes exit while the summary prints.
+        while self.alive_workers():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             self.pump(timeout=min(left, 0.5))
-        for worker in self.workers.values():
+        for worker in self.alive_workers():
+            self.problems.append(
+                f"worker {worker.slot.id} ({worker.device.name}) did not finish its session within "
+                f"{SHUTDOWN_GRACE:.0f} s of being asked to stop, and was killed"
+            )
             worker.kill()
-            worker.proc.wait()
+            worker.state = State.DEAD
         trace("controller: workers gone")
 
     # ------------------------------------------------------------------ when a worker dies
@@ -563,7 +569,7 @@ class Controller:
         finished = worker.state is State.FINISHED
         was_ready = worker.state is not State.STARTING
         worker.state = State.FINISHED if finished else State.DEAD
-        self._collect_remains(worker)
+        worker.reap(time.monotonic() + 5.0, self.echo_output)
         if finished:
             # A clean exit: after Shutdown, or on its own at --maxfail (then the run stops too).
             if worker.assigned and self.phase is not Phase.STOPPING:
@@ -596,21 +602,6 @@ class Controller:
         self.problems.append(f"gave up on {slot.id} ({worker.device.name}): {reason}{detail}")
         for job in self.dispatcher.orphans():
             self.report_orphan(job)
-
-    def _collect_remains(self, worker: WorkerHandle) -> None:
-        """Read what a dead worker printed last, and reap the process."""
-        try:
-            worker.proc.wait(timeout=5)
-        except Exception:
-            worker.kill()
-            worker.proc.wait()
-        for stream in list(worker.streams):
-            while stream in worker.streams:
-                ready, _, _ = select.select([stream], [], [], 0.5)
-                if not ready:
-                    worker.streams.remove(stream)
-                    break
-                worker.read_output(stream, self.echo_output)
 
     def _requeue_collection(self, worker: WorkerHandle, how: str, output: str) -> None:
         keys = self.in_flight.pop(worker.slot.id, [])

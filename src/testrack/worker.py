@@ -313,6 +313,7 @@ def exit_now(code: int) -> None:
     """
     import atexit
 
+    trace("worker: exiting")
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -170,6 +171,25 @@ class WorkerHandle:
     def last_output(self) -> str:
         lines = [line for line in self.output if line.strip()]
         return "\n".join(lines[-15:])
+
+    def reap(self, deadline: float, echo: bool) -> None:
+        """Wait for the process until ``deadline`` (then kill it) and read its last output.
+
+        Output is read until end of stream or until nothing more arrives for a
+        moment, since a process the test started may still hold the pipe open.
+        """
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait()
+        for stream in list(self.streams):
+            while stream in self.streams:
+                ready, _, _ = select.select([stream], [], [], 0.2)
+                if not ready:
+                    self.streams.remove(stream)
+                    break
+                self.read_output(stream, echo)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
