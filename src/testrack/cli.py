@@ -1,0 +1,343 @@
+"""The ``testrack`` command line.
+
+Each subcommand is one :class:`Command`: a function that adds its arguments and a function
+that runs it and returns an exit code. To add one, write those two and list it in
+:data:`COMMANDS`. A problem the user can fix is raised as :class:`CliError` and printed as one
+line on stderr (exit code 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import enum
+import errno
+import signal
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from testrack.demo import DemoError, DemoOptions, run_demo
+from testrack.rack import MODES, RACK_FILE, Device, dump_rack
+from testrack.sim import SimRack, SimStartError
+
+__all__ = ["COMMANDS", "CliError", "Command", "ExitCode", "build_parser", "main"]
+
+_FIRST_HOST = 11
+MAX_SIM_DEVICES = 254 - _FIRST_HOST + 1
+
+
+class ExitCode(enum.IntEnum):
+    """What ``testrack`` returns."""
+
+    OK = 0
+    """The command did what was asked (for ``demo``: both runs passed)."""
+    TESTS_FAILED = 1
+    """The command ran, but tests failed."""
+    USAGE_ERROR = 2
+    """Bad arguments or a problem the message explains; nothing (more) was run."""
+    INTERRUPTED = 130
+    """Stopped with Ctrl+C where that is not the normal way to end."""
+
+
+class CliError(Exception):
+    """A problem the user can fix; the message names it and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    epilog: str = ""
+    """Shown at the end of the command's --help, line breaks kept."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr that points to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+# -- argument types --------------------------------------------------------------------------
+
+
+def _device_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_SIM_DEVICES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of devices; give a whole number from 1 to "
+            f"{MAX_SIM_DEVICES}, for example --devices 3"
+        )
+    return count
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a TCP port; give 1024..65535, or 0 to let the system pick a free one"
+        )
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; give seconds above 0, for example --seconds 0.5"
+        )
+    return seconds
+
+
+# -- testrack sim ----------------------------------------------------------------------------
+
+
+def _add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices", type=_device_count, default=3, metavar="N",
+        help="how many devices to simulate (default: 3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kind",
+        default="board",
+        help="device kind; devices are named KIND-1, KIND-2, ... (default: board)",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=0, metavar="P",
+        help="TCP port shared by all devices, one loopback address each (default: 0, a free port)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rack-file", type=Path, default=Path(RACK_FILE), metavar="PATH",
+        help=f"where to write the rack file (default: {RACK_FILE}); it is removed when sim stops",
+    )  # fmt: skip
+    parser.add_argument("--mode", choices=MODES, help="the run mode to write into the rack file")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing rack file")
+
+
+def _sim_epilog() -> str:
+    example = Device("board-1", "board", "127.0.0.11:47000", attrs={"serial": "A1B2", "revision": "C"})
+    rack = textwrap.indent(dump_rack([example], mode="load").rstrip(), "  ")
+    return (
+        "A rack file lists one [[devices]] table per device; sim writes one for its devices.\n"
+        "For real devices write your own, for example:\n\n"
+        f"{rack}\n\n"
+        "Tests get the device through the `device` fixture (device.address, device.attrs)."
+    )
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    """Serve simulated devices until SIGINT or SIGTERM, with a rack file that describes them."""
+    path: Path = args.rack_file
+    if path.is_dir():
+        raise CliError(f"--rack-file {path} is a directory; give a file path such as {path / RACK_FILE}")
+    if path.exists() and not args.force:
+        raise CliError(
+            f"{path} already exists; pass --force to overwrite it, "
+            "or --rack-file PATH to write the rack somewhere else"
+        )
+    try:
+        sim = SimRack(args.devices, kind=args.kind, first_host=_FIRST_HOST, port=args.port)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    with _stop_signals() as stop:
+        _start(sim)
+        try:
+            try:
+                sim.write_rack(path, mode=args.mode)
+            except OSError as exc:
+                raise CliError(f"cannot write the rack file {path}: {exc.strerror or exc}") from None
+            written = path.read_text(encoding="utf-8")
+            width = max(len(d.name) for d in sim.devices)
+            for d in sim.devices:
+                print(f"{d.name.ljust(width)}  {d.address}  serial {d.attrs['serial']}")
+            print(f"rack file: {path}" + (f" (mode {args.mode})" if args.mode else ""))
+            print(f"run: pytest --rack {path}")
+            print("stop: Ctrl+C (removes the rack file)", flush=True)
+            while not stop.wait(1.0):
+                pass
+        finally:
+            sim.stop()
+    if _remove_if_unchanged(path, written):
+        print(f"stopped; removed {path}", flush=True)
+    else:
+        print(f"stopped; kept {path} because it changed while sim ran", flush=True)
+    return ExitCode.OK
+
+
+def _start(sim: SimRack) -> None:
+    try:
+        sim.start()
+    except SimStartError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(
+                f"port {exc.port} is already in use on {exc.host}; choose another with --port P, "
+                "or leave out --port to let the system pick a free one"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise CliError(f"{exc}; or simulate fewer devices with --devices") from None
+        if exc.errno == errno.EACCES:
+            raise CliError(
+                f"permission denied for port {exc.port}; use --port with a port above 1023, "
+                "or leave out --port to let the system pick a free one"
+            ) from None
+        raise CliError(str(exc)) from None
+
+
+def _remove_if_unchanged(path: Path, written: str) -> bool:
+    """The file only describes a rack that is gone now; keep it if someone edited it."""
+    try:
+        if path.read_text(encoding="utf-8") != written:
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM, so a server stops cleanly instead of with a traceback."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals only reach the main thread; the caller stops another way
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            if old is not None:
+                signal.signal(sig, old)
+
+
+# -- testrack demo ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl+C, so temporary files, servers and child processes are cleaned."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices", type=_device_count, default=3, metavar="N",
+        help="how many simulated devices (default: 3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seconds", type=_seconds, default=2.0, metavar="S",
+        help="how long each of the 3 tests keeps its device busy (default: 2.0)",
+    )  # fmt: skip
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """Run the demo suite on simulated devices in each mode, then in load mode, and compare."""
+    try:
+        with _sigterm_as_interrupt():
+            passed = run_demo(DemoOptions(devices=args.devices, seconds=args.seconds)) == 0
+    except (DemoError, SimStartError) as exc:
+        raise CliError(str(exc)) from None
+    return ExitCode.OK if passed else ExitCode.TESTS_FAILED
+
+
+# -- wiring ----------------------------------------------------------------------------------
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "sim",
+        "serve simulated devices on loopback addresses and write a rack file for them",
+        _add_sim_arguments,
+        run_sim,
+        epilog=_sim_epilog(),
+    ),
+    Command(
+        "demo",
+        "run a small suite on simulated devices in each and load mode and compare wall times",
+        _add_demo_arguments,
+        run_demo_command,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="testrack",
+        description="Run a pytest suite against a rack of devices in parallel.",
+        epilog="Tests run with pytest: pytest --rack testrack.toml [--rack-mode load|each]",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        sub = subparsers.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=command.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``testrack`` console script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors end here
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE_ERROR
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE_ERROR
+    try:
+        return int(args.run(args))
+    except CliError as exc:
+        print(f"testrack {args.command}: {exc}", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"testrack {args.command}: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def _version() -> str:
+    try:
+        return version("testrack")
+    except PackageNotFoundError:
+        return "(not installed)"
