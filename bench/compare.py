@@ -56,24 +56,45 @@ def write_racks(workloads: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workloads", default="W1,W3,W4,W5", help="comma-separated workload ids")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(".peerbench"), help="where workloads and results go")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     if not (SHARED / "pb.py").is_file():
-        print(f"error: no benchmark harness at {SHARED}; set PEERBENCH_SHARED to ../shared/bench", file=sys.stderr)
+        print(
+            f"error: no benchmark harness at {SHARED}; set PEERBENCH_SHARED to ../shared/bench",
+            file=sys.stderr,
+        )
         return 2
     wanted = set(args.workloads.split(","))
     workloads = (args.dir / "workloads").resolve()
     results = (args.dir / "results-compare").resolve()
-    subprocess.run([sys.executable, str(SHARED / "gen.py"), str(workloads)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(SHARED / "gen.py"), str(workloads)], check=True, stdout=subprocess.DEVNULL
+    )
     write_racks(workloads)
-    env = dict(os.environ, PEERBENCH_WORKLOADS=str(workloads), PEERBENCH_RESULTS=str(results), PEERBENCH_PY=sys.executable)
+    env = dict(
+        os.environ,
+        PEERBENCH_WORKLOADS=str(workloads),
+        PEERBENCH_RESULTS=str(results),
+        PEERBENCH_PY=sys.executable,
+    )
     env.setdefault("PEERBENCH_IDLE_WAIT", "60")
-    subprocess.run([sys.executable, str(SHARED / "pb.py"), "env", f"{sys.executable} -m pip list 2>/dev/null | grep -iE '^(testrack|pytest) '"],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            str(SHARED / "pb.py"),
+            "env",
+            f"{sys.executable} -m pip list 2>/dev/null | grep -iE '^(testrack|pytest) '",
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     pytest = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"
     for workload, label, runner, extra, ideal, _target in PLAN:
         if workload not in wanted:
@@ -86,8 +107,20 @@ def main(argv: list[str] | None = None) -> int:
             options += ["--ideal", ideal]
         if workload == "W5":
             options += ["--ignore-failure"]
-        subprocess.run([sys.executable, str(SHARED / "pb.py"), "run", workload, f"{runner}-{label}", *options, "--", command],
-                       env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(SHARED / "pb.py"),
+                "run",
+                workload,
+                f"{runner}-{label}",
+                *options,
+                "--",
+                command,
+            ],
+            env=env,
+            check=True,
+        )
     table, missed = summarize(results, workloads, wanted)
     print(table)
     if args.out:
@@ -96,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, list[str]]:
-    rows = ["| workload | runner | command | median s | ideal s | ratio to ideal | target | result (last run) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| workload | runner | command | median s | ideal s | ratio to ideal | target | result (last run) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     missed = []
     for workload in sorted(wanted):
         medians: dict[str, float] = {}
@@ -119,11 +154,13 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
             if ok == "MISSED":
                 missed.append(f"{workload} {label}")
             summary = data["per_run"][-1]["summary"].replace("|", "/")
+            command = data["command"].split(" -p no:cacheprovider")[-1].strip() or "pytest"
+            shown_ideal = "" if value is None else f"{value:.2f}"
+            shown_ratio = "" if ratio is None else f"{ratio:.2f}"
+            shown_target = "" if target is None else f"<= {target} ({ok})"
             rows.append(
-                f"| {workload} | {runner} | `{data['command'].split(' -p no:cacheprovider')[-1].strip() or 'pytest'}` "
-                f"| {data['median_s']:.2f} | {'' if value is None else f'{value:.2f}'} "
-                f"| {'' if ratio is None else f'{ratio:.2f}'} | {'' if target is None else f'<= {target} ({ok})'} "
-                f"| {summary} |"
+                f"| {workload} | {runner} | `{command}` | {data['median_s']:.2f} | {shown_ideal} "
+                f"| {shown_ratio} | {shown_target} | {summary} |"
             )
     return "\n".join(rows) + "\n", missed
 
@@ -135,7 +172,7 @@ def _ideal(expr: str, meta: dict[str, object], medians: dict[str, float]) -> flo
     if "serial" in medians:
         names["serial"] = medians["serial"]
     try:
-        return float(eval(expr, {"__builtins__": {}}, names))  # noqa: S307 - our own table
+        return float(eval(expr, {"__builtins__": {}}, names))
     except (KeyError, NameError, TypeError, ZeroDivisionError):
         return None
 

@@ -64,9 +64,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SUITES = ("attrs", "click", "werkzeug")
-DEFAULT_RECIPES = Path(
-    os.environ.get("TESTRACK_REALSUITES_RECIPES", "/work/shared/bench/realsuites")
-)
+DEFAULT_RECIPES = Path(os.environ.get("TESTRACK_REALSUITES_RECIPES", "/work/shared/bench/realsuites"))
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 SHORT = {
     "passed": "p",
@@ -146,9 +144,7 @@ def kill_group(proc: subprocess.Popen[Any]) -> None:
             continue
 
 
-def run_logged(
-    cmd: list[str], cwd: Path | None, log: Path, timeout: float
-) -> tuple[int | None, float]:
+def run_logged(cmd: list[str], cwd: Path | None, log: Path, timeout: float) -> tuple[int | None, float]:
     """Run ``cmd`` with stdout+stderr to ``log``; (exit code or None on timeout, wall s)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -211,13 +207,10 @@ def prepare(name: str, args: argparse.Namespace) -> Prepared:
             info = json.loads(marker.read_text())
             src, cmdline = Path(info["src"]), info["command"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SuiteError(
-                f"unreadable marker {marker} ({exc}); rerun with --reprepare"
-            ) from None
+            raise SuiteError(f"unreadable marker {marker} ({exc}); rerun with --reprepare") from None
         if info.get("recipe_sha256") != sha256(recipe):
             print(
-                f"  note: {recipe} changed since {name} was prepared; "
-                f"--reprepare to prepare it again",
+                f"  note: {recipe} changed since {name} was prepared; --reprepare to prepare it again",
                 file=sys.stderr,
             )
         print(f"  {name}: reusing {src}", file=sys.stderr)
@@ -240,9 +233,7 @@ def prepare(name: str, args: argparse.Namespace) -> Prepared:
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
-            raise SuiteError(
-                f"recipe {recipe} did not finish in {args.prepare_timeout:.0f} s"
-            ) from None
+            raise SuiteError(f"recipe {recipe} did not finish in {args.prepare_timeout:.0f} s") from None
         log.write_text(f"# stdout\n{proc.stdout}\n# stderr\n{proc.stderr}")
         if proc.returncode != 0:
             raise SuiteError(
@@ -280,12 +271,9 @@ def prepare(name: str, args: argparse.Namespace) -> Prepared:
     pytest_bin = venv / "bin" / "pytest"
     if not src.is_dir() or not pytest_bin.exists():
         raise SuiteError(
-            f"{name}: prepared suite is incomplete ({src} or {pytest_bin} missing); "
-            f"rerun with --reprepare"
+            f"{name}: prepared suite is incomplete ({src} or {pytest_bin} missing); rerun with --reprepare"
         )
-    return Prepared(
-        name, src, venv.resolve(), [str(venv.resolve() / "bin" / "pytest"), *command[1:]]
-    )
+    return Prepared(name, src, venv.resolve(), [str(venv.resolve() / "bin" / "pytest"), *command[1:]])
 
 
 def testrack_installed(p: Prepared) -> str | None:
@@ -504,8 +492,7 @@ def fmt_outs(outs: list[str]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        description="Compare real projects' test suites under plain pytest and under "
-        "'--rack local:2'.",
+        description="Compare real projects' test suites under plain pytest and under '--rack local:2'.",
         epilog="Exit 0: identical (or plain runs fine with --plain-only); 1: a suite differs; "
         "2: a suite could not be prepared/installed/run plainly.",
     )
@@ -525,8 +512,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--recipes",
         type=Path,
         default=DEFAULT_RECIPES,
-        help="directory of NAME.sh recipes (default: $TESTRACK_REALSUITES_RECIPES "
-        f"or {DEFAULT_RECIPES})",
+        help=f"directory of NAME.sh recipes (default: $TESTRACK_REALSUITES_RECIPES or {DEFAULT_RECIPES})",
     )
     ap.add_argument(
         "--testrack-args",
@@ -536,9 +522,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(write --testrack-args='-x ...' when it starts with '-')",
     )
     ap.add_argument("--rack", default="local:2", help="value of --rack (default: local:2)")
-    ap.add_argument(
-        "--plain-only", action="store_true", help="only the plain run; testrack is not installed"
-    )
+    ap.add_argument("--plain-only", action="store_true", help="only the plain run; testrack is not installed")
     ap.add_argument(
         "--no-install",
         action="store_true",
@@ -550,9 +534,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="delete the suites' prepared dirs and venvs and run the recipes again",
     )
     ap.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON here")
-    ap.add_argument(
-        "--timeout", type=float, default=1800, help="seconds per pytest run (default: 1800)"
-    )
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per pytest run (default: 1800)")
     ap.add_argument(
         "--prepare-timeout",
         type=float,
@@ -572,8 +554,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in args.suites if s not in known]
     if unknown:
         ap.error(
-            f"no recipe for {', '.join(unknown)} in {args.recipes} "
-            f"(known: {', '.join(known) or 'none'})"
+            f"no recipe for {', '.join(unknown)} in {args.recipes} (known: {', '.join(known) or 'none'})"
         )
     return args
 
@@ -583,9 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     for var in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS"):
         if os.environ.get(var):
-            print(
-                f"note: {var}={os.environ[var]!r} is set and applies to both runs", file=sys.stderr
-            )
+            print(f"note: {var}={os.environ[var]!r} is set and applies to both runs", file=sys.stderr)
 
     results: dict[str, dict[str, Any]] = {}
     rows = []
@@ -601,8 +580,7 @@ def main(argv: list[str] | None = None) -> int:
                 version = testrack_installed(p)
                 if version:
                     print(
-                        f"  note: testrack {version} is installed in {p.venv}; "
-                        f"the plain run loads it",
+                        f"  note: testrack {version} is installed in {p.venv}; the plain run loads it",
                         file=sys.stderr,
                     )
             elif not args.no_install:
@@ -677,10 +655,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {d}")
             ids = res.get("differing_ids", [])
             for row in ids[:50]:
-                print(
-                    f"  {row['id']}: plain {fmt_outs(row['plain'])}, "
-                    f"testrack {fmt_outs(row['testrack'])}"
-                )
+                print(f"  {row['id']}: plain {fmt_outs(row['plain'])}, testrack {fmt_outs(row['testrack'])}")
             if len(ids) > 50:
                 print(f"  ... and {len(ids) - 50} more ids (see --json)")
 

@@ -7,8 +7,8 @@ import textwrap
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import boards, by_device, results
 
+from conftest import boards, by_device, results
 from testrack.rack import Device
 
 pytestmark = pytest.mark.usefixtures("write_rack")
@@ -264,8 +264,9 @@ def test_classic_devices_json_is_accepted(pytester):
     """The classic recipe's devices.json (a list of addresses) works as a rack."""
     pytester.path.joinpath("devices.json").write_text(json.dumps(["10.0.0.1", "10.0.0.2"]))
     pytester.makepyfile(test_j="def test_a(device):\n    assert device.address == device.name\n")
-    result = pytester.runpytest_subprocess("--rack", "devices.json", "--rack-mode=each", "-v",
-                                           "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "--rack", "devices.json", "--rack-mode=each", "-v", "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(passed=2)
     assert sorted(by_device(result.outlines)) == ["10.0.0.1", "10.0.0.2"]
 
@@ -288,9 +289,7 @@ def test_exitfirst_stops_the_run_after_the_first_failure(pytester, write_rack):
 def test_maxfail_counts_failures_across_workers(pytester, write_rack):
     """--maxfail=2 stops after two failures, even when they happen on different devices."""
     write_rack(boards(2))
-    pytester.makepyfile(
-        test_m="".join(f"\ndef test_{i}(device):\n    assert 0\n" for i in range(20))
-    )
+    pytester.makepyfile(test_m="".join(f"\ndef test_{i}(device):\n    assert 0\n" for i in range(20)))
     result = pytester.runpytest_subprocess("--maxfail=2", "-p", "no:cacheprovider")
     assert 2 <= result.parseoutcomes()["failed"] < 8
     result.stdout.fnmatch_lines(["*stopping after 2 failures*"])
@@ -314,8 +313,16 @@ def test_keyword_and_marker_selection_deselect_as_in_pytest(pytester, write_rack
             pass
         """
     )
-    result = pytester.runpytest_subprocess("-k", "not beta", "-m", "not slow", "-p", "no:cacheprovider",
-                                           "-W", "ignore::pytest.PytestUnknownMarkWarning")
+    result = pytester.runpytest_subprocess(
+        "-k",
+        "not beta",
+        "-m",
+        "not slow",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::pytest.PytestUnknownMarkWarning",
+    )
     result.assert_outcomes(passed=2, deselected=2)
 
 
@@ -370,15 +377,18 @@ def test_xdist_numprocesses_with_rack_is_a_usage_error(pytester, write_rack):
     pytester.makepyfile(test_n="def test_a():\n    pass\n")
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*testrack and pytest-xdist's -n/--dist both run tests in parallel; use one*"])
+    result.stderr.fnmatch_lines(
+        ["*testrack and pytest-xdist's -n/--dist both run tests in parallel; use one*"]
+    )
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
 def test_local_slots_work_as_a_drop_in_parallel_runner(pytester):
     """--rack local:2 runs a plain suite (no device fixture) on two local workers."""
     pytester.makepyfile(
-        test_plain="".join(f"\ndef test_{i}(worker_id):\n    assert worker_id in ('gw0', 'gw1')\n"
-                           for i in range(10))
+        test_plain="".join(
+            f"\ndef test_{i}(worker_id):\n    assert worker_id in ('gw0', 'gw1')\n" for i in range(10)
+        )
     )
     result = pytester.runpytest_subprocess("--rack", "local:2", "-v", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=10)
@@ -436,7 +446,9 @@ def test_collection_error_interrupts_like_pytest(pytester, write_rack):
     pytester.makepyfile(test_ok="def test_a():\n    pass\n", test_broken="import nonexistent_module_xyz\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*ERROR collecting test_broken.py*", "*Interrupted: 1 error during collection*"])
+    result.stdout.fnmatch_lines(
+        ["*ERROR collecting test_broken.py*", "*Interrupted: 1 error during collection*"]
+    )
     result.assert_outcomes(errors=1)
 
 
@@ -503,7 +515,9 @@ def test_no_capture_output_is_shown_with_the_device(pytester, write_rack):
 def test_selecting_a_single_test_by_node_id(pytester, write_rack):
     """file::test arguments select just that test, without importing in the controller."""
     write_rack(boards(2))
-    pytester.makepyfile(test_sel="def test_a():\n    pass\n\ndef test_b():\n    pass\n\ndef test_bb():\n    pass\n")
+    pytester.makepyfile(
+        test_sel="def test_a():\n    pass\n\ndef test_b():\n    pass\n\ndef test_bb():\n    pass\n"
+    )
     result = pytester.runpytest_subprocess("test_sel.py::test_b", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
 
@@ -533,3 +547,36 @@ def test_no_tests_collected_exit_code(pytester, write_rack):
     pytester.makepyfile(test_none="x = 1\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+SIM_TESTS = """
+    from testrack.sim import SimClient
+
+    def test_a(device):
+        SimClient(device.address).work(300)
+
+    def test_b(device):
+        SimClient(device.address).work(300)
+
+    def test_c(device):
+        SimClient(device.address).work(300)
+"""
+
+
+@pytest.mark.parametrize("mode", ["load", "each"])
+def test_tests_drive_their_own_simulated_device(pytester, testrack_sim, mode):
+    """On a simulated rack, each test talks to the device it was given, never to a busy one."""
+    sim = testrack_sim(3)
+    sim.write_rack(pytester.path / "testrack.toml", mode=mode)
+    pytester.makepyfile(test_sim_rack=SIM_TESTS)
+    result = pytester.runpytest_subprocess("-v", "-p", "no:cacheprovider")
+    runs = 3 if mode == "load" else 9
+    result.assert_outcomes(passed=runs)
+    work = sim.log.records(op="work")
+    assert len(work) == runs
+    assert all(r.waited_ms < 50 for r in work), "two tests shared a device"
+    served = sorted((r.device, r.test.rsplit("::", 1)[1]) for r in work if r.test)
+    reported = sorted((d, n.rsplit("::", 1)[1]) for d, _w, n in results(result.outlines))
+    assert served == reported, "a test talked to another device than the one it was reported on"
+    if mode == "load":
+        assert len({r.device for r in work}) == 3

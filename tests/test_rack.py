@@ -51,8 +51,7 @@ address = "192.168.1.10"
 """
 
 DEVICE_FIELDS_FIX = (
-    "a device has name, kind, address, capacity, attrs and env "
-    "(put your own keys in attrs = { ... })"
+    "a device has name, kind, address, capacity, attrs and env (put your own keys in attrs = { ... })"
 )
 
 
@@ -250,14 +249,12 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     """A misspelt table ([[device]]) is named, with what a rack may contain."""
     path, message = load_error(tmp_path, ONE_DEVICE.replace("[[devices]]", "[[device]]"))
-    assert message == (
-        f"{path}: unknown key device; a rack has [[devices]] tables and an optional mode"
-    )
+    assert message == (f"{path}: unknown key device; a rack has [[devices]] tables and an optional mode")
 
 
 def test_several_unknown_top_level_keys(tmp_path: Path) -> None:
     """Several unknown keys are all listed, sorted, with the plural."""
-    path, message = load_error(tmp_path, 'zeta = 1\nalpha = 2\n' + ONE_DEVICE)
+    path, message = load_error(tmp_path, "zeta = 1\nalpha = 2\n" + ONE_DEVICE)
     assert message == (
         f"{path}: unknown keys alpha, zeta; a rack has [[devices]] tables and an optional mode"
     )
@@ -304,9 +301,7 @@ def test_missing_required_field(tmp_path: Path, field: str) -> None:
     lines = [line for line in ONE_DEVICE.splitlines() if not line.startswith(field)]
     path, message = load_error(tmp_path, ONE_DEVICE + "\n" + "\n".join(lines) + "\n")
     label = "device #2" if field == "name" else "device #2 (board-1)"
-    assert message == (
-        f'{path}: {label}: missing field {field!r}; add {field} = "..." to [[devices]] #2'
-    )
+    assert message == (f'{path}: {label}: missing field {field!r}; add {field} = "..." to [[devices]] #2')
 
 
 @pytest.mark.parametrize(
@@ -374,8 +369,7 @@ def test_attrs_not_a_table(tmp_path: Path) -> None:
     """attrs given as a string shows the inline-table form."""
     path, message = load_error(tmp_path, ONE_DEVICE + 'attrs = "rev C"\n')
     assert message == (
-        f"{path}: device #1 (board-1): attrs must be a table, for example "
-        'attrs = { revision = "C" }'
+        f'{path}: device #1 (board-1): attrs must be a table, for example attrs = {{ revision = "C" }}'
     )
 
 
@@ -402,16 +396,13 @@ def test_env_not_a_table(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("value", "shown"), [("0", "0"), ("true", "true"), ("[1, 2]", "[1, 2]")]
-)
+@pytest.mark.parametrize(("value", "shown"), [("0", "0"), ("true", "true"), ("[1, 2]", "[1, 2]")])
 def test_env_value_not_a_string(tmp_path: Path, value: str, shown: str) -> None:
     """An env value that is not a string is shown as written, with the quoted line to write."""
     path, message = load_error(tmp_path, ONE_DEVICE + f"env = {{ GPU = {value} }}\n")
     quoted = shown.replace('"', '\\"')
     assert message == (
-        f"{path}: device #1 (board-1): env.GPU = {shown} must be a string; "
-        f'quote it: GPU = "{quoted}"'
+        f'{path}: device #1 (board-1): env.GPU = {shown} must be a string; quote it: GPU = "{quoted}"'
     )
 
 
@@ -511,12 +502,9 @@ def test_pyproject_tool_testrack_not_a_table(tmp_path: Path, discover: bool) -> 
 
 def test_pyproject_errors_use_the_tool_testrack_prefix(tmp_path: Path) -> None:
     """Errors inside [tool.testrack] spell keys and tables as they appear in pyproject.toml."""
-    path, message = load_error(
-        tmp_path, PYPROJECT_RACK.replace('kind = "dut"\n', ""), name="pyproject.toml"
-    )
+    path, message = load_error(tmp_path, PYPROJECT_RACK.replace('kind = "dut"\n', ""), name="pyproject.toml")
     assert message == (
-        f"{path}: device #1 (dut-a): missing field 'kind'; "
-        'add kind = "..." to [[tool.testrack.devices]] #1'
+        f"{path}: device #1 (dut-a): missing field 'kind'; add kind = \"...\" to [[tool.testrack.devices]] #1"
     )
     path, message = load_error(
         tmp_path, PYPROJECT_RACK.replace('mode = "load"', "colour = 1"), name="pyproject.toml"
@@ -583,9 +571,7 @@ def test_local_needs_at_least_one_slot(tmp_path: Path, spec: str) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("spec", "count"), [("local:x", "'x'"), ("local:", "''"), ("local:2.5", "'2.5'")]
-)
+@pytest.mark.parametrize(("spec", "count"), [("local:x", "'x'"), ("local:", "''"), ("local:2.5", "'2.5'")])
 def test_local_not_a_number(tmp_path: Path, spec: str, count: str) -> None:
     """local:x says x is not a number of slots and gives examples."""
     with pytest.raises(RackError) as info:
@@ -598,6 +584,11 @@ def test_local_not_a_number(tmp_path: Path, spec: str, count: str) -> None:
 
 def test_discover_reports_a_mistyped_tool_testrack_section(tmp_path: Path) -> None:
     """A [tool.testrack] whose devices key is misspelt is an error, not a silent plain run."""
-    (tmp_path / "pyproject.toml").write_text('[[tool.testrack.device]]\nname = "a"\nkind = "k"\naddress = "x"\n')
-    with pytest.raises(RackError, match=r"unknown key tool\.testrack\.device; a rack has \[\[tool\.testrack\.devices\]\] tables"):
+    (tmp_path / "pyproject.toml").write_text(
+        '[[tool.testrack.device]]\nname = "a"\nkind = "k"\naddress = "x"\n'
+    )
+    with pytest.raises(
+        RackError,
+        match=r"unknown key tool\.testrack\.device; a rack has \[\[tool\.testrack\.devices\]\] tables",
+    ):
         discover_rack(tmp_path)

@@ -75,8 +75,7 @@ def test_duplicate_name(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--rack", "lab.toml")
     assert_usage_error(
         result,
-        f"{path}: device #2 reuses the name 'board-1' of device #1; "
-        "give every device a unique name",
+        f"{path}: device #2 reuses the name 'board-1' of device #1; give every device a unique name",
     )
 
 

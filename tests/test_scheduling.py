@@ -14,9 +14,7 @@ from testrack.rack import Device
 from testrack.scheduling import Dispatcher, Job, Slot, describe_requirements, matches
 from testrack.scheduling.matching import requirement_from_marker
 
-BAD_VALUE_FIX = (
-    "values must be strings, numbers or booleans (or a list of them, meaning any of them)"
-)
+BAD_VALUE_FIX = "values must be strings, numbers or booleans (or a list of them, meaning any of them)"
 
 BOARD = Device(
     "board-1",
@@ -60,9 +58,7 @@ def test_lists_and_tuples_mean_any_of_in_the_given_order() -> None:
 
 def test_sets_are_sorted_for_a_stable_requirement() -> None:
     """A set has no order, so its values are deduplicated and sorted (by repr) for stable ids."""
-    assert requirement_from_marker((), {"revision": {"C", "A", "B"}}) == (
-        ("revision", ("A", "B", "C")),
-    )
+    assert requirement_from_marker((), {"revision": {"C", "A", "B"}}) == (("revision", ("A", "B", "C")),)
     assert requirement_from_marker((), {"x": frozenset({2, "a"})}) == (("x", ("a", 2)),)
 
 

@@ -113,9 +113,7 @@ def test_phase_outcome_of_real_reports(pytester: pytest.Pytester) -> None:
 
 def test_severity_order() -> None:
     """The order the summary uses to pick a test's outcome, worst first."""
-    assert SEVERITY == (
-        "crashed", "error", "failed", "xpassed", "unmatched", "xfailed", "skipped", "passed"
-    )
+    assert SEVERITY == ("crashed", "error", "failed", "xpassed", "unmatched", "xfailed", "skipped", "passed")
 
 
 def test_worse_picks_the_earlier_in_severity() -> None:
@@ -220,9 +218,7 @@ def test_matrix_with_no_tests() -> None:
 def test_quarantined_device_fails_with_its_reason() -> None:
     """A quarantined device is FAILED with the reason, even when its tests passed."""
     outcomes = {"test_a.py::test_ok": {"board-1": "passed", "board-2": "passed"}}
-    lines = matrix_lines(
-        outcomes, DEVICES, quarantined={"board-1": "serial changed from 0042 to 0043"}
-    )
+    lines = matrix_lines(outcomes, DEVICES, quarantined={"board-1": "serial changed from 0042 to 0043"})
     assert lines == [
         "all 1 tests gave the same outcome on every device",
         "board-1: FAILED - quarantined: serial changed from 0042 to 0043",

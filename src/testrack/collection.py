@@ -51,7 +51,9 @@ class FileUnit:
         return cls(path, tuple(rest.split("|")) if sep else ())
 
 
-def walk_files(session: Session, args: Sequence[str] | None = None) -> list[tuple[FileUnit, list[pytest.File]]]:
+def walk_files(
+    session: Session, args: Sequence[str] | None = None
+) -> list[tuple[FileUnit, list[pytest.File]]]:
     """Resolve the command line arguments and collect down to (but not into) files.
 
     Returns the units in collection order, each with its File nodes (a path can
@@ -135,10 +137,7 @@ def matches_selector(item: nodes.Item, file_node: nodes.Node, selector: str) -> 
         return False
     for i, part in enumerate(parts):
         name = names[i]
-        if i < len(parts) - 1:
-            if name != part:
-                return False
-        elif "[" in part:
+        if i < len(parts) - 1 or "[" in part:
             if name != part:
                 return False
         elif name.split("[")[0] != part:

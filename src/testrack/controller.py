@@ -18,14 +18,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import select
 import sys
 import time
 from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -41,6 +40,9 @@ from testrack.workers import Launcher, State, WorkerHandle
 MAX_RESPAWNS = 5
 #: Seconds a worker gets to finish its session after Shutdown before it is killed.
 SHUTDOWN_GRACE = 30.0
+
+
+When = Literal["setup", "call", "teardown"]
 
 
 class Phase(enum.Enum):
@@ -109,9 +111,7 @@ class Controller:
     # ------------------------------------------------------------------ pytest hooks
 
     def pytest_report_header(self, config: pytest.Config) -> str:
-        names = ", ".join(
-            f"{d.name} x{d.capacity}" if d.capacity > 1 else d.name for d in self.rack.devices
-        )
+        names = ", ".join(f"{d.name} x{d.capacity}" if d.capacity > 1 else d.name for d in self.rack.devices)
         return f"testrack: {self.mode} mode on {self.rack.source}: {names} ({len(self.slots)} workers)"
 
     @pytest.hookimpl(trylast=True)
@@ -184,8 +184,13 @@ class Controller:
         if self.mode == "each":
             terminalreporter.write_sep("=", f"testrack: each mode, results per device ({len(names)} devices)")
             verbose = self.config.get_verbosity() > 1  # -vv: every test, not only the differing ones
-            for line in matrix_lines(self.outcomes, names, self.dead_devices(), everything=verbose,
-                                     width=terminalreporter._tw.fullwidth):
+            for line in matrix_lines(
+                self.outcomes,
+                names,
+                self.dead_devices(),
+                everything=verbose,
+                width=terminalreporter._tw.fullwidth,
+            ):
                 terminalreporter.write_line(line)
         else:
             from testrack.summary import device_counts, format_counts
@@ -284,7 +289,9 @@ class Controller:
             case m.WorkerFinished():
                 worker.state = State.FINISHED
             case m.WorkerFailed(error=error):
-                self.problems.append(f"internal error in worker {worker.slot.id} ({worker.device.name}):\n{error}")
+                self.problems.append(
+                    f"internal error in worker {worker.slot.id} ({worker.device.name}):\n{error}"
+                )
             case _:
                 raise TypeError(f"testrack controller: unexpected message {message!r}")
 
@@ -391,7 +398,8 @@ class Controller:
                     unmatched.append((info, test.requirement_error))
                     continue
                 eligible = [
-                    d.name for d in self.rack.devices
+                    d.name
+                    for d in self.rack.devices
                     if matches(d, test.requirements)
                     and (self.mode == "load" or test.nodeid in ids_on.get(d.name, ()))
                 ]
@@ -401,12 +409,14 @@ class Controller:
                 if self.mode == "each":
                     for name in eligible:
                         jobs_by_home.setdefault(None, []).append(
-                            Job(test.nodeid, unit.key, info.index, frozenset([name])))
+                            Job(test.nodeid, unit.key, info.index, frozenset([name]))
+                        )
                         runs += 1
                 else:
                     home = self.home.get(unit.key)
                     jobs_by_home.setdefault(home, []).append(
-                        Job(test.nodeid, unit.key, info.index, frozenset(eligible)))
+                        Job(test.nodeid, unit.key, info.index, frozenset(eligible))
+                    )
                     runs += 1
         for home, jobs in jobs_by_home.items():
             self.dispatcher.add(jobs, home=home if home in self.workers else None)
@@ -467,7 +477,8 @@ class Controller:
         left are no more than the idle or starting slots, they go to those instead.
         """
         idle = sum(
-            1 for w in self.alive_workers()
+            1
+            for w in self.alive_workers()
             if w is not worker and not w.assigned and w.state is not State.STOPPING
         )
         return self.dispatcher.remaining <= idle
@@ -475,7 +486,11 @@ class Controller:
     def feed_idle(self) -> None:
         """Offer work to workers that were told there was none (after a requeue)."""
         for worker in self.alive_workers():
-            if worker.state is State.READY and not worker.assigned and self.dispatcher.has_work_for(worker.slot.id):
+            if (
+                worker.state is State.READY
+                and not worker.assigned
+                and self.dispatcher.has_work_for(worker.slot.id)
+            ):
                 jobs = self.dispatcher.take(worker.slot.id)
                 if jobs:
                     self.assign(worker, jobs)
@@ -485,7 +500,7 @@ class Controller:
         device = worker.device.name
         for data in message.reports:
             report = hook.pytest_report_from_serializable(config=self.config, data=data)
-            report.node = worker.label
+            report.node = worker.label  # read by the terminal and junitxml, as with xdist
             report.user_properties.append(("device", device))
             phases = worker.phases.get(report.nodeid)
             if phases is None:
@@ -516,8 +531,10 @@ class Controller:
 
         category = _resolve_category(message.category)
         record = warnings.WarningMessage(
-            message=category(message.message), category=category,
-            filename=message.filename, lineno=message.lineno,
+            message=category(message.message),
+            category=category,
+            filename=message.filename,
+            lineno=message.lineno,
         )
         self.config.hook.pytest_warning_recorded.call_historic(
             kwargs=dict(warning_message=record, when=message.when, nodeid=message.nodeid, location=None)
@@ -525,7 +542,9 @@ class Controller:
 
     def run_done(self) -> bool:
         if self.phase is Phase.STOPPING:
-            return not any(w.state in (State.READY, State.STARTING) and w.assigned for w in self.workers.values())
+            return not any(
+                w.state in (State.READY, State.STARTING) and w.assigned for w in self.workers.values()
+            )
         if self.dispatcher.remaining:
             return not self.alive_workers()
         return not any(w.assigned for w in self.alive_workers())
@@ -616,8 +635,10 @@ class Controller:
 
     def report_collect_crash(self, worker: WorkerHandle, key: str, how: str, output: str) -> None:
         nodeid = self.unit_nodeids.get(key, key)
-        text = (f"worker {worker.slot.id} on device {worker.device.name} {how} while importing "
-                f"this file\nlast output of the worker:\n{output or '(none)'}")
+        text = (
+            f"worker {worker.slot.id} on device {worker.device.name} {how} while importing "
+            f"this file\nlast output of the worker:\n{output or '(none)'}"
+        )
         report = pytest.CollectReport(nodeid, "failed", text, [])
         self.collect_reports[nodeid] = report
         self.config.hook.pytest_collectreport(report=report)
@@ -629,9 +650,10 @@ class Controller:
             f"(the test was not retried: a crashing test could take down another device).\n"
             f"last output of the worker:\n{output or '(none)'}"
         )
-        when = "teardown" if "call" in phases else "call"
-        self.report_synthetic(self.tests[job.nodeid], worker, text, when=when,
-                              started=bool(phases), outcome_name="crashed")
+        when: When = "teardown" if "call" in phases else "call"
+        self.report_synthetic(
+            self.tests[job.nodeid], worker, text, when=when, started=bool(phases), outcome_name="crashed"
+        )
 
     def report_orphan(self, job: Job) -> None:
         names = sorted(job.eligible)
@@ -641,8 +663,14 @@ class Controller:
         self.report_synthetic(self.tests[job.nodeid], None, text, when="setup", device=device)
 
     def report_synthetic(
-        self, info: TestInfo, worker: WorkerHandle | None, text: str, when: str,
-        started: bool = False, outcome_name: str | None = None, device: str | None = None,
+        self,
+        info: TestInfo,
+        worker: WorkerHandle | None,
+        text: str,
+        when: When,
+        started: bool = False,
+        outcome_name: str | None = None,
+        device: str | None = None,
     ) -> None:
         """Report a failure the test itself could not report (crash, no device)."""
         hook = self.config.hook
@@ -651,18 +679,32 @@ class Controller:
         properties = [("device", device)] if device else []
         if not started:
             hook.pytest_runtest_logstart(nodeid=test.nodeid, location=test.location)
-        reports = [pytest.TestReport(test.nodeid, test.location, {}, "failed", text, when,
-                                     user_properties=list(properties))]
+        reports = [
+            pytest.TestReport(
+                test.nodeid, test.location, {}, "failed", text, when, user_properties=list(properties)
+            )
+        ]
         if when != "teardown":
-            reports.append(pytest.TestReport(test.nodeid, test.location, {}, "passed", None, "teardown",
-                                             user_properties=list(properties)))
+            reports.append(
+                pytest.TestReport(
+                    test.nodeid,
+                    test.location,
+                    {},
+                    "passed",
+                    None,
+                    "teardown",
+                    user_properties=list(properties),
+                )
+            )
         for report in reports:
             if worker is not None:
-                report.node = worker.label
+                report.node = worker.label  # type: ignore[attr-defined]  # read by the terminal and junitxml
             hook.pytest_runtest_logreport(report=report)
         key = device or "-"
         per_device = self.outcomes.setdefault(test.nodeid, {})
-        per_device[key] = worse(per_device.get(key), outcome_name or ("unmatched" if worker is None else "error"))
+        per_device[key] = worse(
+            per_device.get(key), outcome_name or ("unmatched" if worker is None else "error")
+        )
         hook.pytest_runtest_logfinish(nodeid=test.nodeid, location=test.location)
 
 

@@ -11,7 +11,7 @@ so plugins that extend report serialization keep working.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 SerializedReport = dict[str, Any]
 
@@ -91,9 +91,9 @@ class WorkerFailed:
     error: str
 
 
-FromWorker = Union[
-    WorkerReady, Collected, WantWork, TestReports, WarningRecorded, WorkerFinished, WorkerFailed
-]
+FromWorker: TypeAlias = (
+    WorkerReady | Collected | WantWork | TestReports | WarningRecorded | WorkerFinished | WorkerFailed
+)
 
 
 # --------------------------------------------------------------------------- controller -> worker
@@ -134,4 +134,4 @@ class Shutdown:
     """Finish the session (teardown, ``pytest_sessionfinish``) and exit."""
 
 
-ToWorker = Union[Hello, Collect, Run, NoMoreWork, Shutdown]
+ToWorker: TypeAlias = Hello | Collect | Run | NoMoreWork | Shutdown

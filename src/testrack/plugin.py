@@ -10,6 +10,7 @@ loop); without a rack it stays out of the way.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,10 +21,11 @@ from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_ra
 _STARTUP_SYS_PATH = tuple(sys.path)
 
 if TYPE_CHECKING:
+    from testrack.sim import SimRack
     from testrack.workers import Launcher
 
 rack_key = pytest.StashKey[Rack]()
-launcher_key = pytest.StashKey["Launcher"]()
+launcher_key: pytest.StashKey[Launcher] = pytest.StashKey()
 
 OFF = ("off", "no", "none")
 
@@ -64,7 +66,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if any(getattr(ns, name, False) for name in (*listing, "numprocesses", "usepdb")):
         return
     try:
-        rack = load_rack(spec, early_config.invocation_params.dir) if spec else discover_rack(early_config.rootpath)
+        rack = (
+            load_rack(spec, early_config.invocation_params.dir)
+            if spec
+            else discover_rack(early_config.rootpath)
+        )
     except RackError:
         return
     if rack is None:
@@ -174,6 +180,27 @@ def device(request: pytest.FixtureRequest) -> Device:
             pytrace=False,
         )
     return rack.devices[0]
+
+
+@pytest.fixture
+def testrack_sim() -> Iterator[Callable[..., SimRack]]:
+    """Start simulated devices for one test: ``sim = testrack_sim(3, kind="board")``.
+
+    Returns a started :class:`testrack.sim.SimRack` (``.devices``, ``.write_rack(path)``,
+    ``.log``); every rack started this way is stopped when the test ends.
+    """
+    from testrack.sim import SimRack
+
+    started: list[SimRack] = []
+
+    def start(count: int = 3, kind: str = "board", **kwargs: Any) -> SimRack:
+        rack = SimRack(count, kind=kind, **kwargs).start()
+        started.append(rack)
+        return rack
+
+    yield start
+    for rack in started:
+        rack.stop()
 
 
 def _register_xdist_compat(config: pytest.Config) -> None:

@@ -192,9 +192,7 @@ def _read(path: Path, spec: str) -> str:
         ) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise RackError(
-            f"{path}: cannot read the rack file ({reason}); check its permissions"
-        ) from None
+        raise RackError(f"{path}: cannot read the rack file ({reason}); check its permissions") from None
 
 
 def _parse_toml(text: str, path: Path) -> dict[str, Any]:
@@ -246,9 +244,7 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
         )
     mode = data.get("mode")
     if mode is not None and mode not in MODES:
-        raise RackError(
-            f"{path}: {prefix}mode = {_toml_value(mode)} is not a mode; use \"load\" or \"each\""
-        )
+        raise RackError(f'{path}: {prefix}mode = {_toml_value(mode)} is not a mode; use "load" or "each"')
     raw = data.get("devices")
     if raw is None or raw == []:
         raise _empty(path, f"add a [[{prefix}devices]] table with name, kind and address")
@@ -284,16 +280,15 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
         )
     for field in _REQUIRED_FIELDS:
         if field not in entry:
-            raise RackError(f"{where}: missing field {field!r}; add {field} = \"...\" to [[{prefix}devices]] #{index}")
+            raise RackError(
+                f'{where}: missing field {field!r}; add {field} = "..." to [[{prefix}devices]] #{index}'
+            )
         value = entry[field]
         if not isinstance(value, str) or not value.strip():
-            raise RackError(
-                f"{where}: field {field!r} must be a non-empty string, not {_toml_value(value)}"
-            )
+            raise RackError(f"{where}: field {field!r} must be a non-empty string, not {_toml_value(value)}")
     if not _NAME_RE.match(entry["name"]):
         raise RackError(
-            f"{where}: name {entry['name']!r} may use only letters, digits and . _ : @ -; "
-            "rename the device"
+            f"{where}: name {entry['name']!r} may use only letters, digits and . _ : @ -; rename the device"
         )
     capacity = entry.get("capacity", 1)
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
@@ -303,7 +298,7 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
         )
     attrs = entry.get("attrs", {})
     if not isinstance(attrs, dict):
-        raise RackError(f"{where}: attrs must be a table, for example attrs = {{ revision = \"C\" }}")
+        raise RackError(f'{where}: attrs must be a table, for example attrs = {{ revision = "C" }}')
     for key, value in attrs.items():
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, _ATTR_VALUE_TYPES) for v in values):
@@ -313,7 +308,7 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
             )
     env = entry.get("env", {})
     if not isinstance(env, dict):
-        raise RackError(f"{where}: env must be a table, for example env = {{ CUDA_VISIBLE_DEVICES = \"0\" }}")
+        raise RackError(f'{where}: env must be a table, for example env = {{ CUDA_VISIBLE_DEVICES = "0" }}')
     for key, value in env.items():
         if not isinstance(value, str):
             raise RackError(

@@ -36,7 +36,9 @@ def worse(a: str | None, b: str) -> str:
     return a if _RANK.get(a, 3) <= _RANK.get(b, 3) else b
 
 
-def device_counts(outcomes: Mapping[str, Mapping[str, str]], devices: Sequence[str]) -> dict[str, Counter[str]]:
+def device_counts(
+    outcomes: Mapping[str, Mapping[str, str]], devices: Sequence[str]
+) -> dict[str, Counter[str]]:
     counts: dict[str, Counter[str]] = {d: Counter() for d in devices}
     for per_device in outcomes.values():
         for device, outcome in per_device.items():
@@ -62,7 +64,8 @@ def matrix_lines(
     rows = [
         nodeid
         for nodeid, per_device in outcomes.items()
-        if everything or any(v in _FAILING or v == "xpassed" for v in per_device.values())
+        if everything
+        or any(v in _FAILING or v == "xpassed" for v in per_device.values())
         or len(set(per_device.values())) > 1
     ]
     lines: list[str] = []
@@ -70,19 +73,20 @@ def matrix_lines(
     test_width = max([len("test")] + [len(r) for r in rows])
     test_width = min(test_width, max(20, width - sum(c + 2 for c in cols) - 1))
     if rows:
-        header = "test".ljust(test_width) + "".join("  " + d.ljust(c) for d, c in zip(devices, cols))
+        columns = list(zip(devices, cols, strict=True))
+        header = "test".ljust(test_width) + "".join("  " + d.ljust(c) for d, c in columns)
         lines.append(header.rstrip())
         for nodeid in rows:
-            shown = nodeid if len(nodeid) <= test_width else "..." + nodeid[-(test_width - 3):]
-            cells = "".join(
-                "  " + (outcomes[nodeid].get(d, "-")).ljust(c) for d, c in zip(devices, cols)
-            )
+            shown = nodeid if len(nodeid) <= test_width else "..." + nodeid[-(test_width - 3) :]
+            cells = "".join("  " + outcomes[nodeid].get(d, "-").ljust(c) for d, c in columns)
             lines.append((shown.ljust(test_width) + cells).rstrip())
     elif outcomes:
         lines.append(f"all {len(outcomes)} tests gave the same outcome on every device")
     counts = device_counts(outcomes, devices)
     for device in devices:
-        status = f"quarantined: {quarantined[device]}" if device in quarantined else format_counts(counts[device])
+        status = (
+            f"quarantined: {quarantined[device]}" if device in quarantined else format_counts(counts[device])
+        )
         verdict = "FAILED" if device in quarantined or any(o in _FAILING for o in counts[device]) else "ok"
         lines.append(f"{device}: {verdict} - {status}")
     return lines

@@ -14,6 +14,7 @@ trip overlaps a running test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -259,12 +260,9 @@ class WorkerSession:
             "its id depends on where it is collected (parametrization from the environment?). "
             "Make the ids independent of the device, or run it in each mode."
         )
-        for when, outcome in (("setup", "failed"), ("teardown", "passed")):
-            report = pytest.TestReport(
-                nodeid, (nodeid.split("::")[0], None, nodeid), {}, outcome,
-                text if outcome == "failed" else None, when,
-            )
-            self.pytest_runtest_logreport(report)
+        location = (nodeid.split("::")[0], None, nodeid)
+        self.pytest_runtest_logreport(pytest.TestReport(nodeid, location, {}, "failed", text, "setup"))
+        self.pytest_runtest_logreport(pytest.TestReport(nodeid, location, {}, "passed", None, "teardown"))
         self.finished.append(nodeid)
 
 
@@ -316,10 +314,8 @@ def exit_now(code: int) -> None:
     trace("worker: exiting")
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 

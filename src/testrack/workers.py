@@ -9,6 +9,7 @@ controller reads, keeping the last lines for crash reports.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import select
@@ -85,10 +86,8 @@ class ForkedProcess:
         return code
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 Process = Union["subprocess.Popen[bytes]", ForkedProcess]
@@ -97,7 +96,9 @@ Process = Union["subprocess.Popen[bytes]", ForkedProcess]
 class WorkerHandle:
     """One worker process and everything the controller tracks about it."""
 
-    def __init__(self, slot: Slot, device: Device, label: WorkerLabel, proc: Process, conn: Connection) -> None:
+    def __init__(
+        self, slot: Slot, device: Device, label: WorkerLabel, proc: Process, conn: Connection
+    ) -> None:
         self.slot = slot
         self.device = device
         self.label = label
@@ -297,8 +298,14 @@ class Launcher:
                 stream.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns; its work is tested end to end
-            _become_worker(child_sock, [parent_sock.fileno(), out_r, err_r, *self._parent_fds],
-                           out_w, err_w, env, self.cwd)
+            _become_worker(
+                child_sock,
+                [parent_sock.fileno(), out_r, err_r, *self._parent_fds],
+                out_w,
+                err_w,
+                env,
+                self.cwd,
+            )
         child_sock.close()
         os.close(out_w)
         os.close(err_w)
@@ -326,17 +333,16 @@ def can_fork() -> bool:
     return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
 
 
-def _become_worker(sock: socket.socket, close: list[int], out_w: int, err_w: int,
-                   env: dict[str, str], cwd: str) -> None:  # pragma: no cover - runs in the child
+def _become_worker(
+    sock: socket.socket, close: list[int], out_w: int, err_w: int, env: dict[str, str], cwd: str
+) -> None:  # pragma: no cover - runs in the child
     """In a freshly forked child: shed the controller's state and run a worker; never returns."""
     code = 70
     try:
         os.setsid()
         for fd in close:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)

@@ -105,7 +105,8 @@ class Dispatcher:
         slot = self._slots[slot_id]
         chunk = max(1, math.ceil(self._remaining / (self._divisor * max(1, len(self._slots)))))
         mine = [
-            (home is None, q) for (home, eligible), q in self._queues.items()
+            (home is None, q)
+            for (home, eligible), q in self._queues.items()
             if q and home in (slot_id, None) and slot.device in eligible
         ]
         if mine:
@@ -120,7 +121,8 @@ class Dispatcher:
             self._remaining -= len(taken)
             return sorted(taken, key=lambda j: j.index)
         victims = [
-            q for (home, eligible), q in self._queues.items()
+            q
+            for (home, eligible), q in self._queues.items()
             if q and home not in (slot_id, None) and slot.device in eligible
         ]
         if not victims:

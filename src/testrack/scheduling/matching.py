@@ -41,7 +41,9 @@ def requirement_from_marker(args: Sequence[Any], kwargs: Mapping[str, Any]) -> R
                 f"@pytest.mark.device({key}={value!r}): values must be strings, numbers or booleans "
                 "(or a list of them, meaning any of them)"
             )
-        out.append((key, tuple(sorted(set(values), key=repr)) if isinstance(value, (set, frozenset)) else values))
+        out.append(
+            (key, tuple(sorted(set(values), key=repr)) if isinstance(value, (set, frozenset)) else values)
+        )
     return tuple(out)
 
 
