@@ -111,6 +111,18 @@ class Hello:
 
 
 @dataclasses.dataclass(frozen=True)
+class Start:
+    """Second message: what the controller knows only once configured; the worker then starts.
+
+    The Hello goes out as soon as the worker is launched, so that the worker
+    parses its command line and loads its conftests while the controller is
+    still configuring; the Start follows from the controller's session start.
+    """
+
+    basetemp: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Collect:
     """Import these files (collection arguments) and report their tests."""
 
@@ -134,4 +146,4 @@ class Shutdown:
     """Finish the session (teardown, ``pytest_sessionfinish``) and exit."""
 
 
-ToWorker: TypeAlias = Hello | Collect | Run | NoMoreWork | Shutdown
+ToWorker: TypeAlias = Hello | Start | Collect | Run | NoMoreWork | Shutdown

@@ -77,7 +77,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return
     from testrack.workers import Launcher
 
-    launcher = Launcher(rack, cwd=str(early_config.invocation_params.dir))
+    params = early_config.invocation_params
+    launcher = Launcher(rack, str(params.dir), params.args, _STARTUP_SYS_PATH)
     launcher.prestart()
     early_config.stash[launcher_key] = launcher
 
@@ -109,9 +110,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if launcher is None or launcher.rack != rack:
         if launcher is not None:
             launcher.discard()
-        launcher = config.stash[launcher_key] = Launcher(rack, cwd=str(config.invocation_params.dir))
+        params = config.invocation_params
+        launcher = config.stash[launcher_key] = Launcher(
+            rack, str(params.dir), params.args, _STARTUP_SYS_PATH
+        )
     mode = config.getoption("rack_mode") or rack.mode or "load"
-    controller = Controller(config, rack, mode, _STARTUP_SYS_PATH, launcher)
+    controller = Controller(config, rack, mode, launcher)
     config.pluginmanager.register(controller, "testrack-controller")
 
 

@@ -78,7 +78,13 @@ class WorkerSession:
         self.failures = 0
         config.option.maxfail = 0
         config.option.usepdb = False
-        config.option.basetemp = self.hello.workerinput.get("basetemp")
+        try:
+            start = self.conn.recv()
+        except EOFError:
+            os._exit(0)  # prestarted, then not needed: the controller went another way
+        if not isinstance(start, m.Start):
+            raise TypeError(f"testrack worker: expected Start, got {start!r}")
+        self.hello.workerinput["basetemp"] = config.option.basetemp = start.basetemp
         self._stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
 
     @pytest.hookimpl(trylast=True)

@@ -22,12 +22,14 @@ import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Union
 
 from testrack import messages as m
 from testrack.rack import Device, Rack
 from testrack.scheduling import Job, Slot
+from testrack.trace import trace
 
 OUTPUT_LINES = 40
 
@@ -192,6 +194,15 @@ class WorkerHandle:
                     break
                 self.read_output(stream, echo)
 
+    def reap_in_background(self, grace: float) -> None:
+        """Reap a worker that finished its session from a daemon thread, not blocking this one."""
+
+        def reap() -> None:
+            self.reap(time.monotonic() + grace, echo=False)
+            self.close()
+
+        threading.Thread(target=reap, name=f"testrack-reap-{self.slot.id}", daemon=True).start()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -215,9 +226,11 @@ class Launcher:
     start meanwhile; they wait for their :class:`~testrack.messages.Hello`.
     """
 
-    def __init__(self, rack: Rack, cwd: str) -> None:
+    def __init__(self, rack: Rack, cwd: str, args: Sequence[str], sys_path: Sequence[str]) -> None:
         self.rack = rack
         self.cwd = cwd
+        self.args = tuple(str(a) for a in args)
+        self.sys_path = tuple(sys_path)
         self.testrunuid = uuid.uuid4().hex
         self.devices = {d.name: d for d in rack.devices}
         self.slots: list[Slot] = []
@@ -252,9 +265,23 @@ class Launcher:
         env.pop("PYTEST_CURRENT_TEST", None)
         return env
 
+    def hello_for(self, slot: Slot) -> m.Hello:
+        workerinput: dict[str, Any] = {
+            "workerid": slot.id,
+            "workercount": len(self.slots),
+            "testrunuid": self.testrunuid,
+            "mainargv": list(sys.argv),
+            "device": self.devices[slot.device].to_dict(),
+            "testrack": True,
+        }
+        return m.Hello(workerinput=workerinput, args=self.args, sys_path=self.sys_path)
+
     def prestart(self) -> None:
         """Start every slot's worker now; fork them when this process is still clean enough."""
         fork = can_fork()
+        trace(f"launcher: prestart ({'fork' if fork else 'spawn'})")
+        if fork:
+            import testrack.worker  # noqa: F401 - imported once here rather than in every child
         for slot in self.slots:
             self._spare[slot.id] = self.fork(slot) if fork else self.start(slot)
 
@@ -280,7 +307,9 @@ class Launcher:
         )
         child_sock.close()
         conn = Connection(parent_sock.detach())
-        return WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
+        worker = WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
+        worker.send(self.hello_for(slot))
+        return worker
 
     def fork(self, slot: Slot) -> WorkerHandle:
         """Start a worker by forking this process (only before conftests are loaded).
@@ -312,7 +341,9 @@ class Launcher:
         self._parent_fds += [parent_sock.fileno(), out_r, err_r]
         proc = ForkedProcess(pid, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
         conn = Connection(parent_sock.detach())
-        return WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
+        worker = WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
+        worker.send(self.hello_for(slot))
+        return worker
 
     def discard(self) -> None:
         """Stop prestarted workers nobody took (the run turned out not to need them)."""
