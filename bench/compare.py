@@ -107,20 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             options += ["--ideal", ideal]
         if workload == "W5":
             options += ["--ignore-failure"]
-        subprocess.run(
-            [
-                sys.executable,
-                str(SHARED / "pb.py"),
-                "run",
-                workload,
-                f"{runner}-{label}",
-                *options,
-                "--",
-                command,
-            ],
-            env=env,
-            check=True,
-        )
+        pb_run = [sys.executable, str(SHARED / "pb.py"), "run", workload, f"{runner}-{label}", *options]
+        if subprocess.run([*pb_run, "--", command], env=env).returncode:
+            print(
+                f"error: the harness failed on {workload}/{runner}-{label} (see its message above; "
+                "a device server left running from an earlier benchmark holds the port: stop it)",
+                file=sys.stderr,
+            )
+            return 2
     table, missed = summarize(results, workloads, wanted)
     print(table)
     if args.out:
