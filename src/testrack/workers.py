@@ -195,13 +195,17 @@ class WorkerHandle:
                 self.read_output(stream, echo)
 
     def reap_in_background(self, grace: float) -> None:
-        """Reap a worker that finished its session from a daemon thread, not blocking this one."""
+        """Reap a worker that finished its session from another thread, not blocking this one.
+
+        The thread is not a daemon: the interpreter joins it before it exits, so no
+        worker outlives the run (their atexit work, coverage data say, is done by then).
+        """
 
         def reap() -> None:
             self.reap(time.monotonic() + grace, echo=False)
             self.close()
 
-        threading.Thread(target=reap, name=f"testrack-reap-{self.slot.id}", daemon=True).start()
+        threading.Thread(target=reap, name=f"testrack-reap-{self.slot.id}").start()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
