@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import enum
 import errno
+import json
 import signal
 import sys
 import textwrap
@@ -21,11 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from testrack import history
 from testrack.demo import DemoError, DemoOptions, run_demo
 from testrack.rack import MODES, RACK_FILE, Device, dump_rack
 from testrack.sim import SimRack, SimStartError
+from testrack.store import Store
 
 __all__ = ["COMMANDS", "CliError", "Command", "ExitCode", "build_parser", "main"]
 
@@ -276,6 +279,61 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return ExitCode.OK if passed else ExitCode.TESTS_FAILED
 
 
+# -- testrack last / failing / slowest / history -------------------------------------------
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", type=Path, metavar="PATH",
+        help="the results store (default: the nearest .testrack/results.sqlite above the current directory)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _add_slowest_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_store_arguments(parser)
+    parser.add_argument("-n", "--count", type=_positive, default=10, help="how many tests (default: 10)")
+
+
+def _add_history_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("nodeid", help="the test's node id, as pytest -v prints it")
+    _add_store_arguments(parser)
+    parser.add_argument("-n", "--count", type=_positive, default=50, help="how many results (default: 50)")
+
+
+def _history_command(
+    query: Callable[[Store, argparse.Namespace], dict[str, Any]],
+    render: Callable[[dict[str, Any]], list[str]],
+    failed: Callable[[dict[str, Any]], bool] = lambda data: False,
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            store = history.open_for_reading(args.store, Path.cwd())
+            try:
+                data = query(store, args)
+            finally:
+                store.close()
+        except history.HistoryError as exc:
+            raise CliError(str(exc)) from None
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            print("\n".join(render(data)))
+        return ExitCode.TESTS_FAILED if failed(data) else ExitCode.OK
+
+    return run
+
+
 # -- wiring ----------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -291,6 +349,36 @@ COMMANDS: tuple[Command, ...] = (
         "run a small suite on simulated devices in each and load mode and compare wall times",
         _add_demo_arguments,
         run_demo_command,
+    ),
+    Command(
+        "last",
+        "summarise the last recorded run, per device",
+        _add_store_arguments,
+        _history_command(lambda store, args: history.last(store), history.format_last),
+    ),
+    Command(
+        "failing",
+        "list what failed in the last run, and on which device (exit code 1 if anything did)",
+        _add_store_arguments,
+        _history_command(
+            lambda store, args: history.failing(store),
+            history.format_failing,
+            failed=lambda data: bool(data["failing"]),
+        ),
+    ),
+    Command(
+        "slowest",
+        "list the slowest tests of the last run",
+        _add_slowest_arguments,
+        _history_command(lambda store, args: history.slowest(store, args.count), history.format_slowest),
+    ),
+    Command(
+        "history",
+        "show one test's outcomes and durations over runs and devices",
+        _add_history_arguments,
+        _history_command(
+            lambda store, args: history.history(store, args.nodeid, args.count), history.format_history
+        ),
     ),
 )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import gc
-import os
+import shlex
 import sys
 import time
 from collections import deque
@@ -31,7 +31,9 @@ import pytest
 from testrack import messages as m
 from testrack.collection import FileUnit, walk_files
 from testrack.rack import Device, Rack
-from testrack.scheduling import Dispatcher, Job, Slot, describe_requirements, matches
+from testrack.recorder import Attempt, Recorder
+from testrack.scheduling import Dispatcher, Job, Slot, describe_requirements, estimate_durations, matches
+from testrack.store import RunInfo
 from testrack.summary import matrix_lines, phase_outcome, worse
 from testrack.trace import trace
 from testrack.workers import Launcher, State, WorkerHandle
@@ -72,11 +74,14 @@ class TestInfo:
 class Controller:
     """Runs a session's tests on the rack's workers (registered as a pytest plugin)."""
 
-    def __init__(self, config: pytest.Config, rack: Rack, mode: str, launcher: Launcher) -> None:
+    def __init__(
+        self, config: pytest.Config, rack: Rack, mode: str, launcher: Launcher, recorder: Recorder
+    ) -> None:
         self.config = config
         self.rack = rack
         self.mode = mode
         self.launcher = launcher
+        self.recorder = recorder
         self.devices: dict[str, Device] = {d.name: d for d in rack.devices}
         self.slots: list[Slot] = launcher.slots
         self.dispatcher = Dispatcher(self.slots)
@@ -100,6 +105,8 @@ class Controller:
         self.collect_reports: dict[str, Any] = {}
         self.tests: dict[str, TestInfo] = {}
         self.unmatched: list[tuple[TestInfo, str]] = []
+        self.durations: dict[str, float] = {}
+        self.rerun: dict[str, set[str]] | None = None
         # results
         self.outcomes: dict[str, dict[str, str]] = {}
         self.problems: list[str] = []
@@ -115,6 +122,15 @@ class Controller:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         trace("controller: sessionstart")
         self.session = session
+        self.recorder.begin(
+            RunInfo(
+                uid=self.testrunuid,
+                started=time.time(),
+                mode=self.mode,
+                rack=self.rack.source,
+                command=shlex.join(["pytest", *map(str, self.config.invocation_params.args)]),
+            )
+        )
         factory = getattr(self.config, "_tmp_path_factory", None)
         if factory is not None:
             self.basetemp = factory.getbasetemp()
@@ -129,6 +145,9 @@ class Controller:
         self.units = [unit for unit, _ in units]
         self.unit_nodeids = {unit.key: nodes[0].nodeid for unit, nodes in units}
         self.units = self._last_failed_filter(self.units)
+        self.units = self._rack_failed_filter(self.units)
+        self.durations = self.recorder.durations()
+        self.dispatcher = Dispatcher(self.slots, import_cost=self.recorder.import_costs())
         keys = [u.key for u in self.units]
         if self.mode == "each":
             for worker in self.workers.values():
@@ -197,11 +216,18 @@ class Controller:
             for name in names:
                 extra = f" (no workers: {self.dead_devices()[name]})" if name in self.dead_devices() else ""
                 terminalreporter.write_line(f"{name}: {format_counts(counts[name])}{extra}")
+        if self.recorder.problem:
+            self.problems.append(self.recorder.problem)
         for problem in self.problems:
             terminalreporter.write_line(f"testrack: {problem}", yellow=True)
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        try:
+            outcome = pytest.ExitCode(exitstatus).name.lower()
+        except ValueError:
+            outcome = f"exit {exitstatus}"
+        self.recorder.finish(outcome)
         # This process ran no test code, so its heap holds nothing for pytest's final
         # gc.collect() calls to find: freezing it makes them (and exit) cheaper.
         gc.freeze()
@@ -323,17 +349,13 @@ class Controller:
     def on_collected(self, worker: WorkerHandle, message: m.Collected) -> None:
         worker.collecting -= 1
         inflight = self.in_flight.get(worker.slot.id, [])
-        for key in message.paths:
-            if key in inflight:
-                inflight.remove(key)
-        by_unit: dict[str, list[m.CollectedTest]] = {key: [] for key in message.paths}
-        paths = {FileUnit.from_key(k).path: k for k in message.paths}
-        for test in message.tests:
-            key = self._unit_of(test, paths, message.paths)
-            by_unit.setdefault(key, []).append(test)
-        for key, tests in by_unit.items():
-            self.collected.setdefault(key, {}).setdefault(worker.device.name, tests)
-            self.home.setdefault(key, worker.slot.id)
+        for unit in message.units:
+            if unit.key in inflight:
+                inflight.remove(unit.key)
+            self.collected.setdefault(unit.key, {}).setdefault(worker.device.name, list(unit.tests))
+            self.home.setdefault(unit.key, worker.slot.id)
+        self.recorder.imports(worker.slot.id, worker.device.name, message.units)
+        self.dispatcher.mark_imported(worker.slot.id, [unit.key for unit in message.units])
         for nodeid in message.deselected:
             self.deselected[nodeid] = None
         for data in message.reports:
@@ -344,21 +366,6 @@ class Controller:
         if self.phase is Phase.COLLECTING and self.mode == "load":
             self.feed_collection(worker)
 
-    def _unit_of(self, test: m.CollectedTest, paths: dict[str, str], keys: tuple[str, ...]) -> str:
-        if len(keys) == 1:
-            return keys[0]
-        path = test.location[0]
-        rootpath = self.config.rootpath
-        full = str(rootpath / path) if not os.path.isabs(path) else path
-        full = os.path.normpath(full)
-        if full in paths:
-            return paths[full]
-        for key in keys:  # location may point elsewhere (a helper module): fall back to the node id
-            unit_nodeid = self.unit_nodeids.get(key)
-            if unit_nodeid and test.nodeid.startswith(unit_nodeid + "::"):
-                return key
-        return keys[0]
-
     def collection_done(self) -> bool:
         if not self.alive_workers():
             return True
@@ -367,49 +374,56 @@ class Controller:
         return not any(w.collecting for w in self.alive_workers())
 
     def finish_collection(self, session: pytest.Session) -> None:
-        if self.deselected:
-            self.config.hook.pytest_deselected(items=[RemoteItem(n) for n in self.deselected])
-        index = 0
-        unmatched: list[tuple[TestInfo, str]] = []
-        jobs_by_home: dict[str | None, list[Job]] = {}
-        runs = 0
+        """Turn what the workers collected into jobs: ordered, routed, estimated."""
+        infos: list[TestInfo] = []
+        ids_on: dict[str, dict[str, set[str]]] = {}
         for unit in self.units:
             per_device = self.collected.get(unit.key, {})
-            ids_on = {name: {t.nodeid for t in tests} for name, tests in per_device.items()}
-            ordered: dict[str, m.CollectedTest] = {}
+            ids_on[unit.key] = {name: {t.nodeid for t in tests} for name, tests in per_device.items()}
             for tests in per_device.values():
                 for test in tests:
-                    ordered.setdefault(test.nodeid, test)
-            for test in ordered.values():
-                if test.nodeid in self.tests:
-                    continue
-                info = TestInfo(test, unit.key, index)
-                self.tests[test.nodeid] = info
-                index += 1
-                if test.requirement_error:
-                    unmatched.append((info, test.requirement_error))
-                    continue
-                eligible = [
-                    d.name
-                    for d in self.rack.devices
-                    if matches(d, test.requirements)
-                    and (self.mode == "load" or test.nodeid in ids_on.get(d.name, ()))
-                ]
+                    if test.nodeid not in self.tests:
+                        info = self.tests[test.nodeid] = TestInfo(test, unit.key, len(self.tests))
+                        infos.append(info)
+        if self.rerun is not None:
+            for info in [i for i in infos if i.test.nodeid not in self.rerun]:
+                del self.tests[info.test.nodeid]
+                self.deselected[info.test.nodeid] = None
+            infos = [i for i in infos if i.test.nodeid in self.tests]
+        if self.deselected:
+            self.config.hook.pytest_deselected(items=[RemoteItem(n) for n in self.deselected])
+        estimates = estimate_durations([(i.test.nodeid, i.unit) for i in infos], self.durations)
+        jobs_by_home: dict[str | None, list[Job]] = {}
+        runs = 0
+        for info in infos:
+            test = info.test
+            if test.requirement_error:
+                self.unmatched.append((info, test.requirement_error))
+                continue
+            eligible = [
+                d.name
+                for d in self.rack.devices
+                if matches(d, test.requirements)
+                and (self.mode == "load" or test.nodeid in ids_on[info.unit].get(d.name, ()))
+            ]
+            if not eligible:
+                self.unmatched.append((info, self._unmatched_text(test)))
+                continue
+            if self.rerun is not None and not self.config.getoption("rack_failed_anywhere"):
+                where = self.rerun[test.nodeid]
+                eligible = [name for name in eligible if name in where]
                 if not eligible:
-                    unmatched.append((info, self._unmatched_text(test)))
+                    self.unmatched.append((info, self._gone_text(where)))
                     continue
-                if self.mode == "each":
-                    for name in eligible:
-                        jobs_by_home.setdefault(None, []).append(
-                            Job(test.nodeid, unit.key, info.index, frozenset([name]))
-                        )
-                        runs += 1
-                else:
-                    home = self.home.get(unit.key)
-                    jobs_by_home.setdefault(home, []).append(
-                        Job(test.nodeid, unit.key, info.index, frozenset(eligible))
-                    )
-                    runs += 1
+            estimate = estimates[test.nodeid]
+            if self.mode == "each":
+                jobs = [Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate) for n in eligible]
+                jobs_by_home.setdefault(None, []).extend(jobs)
+                runs += len(jobs)
+            else:
+                job = Job(test.nodeid, info.unit, info.index, frozenset(eligible), estimate)
+                jobs_by_home.setdefault(self.home.get(info.unit), []).append(job)
+                runs += 1
         for home, jobs in jobs_by_home.items():
             self.dispatcher.add(jobs, home=home if home in self.workers else None)
         session.testscollected = len(self.tests)
@@ -417,11 +431,20 @@ class Controller:
         if reporter is not None and self.config.get_verbosity() >= 0:
             deselected = f" ({len(self.deselected)} deselected)" if self.deselected else ""
             each = f", {runs} runs" if self.mode == "each" else ""
+            known = sum(1 for i in infos if i.test.nodeid in self.durations)
+            history = f"; history for {known}" if known else ""
             reporter.write_line(
                 f"testrack: collected {len(self.tests)} tests{deselected}{each} "
-                f"in {len(self.units)} files on {len(self.slots)} workers"
+                f"in {len(self.units)} files on {len(self.slots)} workers{history}"
             )
-        self.unmatched = unmatched
+
+    def _gone_text(self, devices: set[str]) -> str:
+        names = ", ".join(sorted(devices))
+        return (
+            f"--rack-failed: this test failed last time on {names}, which this rack "
+            f"({self.rack.source}) cannot run it on; add --rack-failed-anywhere to run it on any "
+            "matching device"
+        )
 
     def _unmatched_text(self, test: m.CollectedTest) -> str:
         return (
@@ -441,6 +464,24 @@ class Controller:
             return units
         kept = [u for u in units if Path(u.path) in paths]
         return kept or units
+
+    def _rack_failed_filter(self, units: list[FileUnit]) -> list[FileUnit]:
+        """``--rack-failed``: only files holding a test that failed in the last recorded run."""
+        if not (self.config.getoption("rack_failed") or self.config.getoption("rack_failed_anywhere")):
+            return units
+        failures = self.recorder.last_failures()
+        if failures is None:
+            raise pytest.UsageError(
+                f"--rack-failed: no earlier run in the results store ({self.recorder.location}); "
+                "run the suite once without it first"
+            )
+        self.rerun = failures
+        files = {nodeid.split("::")[0] for nodeid in failures}
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            what = f"{len(failures)} test{'s' if len(failures) != 1 else ''}" if failures else "nothing"
+            reporter.write_line(f"testrack: --rack-failed: rerunning {what} that failed in the last run")
+        return [u for u in units if self.unit_nodeids.get(u.key, "").split("::")[0] in files]
 
     # ------------------------------------------------------------------ running
 
@@ -471,7 +512,10 @@ class Controller:
         idle = sum(
             1
             for w in self.alive_workers()
-            if w is not worker and not w.assigned and w.state is not State.STOPPING
+            if w is not worker
+            and not w.assigned
+            and w.state is not State.STOPPING
+            and self.dispatcher.has_work_for(w.slot.id)
         )
         return self.dispatcher.remaining <= idle
 
@@ -490,8 +534,19 @@ class Controller:
     def on_reports(self, worker: WorkerHandle, message: m.TestReports) -> None:
         hook = self.config.hook
         device = worker.device.name
-        for data in message.reports:
-            report = hook.pytest_report_from_serializable(config=self.config, data=data)
+        reports = [hook.pytest_report_from_serializable(config=self.config, data=d) for d in message.reports]
+        for report in reports:
+            worker.attempts.setdefault(report.nodeid, Attempt()).add(report)
+        # Stored before they are shown: what the user saw survives a killed controller.
+        self.recorder.results(
+            [
+                worker.attempts.pop(nodeid, Attempt()).result(
+                    nodeid, device, worker.slot.id, worker.tests_done + k
+                )
+                for k, nodeid in enumerate(message.finished)
+            ]
+        )
+        for report in reports:
             report.node = worker.label  # read by the terminal and junitxml, as with xdist
             report.user_properties.append(("device", device))
             phases = worker.phases.get(report.nodeid)
@@ -595,9 +650,8 @@ class Controller:
             self.report_crash(worker, crashed, how, output)
             self.dispatcher.requeue(list(worker.assigned))
             worker.assigned.clear()
-            if self.phase is Phase.RUNNING:
-                self.feed_idle()
         self._requeue_collection(worker, how, output)
+        # What it had imported is gone with it: its modules' tests are open to every slot.
         self.dispatcher.drop_slot(slot.id, permanently=False)
         respawns = self.respawns.get(slot.id, 0)
         if self.phase is Phase.STOPPING:
@@ -605,14 +659,16 @@ class Controller:
         if was_ready and respawns < MAX_RESPAWNS:
             self.respawns[slot.id] = respawns + 1
             self.start_worker(slot)
-            return
-        reason = f"worker {how} {'at start' if not was_ready else 'repeatedly'}"
-        self.dead_slots[slot.id] = reason
-        self.dispatcher.drop_slot(slot.id, permanently=True)
-        detail = f"\n{output}" if output else ""
-        self.problems.append(f"gave up on {slot.id} ({worker.device.name}): {reason}{detail}")
-        for job in self.dispatcher.orphans():
-            self.report_orphan(job)
+        else:
+            reason = f"worker {how} {'at start' if not was_ready else 'repeatedly'}"
+            self.dead_slots[slot.id] = reason
+            self.dispatcher.drop_slot(slot.id, permanently=True)
+            detail = f"\n{output}" if output else ""
+            self.problems.append(f"gave up on {slot.id} ({worker.device.name}): {reason}{detail}")
+            for job in self.dispatcher.orphans():
+                self.report_orphan(job)
+        if self.phase is Phase.RUNNING:
+            self.feed_idle()
 
     def _requeue_collection(self, worker: WorkerHandle, how: str, output: str) -> None:
         keys = self.in_flight.pop(worker.slot.id, [])
@@ -669,6 +725,12 @@ class Controller:
         test = info.test
         device = worker.device.name if worker else device
         properties = [("device", device)] if device else []
+        outcome = outcome_name or ("unmatched" if worker is None else "error")
+        attempt = worker.attempts.pop(test.nodeid, Attempt()) if worker else Attempt()
+        attempt.message = text.splitlines()[0][:500]
+        slot = worker.slot.id if worker else "-"
+        position = worker.tests_done if worker else 0
+        self.recorder.results([attempt.result(test.nodeid, device or "-", slot, position, outcome)])
         if not started:
             hook.pytest_runtest_logstart(nodeid=test.nodeid, location=test.location)
         reports = [
@@ -694,9 +756,7 @@ class Controller:
             hook.pytest_runtest_logreport(report=report)
         key = device or "-"
         per_device = self.outcomes.setdefault(test.nodeid, {})
-        per_device[key] = worse(
-            per_device.get(key), outcome_name or ("unmatched" if worker is None else "error")
-        )
+        per_device[key] = worse(per_device.get(key), outcome)
         hook.pytest_runtest_logfinish(nodeid=test.nodeid, location=test.location)
 
 

@@ -40,11 +40,20 @@ class CollectedTest:
 
 
 @dataclasses.dataclass(frozen=True)
+class CollectedUnit:
+    """One file of a :class:`Collect` request: its tests, and what importing it cost."""
+
+    key: str
+    tests: tuple[CollectedTest, ...]
+    #: Seconds spent collecting (importing) the file in this worker.
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Collected:
     """Result of a :class:`Collect` request: tests in collection order, after deselection."""
 
-    paths: tuple[str, ...]
-    tests: tuple[CollectedTest, ...]
+    units: tuple[CollectedUnit, ...]
     deselected: tuple[str, ...]
     #: Serialized ``CollectReport`` of collectors that failed or were skipped.
     reports: tuple[SerializedReport, ...]

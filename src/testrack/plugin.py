@@ -41,6 +41,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Default: testrack.toml or [tool.testrack] in pyproject.toml when present.",
     )
     group.addoption(
+        "--rack-store",
+        metavar="PATH",
+        default=None,
+        help="where results are recorded: an SQLite file (default <rootdir>/.testrack/results.sqlite), "
+        "'memory', or 'off'.",
+    )
+    group.addoption(
+        "--rack-failed",
+        action="store_true",
+        help="run only the tests that failed in the last recorded run, on the devices they failed on.",
+    )
+    group.addoption(
+        "--rack-failed-anywhere",
+        action="store_true",
+        help="like --rack-failed, but run them on any matching device.",
+    )
+    group.addoption(
         "--rack-mode",
         choices=MODES,
         default=None,
@@ -115,7 +132,10 @@ def pytest_configure(config: pytest.Config) -> None:
             rack, str(params.dir), params.args, _STARTUP_SYS_PATH
         )
     mode = config.getoption("rack_mode") or rack.mode or "load"
-    controller = Controller(config, rack, mode, launcher)
+    from testrack.recorder import Recorder
+
+    recorder = Recorder.open(config.getoption("rack_store"), config.rootpath)
+    controller = Controller(config, rack, mode, launcher, recorder)
     config.pluginmanager.register(controller, "testrack-controller")
 
 

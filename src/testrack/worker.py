@@ -64,6 +64,7 @@ class WorkerSession:
         self._stdout: Any = None
         self.maxfail = 0
         self.failures = 0
+        self.orphaned = False
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -155,7 +156,27 @@ class WorkerSession:
     # ------------------------------------------------------------------ the loop
 
     def send(self, message: m.FromWorker) -> None:
-        self.conn.send(message)
+        if self.orphaned:
+            return
+        try:
+            self.conn.send(message)
+        except OSError:
+            self.controller_gone()
+
+    def receive(self) -> m.ToWorker | None:
+        """The next message, or None when the controller is gone."""
+        if not self.orphaned:
+            try:
+                message: m.ToWorker = self.conn.recv()
+                return message
+            except (EOFError, OSError):
+                self.controller_gone()
+        return None
+
+    def controller_gone(self) -> None:
+        """The controller died (killed, say): run nothing more, but still tear down cleanly."""
+        self.orphaned = True
+        self.stopping = True
 
     def flush(self) -> None:
         if self.buffer or self.finished:
@@ -165,8 +186,8 @@ class WorkerSession:
 
     def loop(self) -> None:
         while not self.stopping:
-            while self.conn.poll():
-                self.handle(self.conn.recv())
+            while not self.orphaned and self.conn.poll():
+                self.handle(self.receive())
             if self.stopping:
                 break
             ahead = 2 if self.last_duration < TINY_TEST else 1
@@ -177,7 +198,7 @@ class WorkerSession:
             if not self.queue or (len(self.queue) == 1 and not self.drained):
                 # Nothing to run, or the last test's successor is still unknown.
                 self.flush()
-                self.handle(self.conn.recv())
+                self.handle(self.receive())
                 continue
             item = self.queue.popleft()
             nextitem = self.queue[0] if self.queue else None
@@ -195,8 +216,10 @@ class WorkerSession:
         if self.last_duration >= TINY_TEST or now - self.buffered_since >= FLUSH_AFTER:
             self.flush()
 
-    def handle(self, message: m.ToWorker) -> None:
+    def handle(self, message: m.ToWorker | None) -> None:
         match message:
+            case None:
+                pass  # the controller is gone; the loop ends
             case m.Collect(paths=paths):
                 self.collect(paths)
             case m.Run(nodeids=nodeids):
@@ -221,8 +244,11 @@ class WorkerSession:
         self._collecting = []
         self._deselected = []
         items: list[pytest.Item] = []
+        key_of: dict[int, str] = {}
+        seconds: dict[str, float] = {}
         try:
             for key in keys:
+                unit_started = time.monotonic()
                 unit = FileUnit.from_key(key)
                 for file_node in self.files.get(unit.path, []):
                     for item in self.session.genitems(file_node):
@@ -230,19 +256,23 @@ class WorkerSession:
                             matches_selector(item, file_node, s) for s in unit.selectors
                         ):
                             items.append(item)
+                            key_of[id(item)] = key
+                seconds[key] = time.monotonic() - unit_started
             self.config.hook.pytest_collection_modifyitems(
                 session=self.session, config=self.config, items=items
             )
         finally:
             reports, self._collecting = self._collecting, None
+        by_key: dict[str, list[m.CollectedTest]] = {key: [] for key in keys}
         for item in items:
             self.items[item.nodeid] = item
+            by_key[key_of.get(id(item), keys[0])].append(describe(item))
         self.session.items.extend(items)
         self.session.testscollected = len(self.items)
+        units = tuple(m.CollectedUnit(key, tuple(by_key[key]), seconds.get(key, 0.0)) for key in keys)
         self.send(
             m.Collected(
-                paths=keys,
-                tests=tuple(describe(item) for item in items),
+                units=units,
                 deselected=tuple(self._deselected),
                 reports=tuple(reports),
                 duration=time.monotonic() - started,

@@ -24,12 +24,15 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from testrack import messages as m
 from testrack.rack import Device, Rack
 from testrack.scheduling import Job, Slot
 from testrack.trace import trace
+
+if TYPE_CHECKING:  # the controller's bookkeeping; kept out of what forked workers import
+    from testrack.recorder import Attempt
 
 OUTPUT_LINES = 40
 
@@ -116,6 +119,8 @@ class WorkerHandle:
         self.wants_work = False
         #: Phases ("setup", "call", "teardown") reported so far for the running test.
         self.phases: dict[str, set[str]] = {}
+        #: What the reports so far say about each unfinished test (for the results store).
+        self.attempts: dict[str, Attempt] = {}
         self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
         self._partial: dict[int, bytes] = {}
         self.streams = [s for s in (proc.stdout, proc.stderr) if s is not None]

@@ -5,6 +5,25 @@ functions and objects (see ``tests/test_scheduling.py``).
 """
 
 from testrack.scheduling.dispatch import Dispatcher, Job, Slot
+from testrack.scheduling.estimates import (
+    DEFAULT_ESTIMATE,
+    DEFAULT_IMPORT_COST,
+    estimate_durations,
+    lower_bound,
+    lpt_makespan,
+)
 from testrack.scheduling.matching import Requirement, describe_requirements, matches
 
-__all__ = ["Dispatcher", "Job", "Requirement", "Slot", "describe_requirements", "matches"]
+__all__ = [
+    "DEFAULT_ESTIMATE",
+    "DEFAULT_IMPORT_COST",
+    "Dispatcher",
+    "Job",
+    "Requirement",
+    "Slot",
+    "describe_requirements",
+    "estimate_durations",
+    "lower_bound",
+    "lpt_makespan",
+    "matches",
+]

@@ -1,0 +1,161 @@
+"""The results store: the contract on both backends, migrations, and errors that say what to do."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from testrack.store import ImportCost, MemoryStore, Result, RunInfo, SQLiteStore, StoreError, find_store
+from testrack.store.base import median_durations, median_import_costs
+from testrack.store.sqlite import MIGRATIONS, SCHEMA_VERSION
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """Each backend, fresh."""
+    if request.param == "memory":
+        yield MemoryStore()
+    else:
+        s = SQLiteStore(tmp_path / ".testrack" / "results.sqlite")
+        yield s
+        s.close()
+
+
+def _result(
+    nodeid: str, device: str = "board-1", outcome: str = "passed", duration: float = 1.0, **kw
+) -> Result:
+    return Result(nodeid, device, kw.pop("worker", "gw0"), outcome, duration, 100.0, 100.0 + duration, **kw)
+
+
+def test_runs_are_listed_newest_first_and_finish_is_recorded(store) -> None:
+    """begin_run/finish_run round-trip; runs() is newest first."""
+    first = store.begin_run(RunInfo("uid-1", 10.0, "load", "rack.toml", "pytest"))
+    second = store.begin_run(RunInfo("uid-2", 20.0, "each", "rack.toml", "pytest -x"))
+    store.finish_run(first, 15.0, "tests_failed")
+    runs = store.runs()
+    assert [r.id for r in runs] == [second, first]
+    assert runs[1].finished == 15.0 and runs[1].outcome == "tests_failed"
+    assert runs[0].finished is None and runs[0].outcome is None
+    assert runs[0].mode == "each" and runs[0].command == "pytest -x"
+    assert [r.id for r in store.runs(limit=1)] == [second]
+
+
+def test_a_second_controller_joins_the_run_with_the_same_uid(store) -> None:
+    """Several controllers of one run share its id (room for shared racks)."""
+    a = store.begin_run(RunInfo("shared", 1.0, "load", "r", "c"))
+    b = store.begin_run(RunInfo("shared", 2.0, "load", "r", "c"))
+    assert a == b and len(store.runs()) == 1
+
+
+def test_results_keep_every_field_in_order(store) -> None:
+    """add_results then results(): all fields, in recording order, per run."""
+    run = store.begin_run(RunInfo("u", 1.0, "load", "r", "c"))
+    other = store.begin_run(RunInfo("v", 2.0, "load", "r", "c"))
+    rows = [
+        _result("t.py::a", position=0),
+        _result("t.py::b", "board-2", "crashed", 0.5, worker="gw1", position=3, message="killed by signal 9"),
+    ]
+    store.add_results(run, rows)
+    store.add_results(other, [_result("t.py::c")])
+    got = store.results(run)
+    assert [(r.nodeid, r.device, r.worker, r.outcome, r.duration, r.position, r.message) for r in got] == [
+        ("t.py::a", "board-1", "gw0", "passed", 1.0, 0, None),
+        ("t.py::b", "board-2", "gw1", "crashed", 0.5, 3, "killed by signal 9"),
+    ]
+    assert all(r.run_id == run for r in got)
+
+
+def test_history_spans_runs_and_devices_newest_first(store) -> None:
+    """history(nodeid) returns each run's results for that test, newest first."""
+    for i, outcome in enumerate(["passed", "failed", "passed"]):
+        run = store.begin_run(RunInfo(f"u{i}", float(i), "each", "r", "c"))
+        store.add_results(
+            run, [_result("t.py::a", "board-1", outcome, 1.0 + i), _result("t.py::a", "board-2")]
+        )
+    rows = store.history("t.py::a", limit=10)
+    assert len(rows) == 6
+    assert rows[0][0].uid == "u2" and rows[-1][0].uid == "u0"
+    assert {r.device for _, r in rows} == {"board-1", "board-2"}
+    assert len(store.history("t.py::a", limit=2)) == 2
+    assert store.history("t.py::missing") == []
+
+
+def test_recent_results_and_imports_feed_medians(store) -> None:
+    """The scheduler's estimates: median duration per test over recent runs; skips don't count."""
+    for i, d in enumerate([1.0, 3.0, 2.0, 100.0]):
+        run = store.begin_run(RunInfo(f"u{i}", float(i), "load", "r", "c"))
+        store.add_results(
+            run, [_result("t.py::a", duration=d), _result("t.py::s", outcome="skipped", duration=9)]
+        )
+        store.add_imports(run, [ImportCost("/x/t.py", "gw0", "board-1", 0.01 * (i + 1))])
+    assert median_durations(store.recent_results(3)) == {"t.py::a": 3.0}
+    assert median_durations(store.recent_results(10)) == {"t.py::a": 2.5}
+    assert median_import_costs(store.import_costs(2)) == {"/x/t.py": pytest.approx(0.035)}
+
+
+def test_sqlite_store_is_shared_between_connections(tmp_path: Path) -> None:
+    """A second connection (another process, say) sees committed results at once."""
+    path = tmp_path / "r.sqlite"
+    writer = SQLiteStore(path)
+    run = writer.begin_run(RunInfo("u", 1.0, "load", "r", "c"))
+    writer.add_results(run, [_result("t.py::a")])
+    reader = SQLiteStore(path)
+    assert [r.nodeid for r in reader.results(run)] == ["t.py::a"]
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    writer.close()
+    reader.close()
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
+    """A store written by schema v1 (no position, message or imports) opens, migrated, data intact."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO runs (uid, started, finished, mode, rack, command, outcome) "
+               "VALUES ('old', 5.0, 6.0, 'each', 'devices.json', 'pytest', 'ok')")  # fmt: skip
+    db.execute("INSERT INTO results (run_id, nodeid, device, worker, outcome, duration, started, stopped) "
+               "VALUES (1, 't.py::a', 'board-1', 'gw0', 'passed', 0.25, 5.0, 5.25)")  # fmt: skip
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    (run,) = store.runs()
+    assert (run.uid, run.mode, run.outcome) == ("old", "each", "ok")
+    (old,) = store.results(run.id)
+    assert (old.nodeid, old.duration, old.position, old.message) == ("t.py::a", 0.25, 0, None)
+    new = store.begin_run(RunInfo("new", 7.0, "load", "r", "c"))
+    store.add_imports(new, [ImportCost("/t.py", "gw0", "board-1", 0.5)])
+    assert store.import_costs(5)[0].seconds == 0.5
+    store.close()
+
+
+def test_a_store_from_a_newer_testrack_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """Opening a store with a schema newer than this testrack knows says: upgrade, or another store."""
+    path = tmp_path / "new.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match=rf"written by a newer testrack \(schema v{SCHEMA_VERSION + 1}; "
+                       rf"this one knows up to v{SCHEMA_VERSION}\); upgrade testrack"):  # fmt: skip
+        SQLiteStore(path)
+
+
+def test_a_file_that_is_not_a_store_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """A corrupt or foreign file is named, with the fix (move it away)."""
+    path = tmp_path / "results.sqlite"
+    path.write_bytes(b"this is not a database at all, not even close" * 50)
+    with pytest.raises(StoreError, match=r"not a usable testrack results store .*; move .* away"):
+        SQLiteStore(path)
+
+
+def test_find_store_looks_in_parent_directories(tmp_path: Path) -> None:
+    """The CLI finds the nearest .testrack/results.sqlite above the current directory."""
+    SQLiteStore(tmp_path / ".testrack" / "results.sqlite").close()
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert find_store(deep) == tmp_path / ".testrack" / "results.sqlite"
+    assert find_store(tmp_path.parent / "elsewhere") is None
