@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -112,10 +113,12 @@ class Recorder:
         self._guard(lambda store: store.add_imports(self.run_id, costs))
 
     def finish(self, outcome: str) -> None:
+        """Record the end, then close the store from a (joined) thread: SQLite checkpoints its
+        log on close, which need not hold up the summary."""
         self._guard(lambda store: store.finish_run(self.run_id, time.time(), outcome))
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        store, self.store = self.store, None
+        if store is not None:
+            threading.Thread(target=store.close, name="testrack-store-close").start()
 
     def _guard(self, action: object) -> None:
         if self.store is None:
@@ -134,7 +137,7 @@ class Recorder:
     def durations(self) -> dict[str, float]:
         if self.store is None:
             return {}
-        return median_durations(self.store.recent_results(HISTORY_RUNS))
+        return median_durations(self.store.timings(HISTORY_RUNS))
 
     def import_costs(self) -> dict[str, float]:
         if self.store is None:

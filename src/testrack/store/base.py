@@ -99,18 +99,21 @@ class Store(Protocol):
     def recent_results(self, runs: int) -> list[Result]:
         """Every result of the newest ``runs`` runs."""
 
+    def timings(self, runs: int) -> list[tuple[str, str, float]]:
+        """(node id, outcome, duration) of every result of the newest ``runs`` runs: the scheduler's input."""
+
     def import_costs(self, runs: int) -> list[ImportCost]:
         """Every import measured in the newest ``runs`` runs."""
 
     def close(self) -> None: ...
 
 
-def median_durations(results: Iterable[Result]) -> dict[str, float]:
+def median_durations(timings: Iterable[tuple[str, str, float]]) -> dict[str, float]:
     """Per test, the median duration of its timed results (for scheduling)."""
     by_test: dict[str, list[float]] = {}
-    for result in results:
-        if result.outcome in TIMED:
-            by_test.setdefault(result.nodeid, []).append(result.duration)
+    for nodeid, outcome, duration in timings:
+        if outcome in TIMED:
+            by_test.setdefault(nodeid, []).append(duration)
     return {nodeid: statistics.median(values) for nodeid, values in by_test.items()}
 
 

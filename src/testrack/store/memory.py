@@ -49,6 +49,9 @@ class MemoryStore:
         ids = {run.id for run in self.runs(limit=runs)}
         return [r for r in self._results if r.run_id in ids]
 
+    def timings(self, runs: int) -> list[tuple[str, str, float]]:
+        return [(r.nodeid, r.outcome, r.duration) for r in self.recent_results(runs)]
+
     def import_costs(self, runs: int) -> list[ImportCost]:
         ids = {run.id for run in self.runs(limit=runs)}
         return [i for run_id, i in self._imports if run_id in ids]

@@ -84,7 +84,8 @@ class SQLiteStore:
         fix = f"move {path} away (a new store is made on the next run) or choose another with --rack-store"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            # One thread at a time; the last one (closing it) may not be the first.
+            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -189,6 +190,13 @@ class SQLiteStore:
             (runs,),
         ).fetchall()
         return [Result(*row) for row in rows]
+
+    def timings(self, runs: int) -> list[tuple[str, str, float]]:
+        return self._db.execute(
+            "SELECT nodeid, outcome, duration FROM results WHERE run_id IN "
+            "(SELECT id FROM runs ORDER BY id DESC LIMIT ?)",
+            (runs,),
+        ).fetchall()
 
     def import_costs(self, runs: int) -> list[ImportCost]:
         rows = self._db.execute(
