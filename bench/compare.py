@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """testrack against pytest-xdist on the shared benchmark workloads, in one run, as ratios.
 
-Usage: python bench/compare.py [--workloads W1,W3,W4] [--runs 3] [--out docs/benchmarks-latest.md]
+Usage: python bench/compare.py [--workloads W0,W1,W2,W3,W4,W5] [--runs 3] [--out table.md]
+                                [--timeline docs/w2-timeline.png]
 
 Generates the workloads with ../shared/bench/gen.py (under .peerbench/), writes a rack file
 for each device workload (one device per address of its devices.json, with the workload's
@@ -9,6 +10,11 @@ PEERBENCH_DEVICE in the device's env), then times each runner with ../shared/ben
 the classic xdist recipe and testrack, label by label, in the same run. The Python running
 this script must have testrack and pytest-xdist installed. Prints and writes a markdown table
 of median wall times, ideal times and ratios; exits 1 when a target ratio is missed.
+
+W2's testrack rows: "first run" keeps no history (--rack-store memory), "with history" reads
+and writes a store that the warm-up run has already filled. Its ideal is the lower bound
+max(total work / devices, longest test) plus "start", the wall time testrack needs for one
+trivial test on one local slot (W0), i.e. the cost of starting pytest and a worker.
 """
 
 from __future__ import annotations
@@ -22,15 +28,30 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 SHARED = Path(os.environ.get("PEERBENCH_SHARED", ROOT.parent / "shared" / "bench"))
 
 #: (workload, label, runner, extra pytest args, ideal expression, target ratio to the ideal)
 PLAN: list[tuple[str, str, str, str, str, float | None]] = [
+    ("W0", "serial", "plain", "", "serial", None),
+    ("W0", "start", "testrack", "--rack local:1", "serial", None),
     ("W1", "each-n3", "xdist", "-n 3 --dist each", "6", None),
     ("W1", "each", "testrack", "--rack rack.toml --rack-mode=each", "6", 1.05),
     ("W1", "load-n3", "xdist", "-n 3 --dist load", "2", None),
     ("W1", "load", "testrack", "--rack rack.toml --rack-mode=load", "2", 1.15),
+    ("W2", "load-n4", "xdist", "-n 4 --dist load", "bound", None),
+    ("W2", "worksteal-n4", "xdist", "-n 4 --dist worksteal", "bound", None),
+    ("W2", "loadfile-n4", "xdist", "-n 4 --dist loadfile", "bound", None),
+    ("W2", "first-run", "testrack", "--rack rack.toml --rack-store memory", "bound + start", None),
+    (
+        "W2",
+        "with-history",
+        "testrack",
+        "--rack rack.toml --rack-store .testrack/bench.sqlite",
+        "bound + start",
+        1.05,
+    ),
     ("W3", "serial", "plain", "", "serial", None),
     ("W3", "n2", "xdist", "-n 2", "serial", None),
     ("W3", "local2", "testrack", "--rack local:2", "serial", 1.0),
@@ -59,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workloads", default="W1,W3,W4,W5", help="comma-separated workload ids")
+    parser.add_argument("--workloads", default="W0,W1,W2,W3,W4,W5", help="comma-separated workload ids")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(".peerbench"), help="where workloads and results go")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    parser.add_argument("--timeline", type=Path, help="draw W2's per-device timelines into this PNG")
     args = parser.parse_args(argv)
     if not (SHARED / "pb.py").is_file():
         print(
@@ -115,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    if args.timeline and "W2" in wanted:
+        from timeline import plot
+
+        labels = [f"{runner}-{label}" for w, label, runner, *_ in PLAN if w == "W2"]
+        plot(results, "W2", labels, args.timeline)
+        print(f"timeline: {args.timeline}")
     table, missed = summarize(results, workloads, wanted)
     print(table)
     if args.out:
@@ -128,6 +156,8 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
         "|---|---|---|---|---|---|---|---|",
     ]
     missed = []
+    start_file = results / "W0" / "testrack-start" / "result.json"
+    start = json.loads(start_file.read_text())["median_s"] if start_file.exists() else None
     for workload in sorted(wanted):
         medians: dict[str, float] = {}
         found = []
@@ -142,7 +172,7 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
             found.append((label, runner, data, ideal, target))
         meta = json.loads((workloads / workload / "meta.json").read_text())
         for label, runner, data, ideal, target in found:
-            value = _ideal(ideal, meta, medians)
+            value = _ideal(ideal, dict(meta, start=start) if start is not None else meta, medians)
             ratio = data["median_s"] / value if value else None
             ok = "" if target is None or ratio is None else ("met" if ratio <= target else "MISSED")
             if ok == "MISSED":
