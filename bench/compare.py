@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         pb_run = [sys.executable, str(SHARED / "pb.py"), "run", workload, f"{runner}-{label}", *options]
         if subprocess.run([*pb_run, "--", command], env=env).returncode:
             print(
-                f"error: the harness failed on {workload}/{runner}-{label} (see its message above; "
-                "a device server left running from an earlier benchmark holds the port: stop it)",
+                f"error: the harness failed on {workload}/{runner}-{label}; its message is above, the "
+                f"runner's output in {results / workload / (runner + '-' + label)}",
                 file=sys.stderr,
             )
             return 2

@@ -352,3 +352,149 @@ def test_request_log_keeps_only_the_newest_records() -> None:
     for n in range(3):
         log.append(SimRecord(device=f"d{n}", address="a", op="echo", ok=True, start=0, end=0))
     assert [r.device for r in log] == ["d1", "d2"]
+
+
+# -- devices that stop answering -------------------------------------------------------------
+
+
+def test_a_frozen_device_accepts_connections_but_never_answers() -> None:
+    """freeze: connections are accepted, requests time out with the address; other devices answer."""
+    with SimRack(count=2, first_host=110) as rack:
+        frozen, other = (d.address for d in rack.devices)
+        rack.freeze("board-1")
+        host, port = frozen.rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=2).close()  # accepted, not refused
+        started = time.perf_counter()
+        with pytest.raises(SimDeviceError) as info:
+            SimClient(frozen, timeout=0.2).identify()
+        assert time.perf_counter() - started < 2
+        assert str(info.value) == f"simulated device {frozen}: no answer within 0.2 s"
+        assert info.value.address == frozen
+        assert SimClient(other, timeout=2).identify()["name"] == "board-2"
+        assert [r.op for r in rack.log.records(device="board-1")] == ["freeze"]
+
+
+def test_thaw_releases_the_held_requests_in_order() -> None:
+    """thaw: requests a frozen device held are answered then, in order, on their connection."""
+    with SimRack(count=1, first_host=113) as rack:
+        address = rack.devices[0].address
+        rack.freeze("board-1")
+        rack.freeze("board-1")  # frozen already: no second record
+        replies: list[Any] = []
+
+        def ask() -> None:
+            with SimClient(address, timeout=10) as client:
+                replies.append(client.echo("first"))
+                replies.append(client.echo("second"))
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        time.sleep(0.3)
+        assert replies == [] and asker.is_alive()
+        rack.thaw("board-1")
+        asker.join(timeout=5)
+        assert replies == ["first", "second"]
+        assert [r.op for r in rack.log.records(device="board-1")] == ["freeze", "thaw", "echo", "echo"]
+
+
+def test_a_device_frozen_mid_work_holds_the_answer_until_thawed() -> None:
+    """Work under way when the device freezes is done, but its answer waits for thaw."""
+    with SimRack(count=1, first_host=116) as rack:
+        address = rack.devices[0].address
+        replies: list[dict[str, Any]] = []
+        worker = threading.Thread(target=lambda: replies.append(SimClient(address, timeout=10).work(300)))
+        worker.start()
+        time.sleep(0.15)  # the request is on the device
+        rack.freeze("board-1")
+        time.sleep(0.5)  # the work is done by now
+        assert [r.op for r in rack.log.records(device="board-1")] == ["freeze", "work"]
+        assert replies == [] and worker.is_alive()
+        rack.thaw("board-1")
+        worker.join(timeout=5)
+        assert [r["ok"] for r in replies] == [True]
+
+
+def test_a_stopped_device_refuses_connections_until_started_again() -> None:
+    """stop_device: open connections close, new ones are refused (naming the address); start_device
+    serves again on the same address, with the same serial."""
+    with SimRack(count=2, first_host=120) as rack:
+        address = rack.devices[0].address
+        before = SimClient(address).identify()
+        with SimClient(address, timeout=2) as open_client:
+            open_client.echo(1)
+            rack.stop_device("board-1")
+            with pytest.raises(SimDeviceError, match=rf"^simulated device {re.escape(address)}: "):
+                open_client.echo(2)
+        with pytest.raises(SimDeviceError) as info:
+            SimClient(address, timeout=2).identify()
+        assert str(info.value).startswith(
+            f"simulated device {address}: cannot talk to the device (Connection refused)"
+        )
+        assert info.value.address == address
+        host, port = address.rsplit(":", 1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=2)
+        assert SimClient(rack.devices[1].address).identify()["name"] == "board-2"
+        rack.stop_device("board-1")  # off already: nothing happens
+        rack.start_device("board-1")
+        rack.start_device("board-1")  # on already: nothing happens
+        assert rack.devices[0].address == address
+        assert SimClient(address, timeout=2).identify() == before
+        assert [r.op for r in rack.log.records(device="board-1") if r.op in ("stop", "start")] == [
+            "stop",
+            "start",
+        ]
+
+
+def test_stopping_a_frozen_device_drops_its_held_requests_and_restarting_thaws_it() -> None:
+    """A frozen device switched off drops held requests at once; switched on it answers (a power cycle)."""
+    with SimRack(count=1, first_host=123) as rack:
+        address = rack.devices[0].address
+        rack.freeze("board-1")
+        errors: list[SimDeviceError] = []
+
+        def ask() -> None:
+            try:
+                SimClient(address, timeout=10).identify()
+            except SimDeviceError as exc:
+                errors.append(exc)
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        time.sleep(0.2)
+        started = time.perf_counter()
+        rack.stop_device("board-1")
+        asker.join(timeout=5)
+        assert time.perf_counter() - started < 2
+        assert [str(e) for e in errors] == [
+            f"simulated device {address}: the device closed the connection without answering"
+        ]
+        rack.start_device("board-1")
+        assert SimClient(address, timeout=2).identify()["name"] == "board-1"
+
+
+def test_restarting_the_rack_brings_back_stopped_and_frozen_devices() -> None:
+    """stop() then start() of the whole rack serves every device again, thawed."""
+    rack = SimRack(count=2, first_host=126).start()
+    try:
+        rack.stop_device("board-1")
+        rack.freeze("board-2")
+        rack.stop()
+        rack.start()
+        for device in rack.devices:
+            assert SimClient(device.address, timeout=2).identify()["name"] == device.name
+    finally:
+        rack.stop()
+
+
+def test_failures_need_a_known_device_on_a_running_rack() -> None:
+    """freeze, thaw, stop_device, start_device: a bad name lists the rack's devices; they need it running."""
+    rack = SimRack(count=2, first_host=130)
+    with pytest.raises(RuntimeError, match="not running"):
+        rack.freeze("board-1")
+    with rack:
+        for method in (rack.freeze, rack.thaw, rack.stop_device, rack.start_device):
+            with pytest.raises(
+                ValueError, match=r"no simulated device named 'board-9'; this rack has board-1, board-2"
+            ):
+                method("board-9")

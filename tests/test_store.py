@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
-from testrack.store import ImportCost, MemoryStore, Result, RunInfo, SQLiteStore, StoreError, find_store
+from testrack.store import (
+    ImportCost,
+    MemoryStore,
+    Pin,
+    Quarantine,
+    Result,
+    RunInfo,
+    SQLiteStore,
+    StoreError,
+    find_store,
+)
 from testrack.store.base import median_durations, median_import_costs
 from testrack.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 
@@ -132,6 +143,122 @@ def test_a_version_1_store_is_migrated_and_keeps_its_data(tmp_path: Path) -> Non
     store.add_imports(new, [ImportCost("/t.py", "gw0", "board-1", 0.5)])
     assert store.import_costs(5)[0].seconds == 0.5
     store.close()
+
+
+def test_identities_are_pinned_replaced_listed_and_forgotten(store) -> None:
+    """pin_identity/pinned_identity round-trip; a second pin replaces; forget says if there was one."""
+    assert store.pinned_identity("board-1") is None
+    assert store.identities() == []
+    store.pin_identity("board-2", "SER-2", 20.0, 4)
+    store.pin_identity("board-1", "SER-1", 10.0, None)
+    assert store.pinned_identity("board-2") == Pin("board-2", "SER-2", 20.0, 4)
+    assert store.pinned_identity("board-1") == Pin("board-1", "SER-1", 10.0, None)
+    store.pin_identity("board-2", "SER-2b", 30.0, 5)
+    assert store.pinned_identity("board-2") == Pin("board-2", "SER-2b", 30.0, 5)
+    assert store.identities() == [Pin("board-1", "SER-1", 10.0, None), Pin("board-2", "SER-2b", 30.0, 5)]
+    assert store.forget_identity("board-2") is True
+    assert store.forget_identity("board-2") is False
+    assert store.forget_identity("board-9") is False
+    assert store.pinned_identity("board-2") is None
+    assert store.identities() == [Pin("board-1", "SER-1", 10.0, None)]
+
+
+def test_quarantines_are_kept_per_run_in_order(store) -> None:
+    """add_quarantine then quarantines(run): that run's, in the order they were added, all fields."""
+    run = store.begin_run(RunInfo("u", 1.0, "load", "r", "c"))
+    other = store.begin_run(RunInfo("v", 2.0, "load", "r", "c"))
+    store.add_quarantine(run, "board-2", "reported SER-X, pinned SER-2", 3.0)
+    store.add_quarantine(other, "board-1", "no answer within 5 s", 4.0)
+    store.add_quarantine(run, "board-1", "no answer within 5 s", 5.0)
+    assert store.quarantines(run) == [
+        Quarantine(run, "board-2", "reported SER-X, pinned SER-2", 3.0),
+        Quarantine(run, "board-1", "no answer within 5 s", 5.0),
+    ]
+    assert store.quarantines(other) == [Quarantine(other, "board-1", "no answer within 5 s", 4.0)]
+    assert store.quarantines(other + 1) == []
+
+
+def test_calls_from_several_threads_do_not_share_a_transaction(store) -> None:
+    """A health-check thread may write and read while the run loop does: no call fails, none is lost."""
+    run = store.begin_run(RunInfo("u", 1.0, "load", "r", "c"))
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def hammer(n: int) -> None:
+        try:
+            start.wait()
+            for i in range(40):
+                store.pin_identity(f"board-{n}", f"SER-{i}", float(i), run)
+                store.add_quarantine(run, f"board-{n}", f"reason {i}", float(i))
+                store.add_results(run, [_result(f"t.py::t{n}_{i}")])
+                assert store.pinned_identity(f"board-{n}").identity == f"SER-{i}"
+                store.identities()
+                store.quarantines(run)
+                if i % 10 == 9:
+                    assert store.forget_identity(f"board-{n}") is True
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.quarantines(run)) == 6 * 40
+    assert len(store.results(run)) == 6 * 40
+    assert store.identities() == []
+
+
+def test_sqlite_pins_and_quarantines_are_durable_on_return(tmp_path: Path) -> None:
+    """Another connection (the testrack trust command, say) sees each pin, unpin and quarantine at once."""
+    path = tmp_path / "r.sqlite"
+    writer, reader = SQLiteStore(path), SQLiteStore(path)
+    writer.pin_identity("board-1", "SER-1", 1.0, None)
+    assert reader.pinned_identity("board-1") == Pin("board-1", "SER-1", 1.0, None)
+    assert reader.forget_identity("board-1") is True
+    assert writer.pinned_identity("board-1") is None
+    run = writer.begin_run(RunInfo("u", 1.0, "load", "r", "c"))
+    writer.add_quarantine(run, "board-1", "gone", 2.0)
+    assert reader.quarantines(run) == [Quarantine(run, "board-1", "gone", 2.0)]
+    writer.close()
+    reader.close()
+
+
+def test_a_version_2_store_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
+    """A store written by schema v2 (no identities, no quarantines) opens, migrated to v3, data intact."""
+    path = tmp_path / "v2.sqlite"
+    db = sqlite3.connect(path)
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 2")
+    db.execute("INSERT INTO runs (uid, started, finished, mode, rack, command, outcome) "
+               "VALUES ('old', 5.0, 6.0, 'load', 'testrack.toml', 'pytest', 'ok')")  # fmt: skip
+    db.execute("INSERT INTO results (run_id, nodeid, device, worker, outcome, duration, started, stopped, "
+               "position, message) "
+               "VALUES (1, 't.py::a', 'board-2', 'gw1', 'failed', 0.5, 5.0, 5.5, 3, 'boom')")  # fmt: skip
+    db.execute("INSERT INTO imports (run_id, module, worker, device, seconds) "
+               "VALUES (1, '/t.py', 'gw1', 'board-2', 0.125)")  # fmt: skip
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    assert SCHEMA_VERSION == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    (run,) = store.runs()
+    assert (run.id, run.uid, run.finished, run.mode, run.outcome) == (1, "old", 6.0, "load", "ok")
+    (old,) = store.results(run.id)
+    assert (old.nodeid, old.device, old.outcome, old.duration, old.position, old.message) == (
+        "t.py::a", "board-2", "failed", 0.5, 3, "boom",
+    )  # fmt: skip
+    assert store.import_costs(1) == [ImportCost("/t.py", "gw1", "board-2", 0.125)]
+    assert store.identities() == [] and store.quarantines(run.id) == []
+    store.pin_identity("board-2", "SER-2", 7.0, run.id)
+    store.add_quarantine(run.id, "board-2", "gone", 8.0)
+    store.close()
+    reopened = SQLiteStore(path)
+    assert reopened.pinned_identity("board-2") == Pin("board-2", "SER-2", 7.0, 1)
+    assert reopened.quarantines(1) == [Quarantine(1, "board-2", "gone", 8.0)]
+    reopened.close()
 
 
 def test_a_store_from_a_newer_testrack_is_refused_with_the_fix(tmp_path: Path) -> None:

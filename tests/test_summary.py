@@ -113,7 +113,17 @@ def test_phase_outcome_of_real_reports(pytester: pytest.Pytester) -> None:
 
 def test_severity_order() -> None:
     """The order the summary uses to pick a test's outcome, worst first."""
-    assert SEVERITY == ("crashed", "error", "failed", "xpassed", "unmatched", "xfailed", "skipped", "passed")
+    assert SEVERITY == (
+        "crashed",
+        "timeout",
+        "error",
+        "failed",
+        "xpassed",
+        "unmatched",
+        "xfailed",
+        "skipped",
+        "passed",
+    )
 
 
 def test_worse_picks_the_earlier_in_severity() -> None:
@@ -141,10 +151,10 @@ def test_worse_over_phases() -> None:
 
 def test_unknown_outcome_ranks_with_xpassed() -> None:
     """An outcome word the table does not know ranks in the middle, never hiding a failure."""
-    assert worse("timeout", "passed") == "timeout"
-    assert worse("passed", "timeout") == "timeout"
-    assert worse("timeout", "failed") == "failed"
-    assert worse("failed", "timeout") == "failed"
+    assert worse("rerun", "passed") == "rerun"
+    assert worse("passed", "rerun") == "rerun"
+    assert worse("rerun", "failed") == "failed"
+    assert worse("failed", "rerun") == "failed"
 
 
 # -- matrix_lines ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import errno
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -279,7 +280,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return ExitCode.OK if passed else ExitCode.TESTS_FAILED
 
 
-# -- testrack last / failing / slowest / history -------------------------------------------
+# -- testrack last / failing / slowest / history (and trust) -------------------------------
 
 
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -334,6 +335,31 @@ def _history_command(
     return run
 
 
+# -- testrack trust --------------------------------------------------------------------------
+
+
+def _add_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("device", nargs="?", metavar="DEVICE", help="the device's name in the rack file")
+    which.add_argument("--list", action="store_true", help="list every pinned identity instead")
+    _add_store_arguments(parser)
+
+
+_TRUST_EPILOG = (
+    "The first run that sees a device pins the identity it reports (its serial, say); a later\n"
+    "run that sees another identity quarantines the device. If the device was replaced on\n"
+    "purpose, trust DEVICE forgets its pin, and the next run pins whatever it reports."
+)
+
+
+def _trust_query(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    return history.pins(store) if args.list else history.forget(store, args.device)
+
+
+def _format_trust(data: dict[str, Any]) -> list[str]:
+    return history.format_pins(data) if "pins" in data else history.format_forget(data)
+
+
 # -- wiring ----------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -380,6 +406,13 @@ COMMANDS: tuple[Command, ...] = (
             lambda store, args: history.history(store, args.nodeid, args.count), history.format_history
         ),
     ),
+    Command(
+        "trust",
+        "forget the identity pinned for DEVICE, so that the next run pins what it reports then",
+        _add_trust_arguments,
+        _history_command(_trust_query, _format_trust),
+        epilog=_TRUST_EPILOG,
+    ),
 )
 
 
@@ -422,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"testrack {args.command}: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # testrack history ... | head: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
 
 
 def _version() -> str:

@@ -15,11 +15,15 @@ as if the tests had run here:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import gc
+import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait
@@ -30,11 +34,12 @@ import pytest
 
 from testrack import messages as m
 from testrack.collection import FileUnit, walk_files
+from testrack.health import DeviceState, Health
 from testrack.rack import Device, Rack
 from testrack.recorder import Attempt, Recorder
 from testrack.scheduling import Dispatcher, Job, Slot, describe_requirements, estimate_durations, matches
 from testrack.store import RunInfo
-from testrack.summary import matrix_lines, phase_outcome, worse
+from testrack.summary import device_counts, format_counts, matrix_lines, phase_outcome, worse
 from testrack.trace import trace
 from testrack.workers import Launcher, State, WorkerHandle
 
@@ -42,6 +47,12 @@ from testrack.workers import Launcher, State, WorkerHandle
 MAX_RESPAWNS = 5
 #: Seconds a worker gets to finish its session after Shutdown before it is killed.
 SHUTDOWN_GRACE = 30.0
+#: Seconds workers get to stop after a Ctrl-C before they are killed (a second Ctrl-C: at once).
+INTERRUPT_GRACE = 10.0
+#: How often a test that raised DeviceError is tried again (elsewhere when it can).
+DEVICE_ERROR_RETRIES = 2
+#: How long a timed-out worker gets to write its stacks before it is killed.
+STACK_DUMP_WAIT = 1.0
 
 
 When = Literal["setup", "call", "teardown"]
@@ -110,7 +121,14 @@ class Controller:
         # results
         self.outcomes: dict[str, dict[str, str]] = {}
         self.problems: list[str] = []
+        self.notes: list[str] = []
         self.stop_reason: str | bool = False
+        # faults
+        self.health = Health(config, recorder, rack.devices)
+        self.retries: dict[str, int] = {}
+        self.retry_crashed = int(config.getoption("rack_retry_crashed", 0) or 0)
+        self.timeout: float | None = config.getoption("rack_timeout", None)
+        self._sigterm: Any = None
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -136,6 +154,11 @@ class Controller:
             self.basetemp = factory.getbasetemp()
         for slot in self.slots:
             self.start_worker(slot)
+        for device in self.rack.devices:
+            self.health.check(device.name)
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (a CI job cancelled) ends the run as Ctrl-C does: summarised and stored.
+            self._sigterm = signal.signal(signal.SIGTERM, _interrupt)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> bool:
@@ -157,8 +180,12 @@ class Controller:
             for worker in self.workers.values():
                 if worker.state is State.READY:
                     self.feed_collection(worker)
-        while not self.collection_done():
-            self.pump()
+        try:
+            while not self.collection_done():
+                self.pump()
+        except KeyboardInterrupt:
+            self.interrupt()
+            raise
         self.finish_collection(session)
         trace("controller: collection done")
         return True
@@ -179,11 +206,17 @@ class Controller:
                 self.feed(worker)
         try:
             while not self.run_done():
-                self.pump()
+                self.pump(self.until_next_deadline())
+                self.enforce_deadlines()
                 if (session.shouldfail or session.shouldstop) and self.phase is Phase.RUNNING:
                     self.stop()
+        except KeyboardInterrupt:
+            self.interrupt()
+            raise
         finally:
             self.shutdown()
+        if self.mode == "each" and self.health.quarantined():
+            session.testsfailed += 1  # a device that could not run its tests fails the run
         if session.shouldfail:
             # Tests already running when the limit was reached may have failed too;
             # the message keeps the count that stopped the run, as in plain pytest.
@@ -194,7 +227,8 @@ class Controller:
         return True
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.outcomes and not self.dead_slots and not self.problems:
+        quarantined = self.health.quarantined()
+        if not (self.outcomes or self.dead_slots or self.problems or self.notes or quarantined):
             return
         names = [d.name for d in self.rack.devices]
         if self.mode == "each":
@@ -203,21 +237,26 @@ class Controller:
             for line in matrix_lines(
                 self.outcomes,
                 names,
-                self.dead_devices(),
+                quarantined,
                 everything=verbose,
                 width=terminalreporter._tw.fullwidth,
             ):
                 terminalreporter.write_line(line)
         else:
-            from testrack.summary import device_counts, format_counts
-
             counts = device_counts(self.outcomes, names)
             terminalreporter.write_sep("-", f"testrack: load mode over {len(names)} devices")
+            dead = self.dead_devices()
             for name in names:
-                extra = f" (no workers: {self.dead_devices()[name]})" if name in self.dead_devices() else ""
+                extra = ""
+                if name in quarantined:
+                    extra = f" (quarantined: {quarantined[name]})"
+                elif name in dead:
+                    extra = f" (no workers: {dead[name]})"
                 terminalreporter.write_line(f"{name}: {format_counts(counts[name])}{extra}")
         if self.recorder.problem:
             self.problems.append(self.recorder.problem)
+        for note in self.notes:
+            terminalreporter.write_line(f"testrack: {note}")
         for problem in self.problems:
             terminalreporter.write_line(f"testrack: {problem}", yellow=True)
 
@@ -233,6 +272,9 @@ class Controller:
         gc.freeze()
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
+        self.health.close()
         deadline = time.monotonic() + 5.0
         for worker in self.workers.values():
             if worker.state is State.FINISHED and not self.echo_output:
@@ -275,7 +317,11 @@ class Controller:
                 waitables[stream] = (worker, stream)
         if not waitables:
             return
-        for obj in wait(list(waitables), timeout):
+        checks = self.health.wakeup.fileno()
+        for obj in wait([*waitables, checks], timeout):
+            if obj == checks:
+                self.on_checks()
+                continue
             worker, stream = waitables[obj]
             if stream is not None:
                 if stream in worker.streams:  # not already drained by on_exit()
@@ -294,6 +340,8 @@ class Controller:
         match message:
             case m.TestReports():
                 self.on_reports(worker, message)
+            case m.TestStarted(nodeid=nodeid):
+                self.on_test_started(worker, nodeid)
             case m.WantWork():
                 worker.wants_work = True
                 if self.phase is Phase.RUNNING:
@@ -486,9 +534,20 @@ class Controller:
     # ------------------------------------------------------------------ running
 
     def feed(self, worker: WorkerHandle) -> None:
-        """Answer a worker's WantWork: a chunk of tests, or NoMoreWork."""
+        """Answer a worker's WantWork: a chunk of tests, or NoMoreWork.
+
+        A worker whose device is being checked waits for the verdict (its WantWork
+        is answered when the check ends); one whose device is quarantined gets nothing.
+        """
+        state = self.health.state(worker.device.name)
+        if state in (DeviceState.UNCHECKED, DeviceState.CHECKING) and self.phase is Phase.RUNNING:
+            worker.wants_work = True
+            return
         worker.wants_work = False
         jobs: list[Job] = []
+        if state is DeviceState.QUARANTINED:
+            worker.send(m.NoMoreWork())
+            return
         if self.phase is Phase.RUNNING and not (worker.assigned and self.reserve_would_starve(worker)):
             jobs = self.dispatcher.take(worker.slot.id)
         if not jobs:
@@ -519,17 +578,104 @@ class Controller:
         )
         return self.dispatcher.remaining <= idle
 
+    # ------------------------------------------------------------------ device health
+
+    def on_checks(self) -> None:
+        """Device checks ended: put healthy devices to work, take quarantined ones out."""
+        for result in self.health.finished():
+            trace(f"controller: check of {result.device}: {result.reason or 'ok'}")
+            if result.ok:
+                for worker in self.alive_workers():
+                    if (
+                        worker.device.name == result.device
+                        and worker.wants_work
+                        and self.phase is Phase.RUNNING
+                    ):
+                        self.feed(worker)
+            else:
+                self.take_out(result.device)
+
+    def take_out(self, name: str) -> None:
+        """A quarantined device: its workers stop, its work goes to other matching devices."""
+        reason = self.health.reasons.get(name, "failed its check")
+        for slot in (s for s in self.slots if s.device == name):
+            self.dead_slots[slot.id] = f"quarantined: {reason}"
+            worker = self.workers.get(slot.id)
+            if worker is not None and worker.alive and worker.state is not State.STOPPING:
+                # It finishes the test it is running; what it had queued comes back on its exit.
+                worker.send(m.Shutdown())
+                worker.state = State.STOPPING
+            self.dispatcher.drop_slot(slot.id, permanently=True)
+        self.notes.append(f"{name} quarantined: {reason}")
+        for job in self.dispatcher.orphans():
+            if self.mode == "each" and job.eligible == frozenset([name]):
+                continue  # each mode: this device's own runs; the summary shows it quarantined
+            self.report_orphan(job)
+        if self.phase is Phase.RUNNING:
+            self.feed_idle()
+
     def feed_idle(self) -> None:
         """Offer work to workers that were told there was none (after a requeue)."""
         for worker in self.alive_workers():
             if (
                 worker.state is State.READY
                 and not worker.assigned
+                and self.health.usable(worker.device.name)
                 and self.dispatcher.has_work_for(worker.slot.id)
             ):
                 jobs = self.dispatcher.take(worker.slot.id)
                 if jobs:
                     self.assign(worker, jobs)
+
+    # ------------------------------------------------------------------ time limits
+
+    def on_test_started(self, worker: WorkerHandle, nodeid: str) -> None:
+        info = self.tests.get(nodeid)
+        limit = info.test.timeout if info and info.test.timeout else self.timeout
+        if limit:
+            source = "@pytest.mark.rack_timeout" if info and info.test.timeout else "--rack-timeout"
+            worker.running = (nodeid, time.monotonic() + limit, limit, source)
+
+    def until_next_deadline(self) -> float | None:
+        deadlines = [w.running[1] for w in self.alive_workers() if w.running]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for worker in self.alive_workers():
+            if worker.running and worker.running[1] <= now and worker.timed_out is None:
+                self.time_out(worker)
+
+    def time_out(self, worker: WorkerHandle) -> None:
+        """A test ran over its limit: dump the worker's stacks, kill it; on_exit reports the rest."""
+        nodeid, _, limit, source = worker.running or ("?", 0.0, 0.0, "")
+        worker.timed_out = (nodeid, limit, source)
+        trace(f"controller: {nodeid} timed out on {worker.slot.id}")
+        try:
+            os.kill(worker.proc.pid, signal.SIGUSR1)
+            worker.read_for(STACK_DUMP_WAIT)
+        except ProcessLookupError:
+            pass
+        worker.kill()
+
+    # ------------------------------------------------------------------ interrupts
+
+    def interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: stop every worker, keep what they report; a second one kills them."""
+        trace("controller: interrupted")
+        self.phase = Phase.STOPPING
+        for worker in self.alive_workers():
+            worker.state = State.STOPPING
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        try:
+            while self.alive_workers() and time.monotonic() < deadline:
+                self.pump(timeout=0.2)
+        except KeyboardInterrupt:
+            for worker in self.workers.values():
+                worker.kill()
+            raise
 
     def on_reports(self, worker: WorkerHandle, message: m.TestReports) -> None:
         hook = self.config.hook
@@ -537,16 +683,23 @@ class Controller:
         reports = [hook.pytest_report_from_serializable(config=self.config, data=d) for d in message.reports]
         for report in reports:
             worker.attempts.setdefault(report.nodeid, Attempt()).add(report)
+        retried = {nodeid for nodeid in message.finished if self.retry_device_error(worker, nodeid)}
         # Stored before they are shown: what the user saw survives a killed controller.
         self.recorder.results(
             [
                 worker.attempts.pop(nodeid, Attempt()).result(
-                    nodeid, device, worker.slot.id, worker.tests_done + k
+                    nodeid,
+                    device,
+                    worker.slot.id,
+                    worker.tests_done + k,
+                    outcome="device_error" if nodeid in retried else None,
                 )
                 for k, nodeid in enumerate(message.finished)
             ]
         )
         for report in reports:
+            if report.nodeid in retried:
+                continue  # the device failed, not the test: it runs again, and reports then
             report.node = worker.label  # read by the terminal and junitxml, as with xdist
             report.user_properties.append(("device", device))
             phases = worker.phases.get(report.nodeid)
@@ -562,16 +715,45 @@ class Controller:
         for nodeid in message.finished:
             self.finish_job(worker, nodeid)
 
+    def retry_device_error(self, worker: WorkerHandle, nodeid: str) -> bool:
+        """A test raised DeviceError: run it again (elsewhere when it can) and recheck the device."""
+        attempt = worker.attempts.get(nodeid)
+        if attempt is None or attempt.device_error is None:
+            return False
+        device = worker.device.name
+        self.health.check(device)
+        if self.retries.get(nodeid, 0) >= DEVICE_ERROR_RETRIES:
+            self.notes.append(f"{nodeid}: DeviceError on {device} again; not retried any more")
+            return False
+        where = self.requeue_elsewhere(worker, nodeid)
+        self.notes.append(f"{nodeid}: DeviceError on {device} ({attempt.device_error}); retried {where}")
+        return True
+
+    def requeue_elsewhere(self, worker: WorkerHandle, nodeid: str) -> str:
+        """Queue a test again, away from this worker's device when another can run it; say where."""
+        job = next((j for j in worker.assigned if j.nodeid == nodeid), None)
+        if job is None:
+            return "nowhere (it was no longer queued)"
+        self.retries[nodeid] = self.retries.get(nodeid, 0) + 1
+        device = worker.device.name
+        others = job.eligible - {device} - set(self.health.quarantined())
+        retry = dataclasses.replace(job, eligible=frozenset(others)) if others else job
+        self.dispatcher.requeue([retry])
+        return f"on {', '.join(sorted(others))}" if others else f"on {device} after it is checked again"
+
     def finish_job(self, worker: WorkerHandle, nodeid: str) -> None:
         for i, job in enumerate(worker.assigned):
             if job.nodeid == nodeid:
                 del worker.assigned[i]
                 break
-        worker.phases.pop(nodeid, None)
+        started = worker.phases.pop(nodeid, None) is not None
         worker.tests_done += 1
-        info = self.tests.get(nodeid)
-        location = info.test.location if info else (nodeid.split("::")[0], None, nodeid)
-        self.config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        if worker.running and worker.running[0] == nodeid:
+            worker.running = None
+        if started:
+            info = self.tests.get(nodeid)
+            location = info.test.location if info else (nodeid.split("::")[0], None, nodeid)
+            self.config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
 
     def on_warning(self, message: m.WarningRecorded) -> None:
         import warnings
@@ -643,18 +825,40 @@ class Controller:
             worker.assigned.clear()
             return
         how = worker.how_it_ended()
-        output = worker.last_output()
+        outcome = "crashed"
+        if worker.timed_out is not None:
+            _, limit, source = worker.timed_out
+            how = f"timed out after {limit:g} s (the limit set by {source}) and was killed"
+            outcome = "timeout"
+        output = _trim_stacks(worker.last_output(200)) if worker.timed_out else worker.last_output()
         slot = worker.slot
         if worker.assigned:
-            crashed = worker.assigned.popleft()
-            self.report_crash(worker, crashed, how, output)
+            crashed = worker.assigned[0]
+            if self.retries.get(crashed.nodeid, 0) < self.retry_crashed and self.phase is Phase.RUNNING:
+                attempt = worker.attempts.pop(crashed.nodeid, Attempt())
+                attempt.message = f"worker {how}"
+                self.recorder.results(
+                    [attempt.result(crashed.nodeid, worker.device.name, slot.id, worker.tests_done, outcome)]
+                )
+                where = self.requeue_elsewhere(worker, crashed.nodeid)
+                self.notes.append(
+                    f"{crashed.nodeid}: worker {how} on {worker.device.name}; retried {where} "
+                    f"({self.retries[crashed.nodeid]} of {self.retry_crashed}, --rack-retry-crashed)"
+                )
+            else:
+                self.report_crash(worker, crashed, how, output, outcome)
+            worker.assigned.popleft()
             self.dispatcher.requeue(list(worker.assigned))
             worker.assigned.clear()
+            if self.phase is Phase.RUNNING:
+                self.health.check(worker.device.name)  # a crash may be the device's doing
         self._requeue_collection(worker, how, output)
         # What it had imported is gone with it: its modules' tests are open to every slot.
         self.dispatcher.drop_slot(slot.id, permanently=False)
         respawns = self.respawns.get(slot.id, 0)
-        if self.phase is Phase.STOPPING:
+        if self.phase is Phase.STOPPING or self.health.state(slot.device) is DeviceState.QUARANTINED:
+            if self.phase is Phase.RUNNING:
+                self.feed_idle()
             return
         if was_ready and respawns < MAX_RESPAWNS:
             self.respawns[slot.id] = respawns + 1
@@ -691,16 +895,24 @@ class Controller:
         self.collect_reports[nodeid] = report
         self.config.hook.pytest_collectreport(report=report)
 
-    def report_crash(self, worker: WorkerHandle, job: Job, how: str, output: str) -> None:
+    def report_crash(
+        self, worker: WorkerHandle, job: Job, how: str, output: str, outcome: str = "crashed"
+    ) -> None:
         phases = worker.phases.pop(job.nodeid, set())
+        retry = (
+            "it was retried as often as --rack-retry-crashed allows"
+            if self.retry_crashed
+            else "it was not retried: a crashing test could take down another device; "
+            "--rack-retry-crashed N allows N retries on other devices"
+        )
+        what = "stacks of the worker's threads" if outcome == "timeout" else "last output of the worker"
         text = (
             f"worker {worker.slot.id} on device {worker.device.name} {how} while running this test "
-            f"(the test was not retried: a crashing test could take down another device).\n"
-            f"last output of the worker:\n{output or '(none)'}"
+            f"({retry}).\n{what}:\n{output or '(none)'}"
         )
         when: When = "teardown" if "call" in phases else "call"
         self.report_synthetic(
-            self.tests[job.nodeid], worker, text, when=when, started=bool(phases), outcome_name="crashed"
+            self.tests[job.nodeid], worker, text, when=when, started=bool(phases), outcome_name=outcome
         )
 
     def report_orphan(self, job: Job) -> None:
@@ -772,3 +984,24 @@ def _resolve_category(name: str) -> type[Warning]:
     if isinstance(obj, type) and issubclass(obj, Warning):
         return obj
     return UserWarning
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _trim_stacks(dump: str) -> str:
+    """A faulthandler dump, each thread's stack cut where pytest's and pluggy's frames begin."""
+    out: list[str] = []
+    skipping = False
+    for line in dump.splitlines():
+        is_frame = line.startswith("  File ")
+        if not is_frame:
+            skipping = False
+            out.append(line)
+        elif not skipping and ("/_pytest/" in line or "/pluggy/" in line):
+            skipping = True
+            out.append("  ... (pytest's own frames)")
+        elif not skipping:
+            out.append(line)
+    return "\n".join(out)

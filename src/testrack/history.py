@@ -1,4 +1,5 @@
-"""``testrack last``, ``failing``, ``slowest`` and ``history``: the store, read back.
+"""``testrack last``, ``failing``, ``slowest`` and ``history``: the store, read back;
+and ``testrack trust``, which forgets or lists the device identities it pinned.
 
 Each command is a pure function from a store to plain data (what ``--json``
 prints) plus a formatter for people. Output is plain text, one fact per line,
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testrack.store import Result, Run, SQLiteStore, Store, StoreError, find_store
+from testrack.store import Pin, Result, Run, SQLiteStore, Store, StoreError, find_store
 from testrack.store.base import FAILING
 
 
@@ -186,3 +187,48 @@ def format_history(data: dict[str, Any]) -> list[str]:
             f"{row['outcome']:<9} {row['duration']:8.3f} s"
         )
     return lines
+
+
+# ---------------------------------------------------------------------------------- trust
+
+
+def _pin_dict(pin: Pin) -> dict[str, Any]:
+    return {"device": pin.device, "identity": pin.identity, "pinned": pin.pinned, "run_id": pin.run_id}
+
+
+def forget(store: Store, device: str) -> dict[str, Any]:
+    """Unpin ``device``: the next run pins the identity it reports then."""
+    pin = store.pinned_identity(device)
+    if pin is None or not store.forget_identity(device):
+        pinned = ", ".join(p.device for p in store.identities()) or "none"
+        raise HistoryError(f"no identity is pinned for {device}; pinned devices: {pinned}")
+    return {"device": device, "forgot": _pin_dict(pin)}
+
+
+def format_forget(data: dict[str, Any]) -> list[str]:
+    pin = data["forgot"]
+    return [
+        f"{data['device']}: forgot the pinned identity {pin['identity']} ({_pinned(pin)}); "
+        "the next run will pin whatever it reports"
+    ]
+
+
+def pins(store: Store) -> dict[str, Any]:
+    return {"pins": [_pin_dict(pin) for pin in store.identities()]}
+
+
+def format_pins(data: dict[str, Any]) -> list[str]:
+    rows = data["pins"]
+    if not rows:
+        return ["no identity is pinned; the next run pins the identity each device reports"]
+    device_width = max(len(row["device"]) for row in rows)
+    identity_width = max(len(row["identity"]) for row in rows)
+    return [
+        f"{row['device'].ljust(device_width)}  {row['identity'].ljust(identity_width)}  {_pinned(row)}"
+        for row in rows
+    ]
+
+
+def _pinned(pin: dict[str, Any]) -> str:
+    run = f" in run {pin['run_id']}" if pin["run_id"] is not None else ""
+    return f"pinned {_when(pin['pinned'])}{run}"

@@ -37,6 +37,8 @@ class CollectedTest:
     requirements: tuple[tuple[tuple[str, tuple[Any, ...]], ...], ...]
     #: Set when the test's ``device`` marker cannot be understood.
     requirement_error: str | None = None
+    #: Seconds from ``@pytest.mark.rack_timeout(S)``; None: the run's ``--rack-timeout``.
+    timeout: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,13 @@ class Collected:
 @dataclasses.dataclass(frozen=True)
 class WantWork:
     """The worker is down to its last queued test and needs to know what follows it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TestStarted:
+    """A test with a time limit starts now (sent only for those: the controller times them)."""
+
+    nodeid: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +110,14 @@ class WorkerFailed:
 
 
 FromWorker: TypeAlias = (
-    WorkerReady | Collected | WantWork | TestReports | WarningRecorded | WorkerFinished | WorkerFailed
+    WorkerReady
+    | Collected
+    | WantWork
+    | TestStarted
+    | TestReports
+    | WarningRecorded
+    | WorkerFinished
+    | WorkerFailed
 )
 
 

@@ -9,12 +9,14 @@ loop); without a rack it stays out of the way.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from testrack import hookspecs
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
 
 #: sys.path before any conftest touched it; workers start from the same one.
@@ -46,6 +48,11 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
             cache.clear()
 
 
+def pytest_plugin_registered(plugin: object, manager: pytest.PytestPluginManager) -> None:
+    """conftest.py files and plugins that implement testrack's hooks join testrack's hooks."""
+    hookspecs.offer(plugin, manager)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("testrack", "testrack: run the suite against a rack of devices")
     group.addoption(
@@ -72,6 +79,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--rack-failed-anywhere",
         action="store_true",
         help="like --rack-failed, but run them on any matching device.",
+    )
+    group.addoption(
+        "--rack-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="fail a test that runs longer than this (its worker's stacks are shown, the worker "
+        "is replaced); @pytest.mark.rack_timeout(SECONDS) sets it per test.",
+    )
+    group.addoption(
+        "--rack-retry-crashed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rerun a test whose worker crashed (or timed out) up to N times on other devices "
+        "(default 0: a crashing test could take down another device).",
     )
     group.addoption(
         "--rack-mode",
@@ -116,7 +139,21 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     early_config.stash[launcher_key] = launcher
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0, for example 60")
+    return value
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "rack_timeout(seconds): fail the test when it runs longer (overrides --rack-timeout)",
+    )
     config.addinivalue_line(
         "markers",
         "device(kind=None, **attrs): run the test only on devices of this kind whose attrs "

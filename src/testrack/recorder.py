@@ -36,6 +36,8 @@ class Attempt:
     started: float = math.inf
     stopped: float = 0.0
     message: str | None = None
+    #: Set when a phase raised testrack.DeviceError: the device failed, not the test.
+    device_error: str | None = None
 
     def add(self, report: pytest.TestReport) -> None:
         outcome = phase_outcome(report)
@@ -44,6 +46,9 @@ class Attempt:
         self.duration += report.duration
         self.started = min(self.started, report.start)
         self.stopped = max(self.stopped, report.stop)
+        device_error = getattr(report, "testrack_device_error", None)
+        if device_error is not None:
+            self.device_error = str(device_error)
         if report.failed and self.message is None:
             crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
             # The exception's own first line says most; else the report's last line.
@@ -81,6 +86,9 @@ class Recorder:
         self.location = location
         self.run_id = 0
         self.problem: str | None = None
+        # Health checks pin identities from their own threads.
+        self._lock = threading.RLock()
+        self._pins: dict[str, str] = {}  # when there is no store
 
     @classmethod
     def open(cls, spec: str | None, rootdir: Path) -> Recorder:
@@ -116,21 +124,45 @@ class Recorder:
         """Record the end, then close the store from a (joined) thread: SQLite checkpoints its
         log on close, which need not hold up the summary."""
         self._guard(lambda store: store.finish_run(self.run_id, time.time(), outcome))
-        store, self.store = self.store, None
+        with self._lock:
+            store, self.store = self.store, None
         if store is not None:
             threading.Thread(target=store.close, name="testrack-store-close").start()
 
+    def quarantine(self, device: str, reason: str) -> None:
+        self._guard(lambda store: store.add_quarantine(self.run_id, device, reason, time.time()))
+
+    def verify_identity(self, device: str, identity: str) -> str | None:
+        """Pin ``identity`` on first use; when it differs from the pin, say so and how to accept it."""
+        with self._lock:
+            if self.store is None:
+                pinned = self._pins.setdefault(device, identity)
+                if pinned == identity:
+                    return None
+                return _identity_changed(device, pinned, identity, None, None)
+            try:
+                pin = self.store.pinned_identity(device)
+                if pin is None:
+                    self.store.pin_identity(device, identity, time.time(), self.run_id or None)
+                    return None
+            except Exception:
+                return None  # an unusable store cannot pin; the check itself decides
+            if pin.identity == identity:
+                return None
+            return _identity_changed(device, pin.identity, identity, pin.pinned, pin.run_id)
+
     def _guard(self, action: object) -> None:
-        if self.store is None:
-            return
-        try:
-            action(self.store)  # type: ignore[operator]
-        except Exception as exc:  # a full disk or a locked file must not cost the run
-            self.problem = (
-                f"the results store {self.location} failed ({exc}); results from here on are not "
-                "recorded (the run goes on)"
-            )
-            self.store = None
+        with self._lock:
+            if self.store is None:
+                return
+            try:
+                action(self.store)  # type: ignore[operator]
+            except Exception as exc:  # a full disk or a locked file must not cost the run
+                self.problem = (
+                    f"the results store {self.location} failed ({exc}); results from here on are not "
+                    "recorded (the run goes on)"
+                )
+                self.store = None
 
     # ------------------------------------------------------------------ reading
 
@@ -157,3 +189,15 @@ class Recorder:
                     failed.setdefault(result.nodeid, set()).add(result.device)
             return failed
         return None
+
+
+def _identity_changed(device: str, pinned: str, now: str, when: float | None, run: int | None) -> str:
+    since = ""
+    if when is not None:
+        since = " on " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+        if run:
+            since += f" (run {run})"
+    return (
+        f"identity changed: pinned {pinned}{since}, now reports {now}. If this device was "
+        f"replaced on purpose, accept the new identity with: testrack trust {device}"
+    )

@@ -15,6 +15,11 @@ one connection may carry many requests in turn:
   behind other clients, so device contention is visible.
 * A request with ``"ms"`` and no ``"op"`` is ``work``: the benchmark workloads send that.
 * Anything else -> ``{"ok": false, "error": "..."}`` and the connection stays usable.
+
+Devices can also fail the way real ones do, for tests of health checks and quarantine:
+:meth:`SimRack.freeze` makes a device hang (it accepts connections and reads requests but
+answers nothing until :meth:`SimRack.thaw`), and :meth:`SimRack.stop_device` switches it off
+(connections are refused until :meth:`SimRack.start_device`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -77,7 +82,11 @@ class SimDeviceError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class SimRecord:
-    """One request a device served: lets tests check which device did what, and when."""
+    """One request a device served: lets tests check which device did what, and when.
+
+    What :class:`SimRack` did to a device is recorded too, as ``op`` ``"freeze"``, ``"thaw"``,
+    ``"stop"`` or ``"start"`` (``start == end``, the time it happened).
+    """
 
     device: str
     address: str
@@ -135,6 +144,13 @@ class _SimDevice:
     serial: str
     port: int = 0
     lock: asyncio.Lock | None = None
+    answering: asyncio.Event | None = None
+    """Set unless frozen: requests wait for it before they are answered, and again before the reply."""
+    server: asyncio.Server | None = None
+    """None while the device (or the whole rack) is stopped."""
+    on: bool = False
+    """Set before the server starts, cleared before it stops: connections find the device on."""
+    connections: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
     @property
     def address(self) -> str:
@@ -181,8 +197,6 @@ class SimRack:
         self.log = SimRequestLog()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._servers: list[asyncio.Server] = []
-        self._connections: set[asyncio.Task[None]] = set()
         self._port = 0
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -261,12 +275,49 @@ class SimRack:
 
     def set_serial(self, name: str, serial: str) -> None:
         """Make device ``name`` report another serial, as if the board had been swapped."""
+        self._device(name).serial = serial  # one attribute store: atomic for the server thread
+
+    # -- failures, for health checks to find (call from any thread but the simulator's) -------
+
+    def freeze(self, name: str) -> None:
+        """Make device ``name`` hang: it still accepts connections and reads requests, but answers
+        none (not even work already under way) until :meth:`thaw`. Effective on return."""
+        device = self._running_device(name)
+        self._call(self._switch(device, answering=False))
+
+    def thaw(self, name: str) -> None:
+        """Let a frozen device answer again; the requests it held proceed, in order."""
+        device = self._running_device(name)
+        self._call(self._switch(device, answering=True))
+
+    def stop_device(self, name: str) -> None:
+        """Switch device ``name`` off: its connections are closed, new ones refused, requests
+        under way get no answer. Does nothing if it is off already."""
+        device = self._running_device(name)
+        self._call(self._stop_device(device))
+
+    def start_device(self, name: str) -> None:
+        """Switch device ``name`` back on, on the same address, answering (a device frozen before
+        is thawed, as by a power cycle). Does nothing if it is on; raises :class:`SimStartError`
+        if its address was taken meanwhile."""
+        device = self._running_device(name)
+        self._call(self._start_device(device))
+
+    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None  # checked by _running_device before the coroutine is made
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    def _device(self, name: str) -> _SimDevice:
         for d in self._devices:
             if d.name == name:
-                d.serial = serial  # one attribute store: atomic for the server thread
-                return
+                return d
         known = ", ".join(d.name for d in self._devices)
         raise ValueError(f"no simulated device named {name!r}; this rack has {known}")
+
+    def _running_device(self, name: str) -> _SimDevice:
+        device = self._device(name)
+        self._require_running()
+        return device
 
     def _require_running(self) -> None:
         if self._loop is None:
@@ -285,6 +336,9 @@ class SimRack:
             try:
                 for d in self._devices:
                     d.lock = asyncio.Lock()
+                    d.answering = asyncio.Event()
+                    d.answering.set()
+                    d.on = True
                     server = await asyncio.start_server(
                         functools.partial(self._serve, d),
                         d.host,
@@ -293,10 +347,13 @@ class SimRack:
                         backlog=512,
                     )
                     servers.append(server)
+                    d.server = server
                     if port == 0:
                         port = server.sockets[0].getsockname()[1]
                     d.port = port  # before any await: no connection is served before this
             except OSError as exc:
+                for device in self._devices:
+                    device.server, device.on = None, False
                 for server in servers:
                     server.close()
                     await server.wait_closed()
@@ -306,18 +363,60 @@ class SimRack:
                 if not retry:
                     raise _start_error(exc, d.host, port) from None
                 continue
-            self._servers, self._port = servers, port
+            self._port = port
             return
 
     async def _close(self) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._connections):
+        await asyncio.gather(*(self._stop_device(d, record=False) for d in self._devices))
+
+    async def _stop_device(self, device: _SimDevice, record: bool = True) -> None:
+        server, device.server = device.server, None
+        device.on = False
+        if server is None:
+            return  # off already
+        if record:
+            self._event(device, "stop")
+        server.close()
+        tasks = list(device.connections)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+    async def _start_device(self, device: _SimDevice) -> None:
+        if device.server is not None:
+            return  # on already
+        assert device.answering is not None  # set by _open
+        device.answering.set()
+        device.on = True
+        try:
+            device.server = await asyncio.start_server(
+                functools.partial(self._serve, device),
+                device.host,
+                self._port,
+                limit=_MAX_LINE,
+                backlog=512,
+            )
+        except OSError as exc:
+            device.on = False
+            raise _start_error(exc, device.host, self._port) from None
+        self._event(device, "start")
+
+    async def _switch(self, device: _SimDevice, *, answering: bool) -> None:
+        """Freeze or thaw, recorded before any held request goes on; nothing if it already was."""
+        event = device.answering
+        assert event is not None  # set by _open
+        if event.is_set() == answering:
+            return
+        self._event(device, "thaw" if answering else "freeze")
+        if answering:
+            event.set()
+        else:
+            event.clear()
+
+    def _event(self, device: _SimDevice, op: str) -> None:
+        now = time.time()
+        self._record(device, op, now, now)
 
     def _halt_loop(self) -> None:
         loop, thread = self._loop, self._thread
@@ -336,19 +435,27 @@ class SimRack:
         """Answer one connection's requests in turn until the client hangs up."""
         task = asyncio.current_task()
         assert task is not None  # a connection callback always runs in a task
-        self._connections.add(task)
+        assert device.answering is not None  # set by _open before the server accepts anything
+        if not device.on:  # accepted just before the device was stopped
+            writer.close()
+            return
+        device.connections.add(task)
         try:
             while True:
                 try:
                     line = await reader.readline()
                 except ValueError:  # longer than _MAX_LINE: the stream cannot be resynchronised
+                    await device.answering.wait()
                     await _send(writer, _error(f"request longer than {_MAX_LINE} bytes"))
                     return
                 if not line:
                     return
                 if not line.strip():
                     continue
-                await _send(writer, await self._answer(device, line))
+                await device.answering.wait()  # frozen: hold the request
+                reply = await self._answer(device, line)
+                await device.answering.wait()  # frozen while it worked: hold the answer too
+                await _send(writer, reply)
         except OSError:
             pass  # the client went away, possibly in the middle of a work request
         except asyncio.CancelledError:
@@ -356,7 +463,7 @@ class SimRack:
             # connection task that ends cancelled as an error.
             pass
         finally:
-            self._connections.discard(task)
+            device.connections.discard(task)
             writer.close()
 
     async def _answer(self, device: _SimDevice, line: bytes) -> dict[str, Any]:

@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 #: Worst first: the outcome shown for a test is the worst of its phases.
-SEVERITY = ("crashed", "error", "failed", "xpassed", "unmatched", "xfailed", "skipped", "passed")
+SEVERITY = ("crashed", "timeout", "error", "failed", "xpassed", "unmatched", "xfailed", "skipped", "passed")
 _RANK = {name: i for i, name in enumerate(SEVERITY)}
-_FAILING = {"crashed", "error", "failed", "unmatched"}
+#: An outcome from another plugin ("rerun", say) ranks with xpassed: below any failure.
+_UNKNOWN = _RANK["xpassed"]
+_FAILING = {"crashed", "timeout", "error", "failed", "unmatched"}
 
 
 def phase_outcome(report: pytest.TestReport) -> str | None:
@@ -33,7 +35,7 @@ def phase_outcome(report: pytest.TestReport) -> str | None:
 def worse(a: str | None, b: str) -> str:
     if a is None:
         return b
-    return a if _RANK.get(a, 3) <= _RANK.get(b, 3) else b
+    return a if _RANK.get(a, _UNKNOWN) <= _RANK.get(b, _UNKNOWN) else b
 
 
 def device_counts(
@@ -49,7 +51,8 @@ def device_counts(
 def format_counts(counter: Counter[str]) -> str:
     if not counter:
         return "no tests"
-    return ", ".join(f"{n} {o}" for o, n in sorted(counter.items(), key=lambda kv: _RANK.get(kv[0], 3)))
+    ordered = sorted(counter.items(), key=lambda kv: _RANK.get(kv[0], _UNKNOWN))
+    return ", ".join(f"{n} {o}" for o, n in ordered)
 
 
 def matrix_lines(

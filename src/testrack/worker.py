@@ -15,7 +15,9 @@ trip overlaps a running test.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
+import signal
 import sys
 import time
 import traceback
@@ -28,6 +30,7 @@ import pytest
 
 from testrack import messages as m
 from testrack.collection import FileUnit, matches_selector, walk_files
+from testrack.errors import DeviceError
 from testrack.scheduling.matching import requirement_from_marker
 from testrack.trace import trace
 
@@ -37,6 +40,7 @@ FLUSH_AFTER = 0.02
 TINY_TEST = 0.01
 #: Set when this worker was forked from the controller (see testrack.workers.Launcher.fork).
 FORKED = False
+_STACKS: Any = None
 
 
 class WorkerSession:
@@ -65,6 +69,7 @@ class WorkerSession:
         self.maxfail = 0
         self.failures = 0
         self.orphaned = False
+        self.timeout: float | None = None
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -76,6 +81,7 @@ class WorkerSession:
         # The controller counts failures across workers and owns the terminal; a worker
         # only stops itself at maxfail so that it runs nothing past its own failures.
         self.maxfail = int(config.option.maxfail or 0)
+        self.timeout = config.getoption("rack_timeout", None)
         self.failures = 0
         config.option.maxfail = 0
         config.option.usepdb = False
@@ -115,6 +121,14 @@ class WorkerSession:
             self.failures += 1
             if self.maxfail and self.failures >= self.maxfail:
                 self.stopping = True
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        if call.excinfo is not None and call.excinfo.errisinstance(DeviceError):
+            # Travels with the serialized report: the controller retries instead of failing.
+            report.testrack_device_error = str(call.excinfo.value) or type(call.excinfo.value).__name__
+        return report
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if self._collecting is not None and not report.passed:
@@ -208,6 +222,9 @@ class WorkerSession:
 
     def run_one(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         assert self.config is not None
+        if self.timeout or item.get_closest_marker("rack_timeout") is not None:
+            self.flush()  # what finished before must not be blamed if this one hangs
+            self.send(m.TestStarted(item.nodeid))
         start = time.monotonic()
         self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         now = time.monotonic()
@@ -303,7 +320,7 @@ class WorkerSession:
 
 
 def describe(item: pytest.Item) -> m.CollectedTest:
-    """What the controller needs from an item: its id, location and device requirements."""
+    """What the controller needs from an item: its id, location, device requirements, time limit."""
     requirements = []
     error = None
     for mark in item.iter_markers("device"):
@@ -311,12 +328,25 @@ def describe(item: pytest.Item) -> m.CollectedTest:
             requirements.append(requirement_from_marker(mark.args, mark.kwargs))
         except ValueError as exc:
             error = str(exc)
+    timeout = None
+    limit = item.get_closest_marker("rack_timeout")
+    if limit is not None:
+        try:
+            timeout = float(limit.args[0] if limit.args else limit.kwargs["seconds"])
+            if not timeout > 0:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            error = (
+                "@pytest.mark.rack_timeout needs a positive number of seconds, "
+                f"got {limit.args or limit.kwargs}; write @pytest.mark.rack_timeout(30)"
+            )
     path, lineno, domain = item.location
     return m.CollectedTest(
         nodeid=item.nodeid,
         location=(path, lineno, domain),
         requirements=tuple(requirements),
         requirement_error=error,
+        timeout=timeout,
     )
 
 
@@ -325,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     trace("worker: main")
     argv = sys.argv[1:] if argv is None else argv
     conn = Connection(int(argv[0]))
+    # On SIGUSR1 (the controller's timeout) every thread's stack goes to the stderr pipe,
+    # through a copy of the descriptor that pytest's output capture does not redirect.
+    global _STACKS
+    _STACKS = os.fdopen(os.dup(2), "w")
+    faulthandler.register(signal.SIGUSR1, file=_STACKS, all_threads=True)
     try:
         hello: m.Hello = conn.recv()
     except EOFError:

@@ -34,7 +34,7 @@ from testrack.trace import trace
 if TYPE_CHECKING:  # the controller's bookkeeping; kept out of what forked workers import
     from testrack.recorder import Attempt
 
-OUTPUT_LINES = 40
+OUTPUT_LINES = 300
 
 
 class State(enum.Enum):
@@ -121,6 +121,10 @@ class WorkerHandle:
         self.phases: dict[str, set[str]] = {}
         #: What the reports so far say about each unfinished test (for the results store).
         self.attempts: dict[str, Attempt] = {}
+        #: The test with a time limit now running: (node id, deadline, limit, where the limit is from).
+        self.running: tuple[str, float, float, str] | None = None
+        #: Set when the controller killed this worker for a test that ran over its limit.
+        self.timed_out: tuple[str, float, str] | None = None
         self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
         self._partial: dict[int, bytes] = {}
         self.streams = [s for s in (proc.stdout, proc.stderr) if s is not None]
@@ -176,9 +180,22 @@ class WorkerHandle:
             return f"killed by signal {-code} ({name})"
         return f"exited with code {code}"
 
-    def last_output(self) -> str:
-        lines = [line for line in self.output if line.strip()]
-        return "\n".join(lines[-15:])
+    def last_output(self, lines: int = 15) -> str:
+        kept = [line for line in self.output if line.strip()]
+        return "\n".join(kept[-lines:])
+
+    def read_for(self, seconds: float, quiet: float = 0.2) -> None:
+        """Read output for up to ``seconds``, stopping once nothing came for ``quiet`` seconds."""
+        deadline = time.monotonic() + seconds
+        while self.streams and time.monotonic() < deadline:
+            ready, _, _ = select.select(
+                self.streams, [], [], min(quiet, max(0.0, deadline - time.monotonic()))
+            )
+            if not ready:
+                return
+            for stream in ready:
+                if stream in self.streams:
+                    self.read_output(stream, echo=False)
 
     def reap(self, deadline: float, echo: bool) -> None:
         """Wait for the process until ``deadline`` (then kill it) and read its last output.

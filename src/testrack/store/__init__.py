@@ -5,7 +5,7 @@ tests and an SQLite backend for real use; a PostgreSQL backend for racks shared
 between machines can follow the same contract.
 """
 
-from testrack.store.base import ImportCost, Result, Run, RunInfo, Store, StoreError
+from testrack.store.base import ImportCost, Pin, Quarantine, Result, Run, RunInfo, Store, StoreError
 from testrack.store.memory import MemoryStore
 from testrack.store.sqlite import DEFAULT_PATH, SQLiteStore, find_store, open_store
 
@@ -13,6 +13,8 @@ __all__ = [
     "DEFAULT_PATH",
     "ImportCost",
     "MemoryStore",
+    "Pin",
+    "Quarantine",
     "Result",
     "Run",
     "RunInfo",

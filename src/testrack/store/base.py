@@ -4,6 +4,10 @@ Runs are identified by a uid (the run's ``testrunuid``) as well as a number, so
 that several controllers working on one run (a shared rack, later) can join it.
 A result is one test on one device: its outcome over all phases, how long the
 slot was busy with it, and where in its worker's sequence it ran.
+
+The store also remembers which identity each device reported the first time it
+was seen (a :class:`Pin`, trust on first use, like SSH's known_hosts), and which
+devices a run took out of service, and why (a :class:`Quarantine`).
 """
 
 from __future__ import annotations
@@ -69,14 +73,41 @@ class ImportCost:
     seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Pin:
+    """The identity (a serial, say) a device is expected to report, since it was first seen."""
+
+    device: str
+    identity: str
+    pinned: float
+    """Wall time (``time.time()``) it was pinned."""
+    run_id: int | None
+    """The run that pinned it, if any."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Quarantine:
+    """A device a run stopped using, and why (a changed identity, no answer, ...)."""
+
+    run_id: int
+    device: str
+    reason: str
+    at: float
+    """Wall time (``time.time()``) it was quarantined."""
+
+
 #: Outcomes that mean "this test did not pass on this device".
-FAILING = ("failed", "error", "crashed", "unmatched")
+FAILING = ("failed", "error", "crashed", "timeout", "unmatched")
 #: Outcomes whose duration says how long the test takes (a skip says nothing).
 TIMED = ("passed", "failed", "error", "xfailed", "xpassed")
 
 
 class Store(Protocol):
-    """The storage contract. Every write is durable when the call returns."""
+    """The storage contract. Every write is durable when the call returns.
+
+    Both backends may be called from several threads (a run loop and a health check, say);
+    each call is one transaction and sees the others whole. None may be called after close().
+    """
 
     def begin_run(self, info: RunInfo) -> int:
         """Record a run (or join the run with the same uid) and return its id."""
@@ -104,6 +135,23 @@ class Store(Protocol):
 
     def import_costs(self, runs: int) -> list[ImportCost]:
         """Every import measured in the newest ``runs`` runs."""
+
+    def pinned_identity(self, device: str) -> Pin | None:
+        """The identity pinned for ``device``, or None if none is (yet)."""
+
+    def pin_identity(self, device: str, identity: str, pinned: float, run_id: int | None) -> None:
+        """Pin ``identity`` for ``device``, replacing any identity pinned before."""
+
+    def forget_identity(self, device: str) -> bool:
+        """Unpin ``device`` so that the next run pins what it reports; False if nothing was pinned."""
+
+    def identities(self) -> list[Pin]:
+        """Every pin, by device name."""
+
+    def add_quarantine(self, run_id: int, device: str, reason: str, at: float) -> None: ...
+
+    def quarantines(self, run_id: int) -> list[Quarantine]:
+        """The devices ``run_id`` quarantined, in the order it did."""
 
     def close(self) -> None: ...
 

@@ -5,15 +5,21 @@ writer and each commit is one append; ``synchronous=NORMAL``, so a result that
 was committed survives the process being killed. The schema carries its version
 in ``PRAGMA user_version`` and :data:`MIGRATIONS` brings any older store up to
 date, one transaction per step, when it is opened.
+
+One connection serves every thread of the process (the run loop, a health check, the
+thread that closes the store): a lock makes each transaction and each read whole, so
+two threads never share a transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from testrack.store.base import ImportCost, Result, Run, RunInfo, StoreError
+from testrack.store.base import ImportCost, Pin, Quarantine, Result, Run, RunInfo, StoreError
 
 DEFAULT_PATH = Path(".testrack") / "results.sqlite"
 
@@ -56,11 +62,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX imports_by_run ON imports (run_id)",
     ),
+    (  # v3: the identity each device was first seen with, and the devices a run quarantined
+        """CREATE TABLE identities (
+            device TEXT PRIMARY KEY,
+            identity TEXT NOT NULL,
+            pinned REAL NOT NULL,
+            run_id INTEGER
+        )""",
+        """CREATE TABLE quarantines (
+            run_id INTEGER NOT NULL,
+            device TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX quarantines_by_run ON quarantines (run_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RESULT_COLUMNS = "nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id"
 _RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome"
+_PIN_COLUMNS = "device, identity, pinned, run_id"
 
 
 def find_store(start: Path) -> Path | None:
@@ -84,7 +106,8 @@ class SQLiteStore:
         fix = f"move {path} away (a new store is made on the next run) or choose another with --rack-store"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # One thread at a time; the last one (closing it) may not be the first.
+            # Any thread, one at a time (self._lock); the last one (closing it) may not be the first.
+            self._lock = threading.RLock()
             self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -163,66 +186,122 @@ class SQLiteStore:
     # ------------------------------------------------------------------ reads
 
     def runs(self, limit: int | None = None) -> list[Run]:
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (-1 if limit is None else limit,)
-        ).fetchall()
+        )
         return [Run(*row) for row in rows]
 
     def results(self, run_id: int) -> list[Result]:
-        rows = self._db.execute(
-            f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id = ? ORDER BY id", (run_id,)
-        ).fetchall()
+        rows = self._read(f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id = ? ORDER BY id", (run_id,))
         return [Result(*row) for row in rows]
 
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT {', '.join('r.' + c.strip() for c in _RESULT_COLUMNS.split(','))}, "
             f"{', '.join('u.' + c.strip() for c in _RUN_COLUMNS.split(','))} "
             "FROM results r JOIN runs u ON u.id = r.run_id WHERE r.nodeid = ? ORDER BY r.id DESC LIMIT ?",
             (nodeid, limit),
-        ).fetchall()
+        )
         return [(Run(*row[10:]), Result(*row[:10])) for row in rows]
 
     def recent_results(self, runs: int) -> list[Result]:
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id IN "
             "(SELECT id FROM runs ORDER BY id DESC LIMIT ?) ORDER BY id",
             (runs,),
-        ).fetchall()
+        )
         return [Result(*row) for row in rows]
 
     def timings(self, runs: int) -> list[tuple[str, str, float]]:
-        return self._db.execute(
+        return self._read(
             "SELECT nodeid, outcome, duration FROM results WHERE run_id IN "
             "(SELECT id FROM runs ORDER BY id DESC LIMIT ?)",
             (runs,),
-        ).fetchall()
+        )
 
     def import_costs(self, runs: int) -> list[ImportCost]:
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT module, worker, device, seconds FROM imports WHERE run_id IN "
             "(SELECT id FROM runs ORDER BY id DESC LIMIT ?)",
             (runs,),
-        ).fetchall()
+        )
         return [ImportCost(*row) for row in rows]
 
+    # ------------------------------------------------------------------ identities and quarantines
+
+    def pinned_identity(self, device: str) -> Pin | None:
+        rows = self._read(f"SELECT {_PIN_COLUMNS} FROM identities WHERE device = ?", (device,))
+        return Pin(*rows[0]) if rows else None
+
+    def pin_identity(self, device: str, identity: str, pinned: float, run_id: int | None) -> None:
+        with self._transaction():
+            self._db.execute(
+                f"INSERT OR REPLACE INTO identities ({_PIN_COLUMNS}) VALUES (?, ?, ?, ?)",
+                (device, identity, pinned, run_id),
+            )
+
+    def forget_identity(self, device: str) -> bool:
+        with self._transaction():
+            cursor = self._db.execute("DELETE FROM identities WHERE device = ?", (device,))
+            return cursor.rowcount > 0
+
+    def identities(self) -> list[Pin]:
+        rows = self._read(f"SELECT {_PIN_COLUMNS} FROM identities ORDER BY device")
+        return [Pin(*row) for row in rows]
+
+    def add_quarantine(self, run_id: int, device: str, reason: str, at: float) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO quarantines (run_id, device, reason, at) VALUES (?, ?, ?, ?)",
+                (run_id, device, reason, at),
+            )
+
+    def quarantines(self, run_id: int) -> list[Quarantine]:
+        rows = self._read(
+            "SELECT run_id, device, reason, at FROM quarantines WHERE run_id = ? ORDER BY rowid", (run_id,)
+        )
+        return [Quarantine(*row) for row in rows]
+
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     # ------------------------------------------------------------------ helpers
 
+    def _read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
+
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self._lock)
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one durable step, rolled back on error."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one durable step, rolled back on error, and the
+    connection held by this thread until then."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
         self._db = db
+        self._lock = lock
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            if exc_type is None:
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # a failed COMMIT (a full disk) leaves it open
+                        self._db.execute("ROLLBACK")
+                    raise
+            else:
+                self._db.execute("ROLLBACK")
+        finally:
+            self._lock.release()
