@@ -53,6 +53,8 @@ INTERRUPT_GRACE = 10.0
 DEVICE_ERROR_RETRIES = 2
 #: How long a timed-out worker gets to write its stacks before it is killed.
 STACK_DUMP_WAIT = 1.0
+#: How long a finished run waits for device checks still under way.
+CHECK_WAIT_AT_END = 10.0
 
 
 When = Literal["setup", "call", "teardown"]
@@ -129,6 +131,7 @@ class Controller:
         self.retry_crashed = int(config.getoption("rack_retry_crashed", 0) or 0)
         self.timeout: float | None = config.getoption("rack_timeout", None)
         self._sigterm: Any = None
+        self._checks_deadline: float | None = None
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -199,14 +202,13 @@ class Controller:
         self.phase = Phase.RUNNING
         for info, text in self.unmatched:
             self.report_synthetic(info, None, text, when="setup")
-        for job in self.dispatcher.orphans():
-            self.report_orphan(job)
+        self.report_orphans()
         for worker in list(self.workers.values()):
             if worker.wants_work:
                 self.feed(worker)
         try:
             while not self.run_done():
-                self.pump(self.until_next_deadline())
+                self.pump(self.until_next_deadline() if self._checks_deadline is None else 0.2)
                 self.enforce_deadlines()
                 if (session.shouldfail or session.shouldstop) and self.phase is Phase.RUNNING:
                     self.stop()
@@ -607,10 +609,7 @@ class Controller:
                 worker.state = State.STOPPING
             self.dispatcher.drop_slot(slot.id, permanently=True)
         self.notes.append(f"{name} quarantined: {reason}")
-        for job in self.dispatcher.orphans():
-            if self.mode == "each" and job.eligible == frozenset([name]):
-                continue  # each mode: this device's own runs; the summary shows it quarantined
-            self.report_orphan(job)
+        self.report_orphans()
         if self.phase is Phase.RUNNING:
             self.feed_idle()
 
@@ -776,7 +775,24 @@ class Controller:
             )
         if self.dispatcher.remaining:
             return not self.alive_workers()
-        return not any(w.assigned for w in self.alive_workers())
+        if any(w.assigned for w in self.alive_workers()):
+            return False
+        return not self.awaiting_checks()
+
+    def awaiting_checks(self) -> bool:
+        """The work is done but a device is being rechecked: wait (a while) for its verdict,
+        so that a device that went bad is quarantined and recorded as such."""
+        checking = [n for n, s in self.health.states.items() if s is DeviceState.CHECKING]
+        if not checking:
+            return False
+        if self._checks_deadline is None:
+            self._checks_deadline = time.monotonic() + CHECK_WAIT_AT_END
+        if time.monotonic() < self._checks_deadline:
+            return True
+        self.notes.append(
+            f"the check of {', '.join(checking)} had not ended {CHECK_WAIT_AT_END:g} s after the last test"
+        )
+        return False
 
     def stop(self) -> None:
         """``-x``/``--maxfail`` reached: let running tests finish, start nothing new."""
@@ -869,8 +885,7 @@ class Controller:
             self.dispatcher.drop_slot(slot.id, permanently=True)
             detail = f"\n{output}" if output else ""
             self.problems.append(f"gave up on {slot.id} ({worker.device.name}): {reason}{detail}")
-            for job in self.dispatcher.orphans():
-                self.report_orphan(job)
+            self.report_orphans()
         if self.phase is Phase.RUNNING:
             self.feed_idle()
 
@@ -914,6 +929,15 @@ class Controller:
         self.report_synthetic(
             self.tests[job.nodeid], worker, text, when=when, started=bool(phases), outcome_name=outcome
         )
+
+    def report_orphans(self) -> None:
+        """Tests no remaining device can run are errors; except, in each mode, the runs of a
+        quarantined device: the summary shows the device as quarantined instead."""
+        quarantined = self.health.quarantined()
+        for job in self.dispatcher.orphans():
+            if self.mode == "each" and len(job.eligible) == 1 and next(iter(job.eligible)) in quarantined:
+                continue
+            self.report_orphan(job)
 
     def report_orphan(self, job: Job) -> None:
         names = sorted(job.eligible)
