@@ -93,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     wanted = set(args.workloads.split(","))
+    import testrack
+
+    if Path(testrack.__file__).resolve().is_relative_to(ROOT / "src"):
+        print(
+            "warning: testrack is an editable install here, so its modules are compiled on every run "
+            "where bytecode is not cached (PYTHONDONTWRITEBYTECODE); for the figures users get, "
+            "benchmark a regular install: python3 -m venv .bench && .bench/bin/pip install '.[bench]'",
+            file=sys.stderr,
+        )
     workloads = (args.dir / "workloads").resolve()
     results = (args.dir / "results-compare").resolve()
     subprocess.run(

@@ -139,10 +139,18 @@ class Controller:
         names = ", ".join(f"{d.name} x{d.capacity}" if d.capacity > 1 else d.name for d in self.rack.devices)
         return f"testrack: {self.mode} mode on {self.rack.source}: {names} ({len(self.slots)} workers)"
 
-    @pytest.hookimpl(trylast=True)
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         trace("controller: sessionstart")
         self.session = session
+        # The workers wait for their Start: send it first, before the header and the store.
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        if factory is not None:
+            self.basetemp = factory.getbasetemp()
+        for slot in self.slots:
+            self.start_worker(slot)
+        for device in self.rack.devices:
+            self.health.check(device.name)
         self.recorder.begin(
             RunInfo(
                 uid=self.testrunuid,
@@ -152,13 +160,6 @@ class Controller:
                 command=shlex.join(["pytest", *map(str, self.config.invocation_params.args)]),
             )
         )
-        factory = getattr(self.config, "_tmp_path_factory", None)
-        if factory is not None:
-            self.basetemp = factory.getbasetemp()
-        for slot in self.slots:
-            self.start_worker(slot)
-        for device in self.rack.devices:
-            self.health.check(device.name)
         if threading.current_thread() is threading.main_thread():
             # SIGTERM (a CI job cancelled) ends the run as Ctrl-C does: summarised and stored.
             self._sigterm = signal.signal(signal.SIGTERM, _interrupt)
