@@ -721,3 +721,20 @@ def test_booleans_do_not_match_numbers() -> None:
     assert _matches(dev, [(("count", (True,)),)])
     assert not _matches(dev, [(("n", (True,)),)])
     assert _matches(dev, [(("n", (1,)),)])
+
+
+def test_guessed_durations_go_out_in_slowly_growing_chunks() -> None:
+    """Slow start: tests with only a guessed duration go out 1, 2, 4, 8... per chunk to a slot."""
+    dispatcher = Dispatcher([Slot("gw0", "d")])
+    dispatcher.add(
+        [Job(f"t{i}", "m", i, frozenset({"d"}), 0.1, guessed=True) for i in range(100)], home="gw0"
+    )
+    sizes = [len(dispatcher.take("gw0")) for _ in range(5)]
+    assert sizes == [1, 2, 4, 8, 16]
+
+
+def test_known_durations_are_not_slowed_down() -> None:
+    """Tests with their own history get time-sized chunks at once (no slow start)."""
+    dispatcher = Dispatcher([Slot("gw0", "d")])
+    dispatcher.add([Job(f"t{i}", "m", i, frozenset({"d"}), 0.1) for i in range(100)], home="gw0")
+    assert len(dispatcher.take("gw0")) == 25

@@ -467,12 +467,16 @@ class Controller:
                     self.unmatched.append((info, self._gone_text(where)))
                     continue
             estimate = estimates[test.nodeid]
+            guessed = test.nodeid not in self.durations
             if self.mode == "each":
-                jobs = [Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate) for n in eligible]
+                jobs = [
+                    Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate, guessed)
+                    for n in eligible
+                ]
                 jobs_by_home.setdefault(None, []).extend(jobs)
                 runs += len(jobs)
             else:
-                job = Job(test.nodeid, info.unit, info.index, frozenset(eligible), estimate)
+                job = Job(test.nodeid, info.unit, info.index, frozenset(eligible), estimate, guessed)
                 jobs_by_home.setdefault(self.home.get(info.unit), []).append(job)
                 runs += 1
         for home, jobs in jobs_by_home.items():
