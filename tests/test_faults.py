@@ -204,8 +204,8 @@ def test_hanging_test_times_out_and_the_rest_runs(pytester, testrack_sim, mode):
 def test_device_stops_answering_mid_run(pytester, testrack_sim, mode):
     """A device that freezes mid-run: its test times out, its check fails, it is quarantined; work moves."""
     sim = testrack_sim(3)
-    # board-2 freezes as soon as it has served two requests.
-    freezer = _freeze_after(sim, "board-2", requests=2)
+    # board-2 freezes as soon as it has served its first request.
+    freezer = _freeze_after(sim, "board-2", requests=1)
     run = run_session(pytester, sim, mode, "--rack-timeout", "3")
     freezer.join()
     assert [q.device for q in run.quarantines] == ["board-2"], run.out[-3000:]

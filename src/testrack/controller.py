@@ -292,6 +292,9 @@ class Controller:
 
     def start_worker(self, slot: Slot) -> WorkerHandle:
         worker = self.launcher.take(slot)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            worker.echo_to = reporter.write_line
         worker.send(m.Start(basetemp=str(self.basetemp / slot.id) if self.basetemp else None))
         self.workers[slot.id] = worker
         return worker
@@ -716,6 +719,9 @@ class Controller:
                 per_device = self.outcomes.setdefault(report.nodeid, {})
                 per_device[device] = worse(per_device.get(device), outcome)
             hook.pytest_runtest_logreport(report=report)
+            if not self.stop_reason and self.session is not None and self.session.shouldfail:
+                # The count that reached --maxfail: later failures must not change the message.
+                self.stop_reason = self.session.shouldfail
         for nodeid in message.finished:
             self.finish_job(worker, nodeid)
 
@@ -803,7 +809,7 @@ class Controller:
         """``-x``/``--maxfail`` reached: let running tests finish, start nothing new."""
         self.phase = Phase.STOPPING
         assert self.session is not None
-        self.stop_reason = self.session.shouldfail
+        self.stop_reason = self.stop_reason or self.session.shouldfail
         for worker in self.alive_workers():
             worker.send(m.Shutdown())
             worker.state = State.STOPPING
@@ -830,6 +836,11 @@ class Controller:
             )
             worker.kill()
             worker.state = State.DEAD
+        if self.echo_output:
+            # With -s the workers' last words belong before the summary, not after it.
+            reap_by = time.monotonic() + 5.0
+            for worker in self.workers.values():
+                worker.reap(reap_by, echo=True)
         trace("controller: workers gone")
 
     # ------------------------------------------------------------------ when a worker dies

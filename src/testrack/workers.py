@@ -22,7 +22,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Union
 
@@ -126,6 +126,8 @@ class WorkerHandle:
         #: Set when the controller killed this worker for a test that ran over its limit.
         self.timed_out: tuple[str, float, str] | None = None
         self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
+        #: Where echoed output lines go (the terminal reporter, so they start on a line of their own).
+        self.echo_to: Callable[[str], None] | None = None
         self._partial: dict[int, bytes] = {}
         self.streams = [s for s in (proc.stdout, proc.stderr) if s is not None]
         self.tests_done = 0
@@ -164,8 +166,12 @@ class WorkerHandle:
         line = raw.decode("utf-8", "replace")
         self.output.append(line)
         if echo:
-            sys.stdout.write(f"[{self.label.id}] {line}\n")
-            sys.stdout.flush()
+            text = f"[{self.label.id}] {line}"
+            if self.echo_to is not None:
+                self.echo_to(text)
+            else:
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
 
     def how_it_ended(self) -> str:
         """``killed by signal 9 (SIGKILL)`` or ``exited with code 3``."""
