@@ -32,12 +32,13 @@ from typing import Any, Literal
 
 import pytest
 
+from testrack import explain
 from testrack import messages as m
 from testrack.collection import FileUnit, walk_files
 from testrack.health import DeviceState, Health
 from testrack.rack import Device, Rack
 from testrack.recorder import Attempt, Recorder
-from testrack.scheduling import Dispatcher, Job, Slot, describe_requirements, estimate_durations, matches
+from testrack.scheduling import Dispatcher, Job, Slot, estimate_durations, matches
 from testrack.store import RunInfo
 from testrack.summary import device_counts, format_counts, matrix_lines, phase_outcome, worse
 from testrack.trace import trace
@@ -461,13 +462,13 @@ class Controller:
                 and (self.mode == "load" or test.nodeid in ids_on[info.unit].get(d.name, ()))
             ]
             if not eligible:
-                self.unmatched.append((info, self._unmatched_text(test)))
+                self.unmatched.append((info, explain.unmatched(test.requirements, self.rack)))
                 continue
             if self.rerun is not None and not self.config.getoption("rack_failed_anywhere"):
                 where = self.rerun[test.nodeid]
                 eligible = [name for name in eligible if name in where]
                 if not eligible:
-                    self.unmatched.append((info, self._gone_text(where)))
+                    self.unmatched.append((info, explain.failed_elsewhere(where, self.rack)))
                     continue
             estimate = estimates[test.nodeid]
             guessed = test.nodeid not in self.durations
@@ -495,22 +496,6 @@ class Controller:
                 f"testrack: collected {len(self.tests)} tests{deselected}{each} "
                 f"in {len(self.units)} files on {len(self.slots)} workers{history}"
             )
-
-    def _gone_text(self, devices: set[str]) -> str:
-        names = ", ".join(sorted(devices))
-        return (
-            f"--rack-failed: this test failed last time on {names}, which this rack "
-            f"({self.rack.source}) cannot run it on; add --rack-failed-anywhere to run it on any "
-            "matching device"
-        )
-
-    def _unmatched_text(self, test: m.CollectedTest) -> str:
-        return (
-            f"no device in the rack can run this test: it needs "
-            f"{describe_requirements(test.requirements)}, and the rack ({self.rack.source}) has "
-            f"{self.rack.describe_kinds()}. Add a matching device to the rack or change the "
-            "test's @pytest.mark.device marker."
-        )
 
     def _last_failed_filter(self, units: list[FileUnit]) -> list[FileUnit]:
         """With ``--lf``, send only files that hold a recorded failure (as pytest skips the rest)."""
@@ -862,7 +847,7 @@ class Controller:
             _, limit, source = worker.timed_out
             how = f"timed out after {limit:g} s (the limit set by {source}) and was killed"
             outcome = "timeout"
-        output = _trim_stacks(worker.last_output(200)) if worker.timed_out else worker.last_output()
+        output = explain.trim_stacks(worker.last_output(200)) if worker.timed_out else worker.last_output()
         slot = worker.slot
         if worker.assigned:
             crashed = worker.assigned[0]
@@ -918,10 +903,7 @@ class Controller:
 
     def report_collect_crash(self, worker: WorkerHandle, key: str, how: str, output: str) -> None:
         nodeid = self.unit_nodeids.get(key, key)
-        text = (
-            f"worker {worker.slot.id} on device {worker.device.name} {how} while importing "
-            f"this file\nlast output of the worker:\n{output or '(none)'}"
-        )
+        text = explain.import_crash(worker.slot.id, worker.device.name, how, output)
         report = pytest.CollectReport(nodeid, "failed", text, [])
         self.collect_reports[nodeid] = report
         self.config.hook.pytest_collectreport(report=report)
@@ -930,16 +912,8 @@ class Controller:
         self, worker: WorkerHandle, job: Job, how: str, output: str, outcome: str = "crashed"
     ) -> None:
         phases = worker.phases.pop(job.nodeid, set())
-        retry = (
-            "it was retried as often as --rack-retry-crashed allows"
-            if self.retry_crashed
-            else "it was not retried: a crashing test could take down another device; "
-            "--rack-retry-crashed N allows N retries on other devices"
-        )
-        what = "stacks of the worker's threads" if outcome == "timeout" else "last output of the worker"
-        text = (
-            f"worker {worker.slot.id} on device {worker.device.name} {how} while running this test "
-            f"({retry}).\n{what}:\n{output or '(none)'}"
+        text = explain.crash(
+            worker.slot.id, worker.device.name, how, output, bool(self.retry_crashed), outcome == "timeout"
         )
         when: When = "teardown" if "call" in phases else "call"
         self.report_synthetic(
@@ -957,8 +931,7 @@ class Controller:
 
     def report_orphan(self, job: Job) -> None:
         names = sorted(job.eligible)
-        reasons = "; ".join(f"{n}: {self.dead_devices().get(n, 'no workers')}" for n in names)
-        text = f"no working device left to run this test (it can run on {', '.join(names)}; {reasons})"
+        text = explain.no_device_left(names, self.dead_devices())
         device = names[0] if len(names) == 1 else None
         self.report_synthetic(self.tests[job.nodeid], None, text, when="setup", device=device)
 
@@ -1028,20 +1001,3 @@ def _resolve_category(name: str) -> type[Warning]:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _trim_stacks(dump: str) -> str:
-    """A faulthandler dump, each thread's stack cut where pytest's and pluggy's frames begin."""
-    out: list[str] = []
-    skipping = False
-    for line in dump.splitlines():
-        is_frame = line.startswith("  File ")
-        if not is_frame:
-            skipping = False
-            out.append(line)
-        elif not skipping and ("/_pytest/" in line or "/pluggy/" in line):
-            skipping = True
-            out.append("  ... (pytest's own frames)")
-        elif not skipping:
-            out.append(line)
-    return "\n".join(out)

@@ -1,0 +1,71 @@
+"""What testrack tells the user about a test it could not run normally, in one place.
+
+Each function returns the text of one report: it names the device and what
+happened, and says what to do about it. Kept apart from the run loop so the
+words can be read (and tested) together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from testrack.rack import Rack
+from testrack.scheduling import Requirement, describe_requirements
+
+
+def unmatched(requirements: Iterable[Requirement], rack: Rack) -> str:
+    return (
+        f"no device in the rack can run this test: it needs {describe_requirements(requirements)}, "
+        f"and the rack ({rack.source}) has {rack.describe_kinds()}. Add a matching device to the "
+        "rack or change the test's @pytest.mark.device marker."
+    )
+
+
+def failed_elsewhere(devices: Iterable[str], rack: Rack) -> str:
+    return (
+        f"--rack-failed: this test failed last time on {', '.join(sorted(devices))}, which this rack "
+        f"({rack.source}) cannot run it on; add --rack-failed-anywhere to run it on any matching device"
+    )
+
+
+def crash(slot: str, device: str, how: str, output: str, retries_allowed: bool, timed_out: bool) -> str:
+    retry = (
+        "it was retried as often as --rack-retry-crashed allows"
+        if retries_allowed
+        else "it was not retried: a crashing test could take down another device; "
+        "--rack-retry-crashed N allows N retries on other devices"
+    )
+    what = "stacks of the worker's threads" if timed_out else "last output of the worker"
+    return (
+        f"worker {slot} on device {device} {how} while running this test ({retry}).\n"
+        f"{what}:\n{output or '(none)'}"
+    )
+
+
+def import_crash(slot: str, device: str, how: str, output: str) -> str:
+    return (
+        f"worker {slot} on device {device} {how} while importing this file\n"
+        f"last output of the worker:\n{output or '(none)'}"
+    )
+
+
+def no_device_left(devices: Iterable[str], why: Mapping[str, str]) -> str:
+    names = sorted(devices)
+    reasons = "; ".join(f"{n}: {why.get(n, 'no workers')}" for n in names)
+    return f"no working device left to run this test (it can run on {', '.join(names)}; {reasons})"
+
+
+def trim_stacks(dump: str) -> str:
+    """A faulthandler dump, each thread's stack cut where pytest's and pluggy's frames begin."""
+    out: list[str] = []
+    skipping = False
+    for line in dump.splitlines():
+        if not line.startswith("  File "):
+            skipping = False
+            out.append(line)
+        elif not skipping and ("/_pytest/" in line or "/pluggy/" in line):
+            skipping = True
+            out.append("  ... (pytest's own frames)")
+        elif not skipping:
+            out.append(line)
+    return "\n".join(out)

@@ -1,0 +1,70 @@
+"""The words testrack uses for tests it could not run normally."""
+
+from __future__ import annotations
+
+from testrack import explain
+from testrack.rack import Device, Rack
+
+RACK = Rack((Device("board-1", "board", "a"), Device("phone-1", "phone", "b")), source="lab.toml")
+
+DUMP = """Current thread 0x00007f (most recent call first):
+  File "/src/tests/test_x.py", line 5 in test_hang
+  File "/venv/lib/python3.11/site-packages/_pytest/python.py", line 157 in pytest_pyfunc_call
+  File "/venv/lib/python3.11/site-packages/pluggy/_callers.py", line 103 in _multicall
+  File "/venv/lib/python3.11/site-packages/_pytest/runner.py", line 174 in pytest_runtest_call
+
+Thread 0x00007e (most recent call first):
+  File "/src/tests/helpers.py", line 9 in poll
+  File "/venv/lib/python3.11/site-packages/_pytest/main.py", line 1 in x"""
+
+
+def test_stacks_are_cut_where_pytest_begins_in_every_thread() -> None:
+    """Each thread keeps its own frames, then one line standing for pytest's."""
+    assert explain.trim_stacks(DUMP).splitlines() == [
+        "Current thread 0x00007f (most recent call first):",
+        '  File "/src/tests/test_x.py", line 5 in test_hang',
+        "  ... (pytest's own frames)",
+        "",
+        "Thread 0x00007e (most recent call first):",
+        '  File "/src/tests/helpers.py", line 9 in poll',
+        "  ... (pytest's own frames)",
+    ]
+
+
+def test_crash_text_names_worker_device_how_and_the_retry_option() -> None:
+    """Without retries the text says why, and which option allows them."""
+    text = explain.crash("gw1", "board-2", "exited with code 3", "", retries_allowed=False, timed_out=False)
+    assert text.splitlines() == [
+        "worker gw1 on device board-2 exited with code 3 while running this test (it was not retried: "
+        "a crashing test could take down another device; --rack-retry-crashed N allows N retries on "
+        "other devices).",
+        "last output of the worker:",
+        "(none)",
+    ]
+    timed = explain.crash(
+        "gw0", "board-1", "timed out after 3 s", "stack", retries_allowed=True, timed_out=True
+    )
+    assert "(it was retried as often as --rack-retry-crashed allows)" in timed
+    assert timed.endswith("stacks of the worker's threads:\nstack")
+
+
+def test_unmatched_and_failed_elsewhere_name_the_rack_and_the_fix() -> None:
+    """Routing messages name the requirement, the rack file, its kinds and the fix."""
+    text = explain.unmatched([(("kind", ("gpu",)),)], RACK)
+    assert text == (
+        "no device in the rack can run this test: it needs kind='gpu', and the rack (lab.toml) has "
+        "board (board-1), phone (phone-1). Add a matching device to the rack or change the test's "
+        "@pytest.mark.device marker."
+    )
+    assert explain.failed_elsewhere({"board-9"}, RACK).endswith(
+        "failed last time on board-9, which this rack (lab.toml) cannot run it on; add "
+        "--rack-failed-anywhere to run it on any matching device"
+    )
+
+
+def test_no_device_left_gives_each_devices_reason() -> None:
+    """When no device is left, every device it could have run on is listed with why it is gone."""
+    text = explain.no_device_left({"b", "a"}, {"a": "quarantined: fan failure"})
+    expected = "no working device left to run this test (it can run on a, b; "
+    expected += "a: quarantined: fan failure; b: no workers)"
+    assert text == expected
