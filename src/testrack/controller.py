@@ -36,9 +36,10 @@ from testrack import explain
 from testrack import messages as m
 from testrack.collection import FileUnit, walk_files
 from testrack.health import DeviceState, Health
+from testrack.planning import TestInfo, plan_jobs
 from testrack.rack import Device, Rack
 from testrack.recorder import Attempt, Recorder
-from testrack.scheduling import Dispatcher, Job, Slot, estimate_durations, matches
+from testrack.scheduling import Dispatcher, Job, Slot
 from testrack.store import RunInfo
 from testrack.summary import device_counts, format_counts, matrix_lines, phase_outcome, worse
 from testrack.trace import trace
@@ -74,15 +75,6 @@ class RemoteItem:
     """A test known by id only; stands in for an Item in ``pytest_deselected``."""
 
     nodeid: str
-
-
-@dataclasses.dataclass
-class TestInfo:
-    """A collected test as the controller knows it."""
-
-    test: m.CollectedTest
-    unit: str
-    index: int
 
 
 class Controller:
@@ -431,12 +423,11 @@ class Controller:
     def finish_collection(self, session: pytest.Session) -> None:
         """Turn what the workers collected into jobs: ordered, routed, estimated."""
         infos: list[TestInfo] = []
-        ids_on: dict[str, dict[str, set[str]]] = {}
+        collected_on: dict[str, set[str]] = {}
         for unit in self.units:
-            per_device = self.collected.get(unit.key, {})
-            ids_on[unit.key] = {name: {t.nodeid for t in tests} for name, tests in per_device.items()}
-            for tests in per_device.values():
+            for device, tests in self.collected.get(unit.key, {}).items():
                 for test in tests:
+                    collected_on.setdefault(test.nodeid, set()).add(device)
                     if test.nodeid not in self.tests:
                         info = self.tests[test.nodeid] = TestInfo(test, unit.key, len(self.tests))
                         infos.append(info)
@@ -447,42 +438,19 @@ class Controller:
             infos = [i for i in infos if i.test.nodeid in self.tests]
         if self.deselected:
             self.config.hook.pytest_deselected(items=[RemoteItem(n) for n in self.deselected])
-        estimates = estimate_durations([(i.test.nodeid, i.unit) for i in infos], self.durations)
-        jobs_by_home: dict[str | None, list[Job]] = {}
-        runs = 0
-        for info in infos:
-            test = info.test
-            if test.requirement_error:
-                self.unmatched.append((info, test.requirement_error))
-                continue
-            eligible = [
-                d.name
-                for d in self.rack.devices
-                if matches(d, test.requirements)
-                and (self.mode == "load" or test.nodeid in ids_on[info.unit].get(d.name, ()))
-            ]
-            if not eligible:
-                self.unmatched.append((info, explain.unmatched(test.requirements, self.rack)))
-                continue
-            if self.rerun is not None and not self.config.getoption("rack_failed_anywhere"):
-                where = self.rerun[test.nodeid]
-                eligible = [name for name in eligible if name in where]
-                if not eligible:
-                    self.unmatched.append((info, explain.failed_elsewhere(where, self.rack)))
-                    continue
-            estimate = estimates[test.nodeid]
-            guessed = test.nodeid not in self.durations
-            if self.mode == "each":
-                jobs = [
-                    Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate, guessed)
-                    for n in eligible
-                ]
-                jobs_by_home.setdefault(None, []).extend(jobs)
-                runs += len(jobs)
-            else:
-                job = Job(test.nodeid, info.unit, info.index, frozenset(eligible), estimate, guessed)
-                jobs_by_home.setdefault(self.home.get(info.unit), []).append(job)
-                runs += 1
+        plan = plan_jobs(
+            infos,
+            collected_on,
+            self.rack,
+            self.mode,
+            self.durations,
+            self.home,
+            rerun=self.rerun,
+            rerun_anywhere=bool(self.config.getoption("rack_failed_anywhere")),
+        )
+        self.unmatched.extend(plan.unrunnable)
+        runs = plan.runs
+        jobs_by_home = plan.jobs
         for home, jobs in jobs_by_home.items():
             self.dispatcher.add(jobs, home=home if home in self.workers else None)
         session.testscollected = len(self.tests)

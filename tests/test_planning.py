@@ -1,0 +1,74 @@
+"""Planning without processes: collected tests + rack + history -> routed, estimated jobs."""
+
+from __future__ import annotations
+
+from testrack import messages as m
+from testrack.planning import TestInfo, plan_jobs
+from testrack.rack import Device, Rack
+
+RACK = Rack(
+    (Device("b1", "board", "a", attrs={"rev": "C"}), Device("b2", "board", "b"), Device("p1", "phone", "c")),
+    source="lab.toml",
+)
+
+
+def info(nodeid: str, index: int, *requirements, error: str | None = None) -> TestInfo:
+    test = m.CollectedTest(nodeid, ("t.py", 1, nodeid), tuple(requirements), error)
+    return TestInfo(test, "/t.py", index)
+
+
+EVERYWHERE = {"b1", "b2", "p1"}
+
+
+def test_load_mode_gives_one_job_per_test_for_its_matching_devices() -> None:
+    """Load: one job per test, eligible on every matching device, queued for its file's importer."""
+    tests = [info("t.py::a", 0), info("t.py::b", 1, (("kind", ("board",)),))]
+    plan = plan_jobs(tests, {}, RACK, "load", {}, {"/t.py": "gw0"})
+    (jobs,) = plan.jobs.values()
+    assert list(plan.jobs) == ["gw0"]
+    assert [(j.nodeid, sorted(j.eligible)) for j in jobs] == [
+        ("t.py::a", ["b1", "b2", "p1"]),
+        ("t.py::b", ["b1", "b2"]),
+    ]
+    assert plan.runs == 2 and not plan.unrunnable
+
+
+def test_each_mode_gives_one_job_per_device_that_collected_the_test() -> None:
+    """Each: a job per matching device, and only where the test was collected."""
+    tests = [info("t.py::a", 0)]
+    plan = plan_jobs(tests, {"t.py::a": {"b1", "p1"}}, RACK, "each", {}, {})
+    assert sorted(next(iter(j.eligible)) for j in plan.jobs[None]) == ["b1", "p1"]
+    assert plan.runs == 2
+
+
+def test_estimates_come_from_history_and_unknown_tests_are_marked_guessed() -> None:
+    """A test with history gets its own estimate; one without is estimated and marked guessed."""
+    tests = [info("t.py::a", 0), info("t.py::b", 1)]
+    plan = plan_jobs(tests, {}, RACK, "load", {"t.py::a": 2.5}, {})
+    a, b = plan.jobs[None]
+    assert (a.estimate, a.guessed) == (2.5, False)
+    assert b.guessed and b.estimate == 2.5  # the module's median stands in
+
+
+def test_tests_that_cannot_run_say_why() -> None:
+    """A bad marker, a requirement no device meets, and a rerun whose device left, each with its text."""
+    tests = [
+        info("t.py::bad", 0, error="values must be strings"),
+        info("t.py::gpu", 1, (("kind", ("gpu",)),)),
+        info("t.py::gone", 2),
+    ]
+    plan = plan_jobs(tests, {}, RACK, "load", {}, {}, rerun={"t.py::gone": {"b9"}})
+    reasons = {i.test.nodeid: text for i, text in plan.unrunnable}
+    assert reasons["t.py::bad"] == "values must be strings"
+    assert reasons["t.py::gpu"].startswith("no device in the rack can run this test: it needs kind='gpu'")
+    assert "failed last time on b9" in reasons["t.py::gone"]
+    assert plan.jobs == {}
+
+
+def test_rerun_goes_to_the_devices_it_failed_on_unless_anywhere() -> None:
+    """--rack-failed narrows a test to where it failed; --rack-failed-anywhere does not."""
+    tests = [info("t.py::a", 0)]
+    narrow = plan_jobs(tests, {}, RACK, "load", {}, {}, rerun={"t.py::a": {"b2"}})
+    assert narrow.jobs[None][0].eligible == frozenset({"b2"})
+    wide = plan_jobs(tests, {}, RACK, "load", {}, {}, rerun={"t.py::a": {"b2"}}, rerun_anywhere=True)
+    assert wide.jobs[None][0].eligible == frozenset(EVERYWHERE)
