@@ -74,41 +74,31 @@ class _Parser(argparse.ArgumentParser):
 # -- argument types --------------------------------------------------------------------------
 
 
-def _device_count(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_SIM_DEVICES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of devices; give a whole number from 1 to "
-            f"{MAX_SIM_DEVICES}, for example --devices 3"
-        )
-    return count
+def _number(convert: Callable[[str], float], low: float, high: float, fix: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert(text)`` within [low, high], else ``'text' <fix>``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} {fix}")
+        return value
+
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a TCP port; give 1024..65535, or 0 to let the system pick a free one"
-        )
-    return port
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 3600:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; give seconds above 0, for example --seconds 0.5"
-        )
-    return seconds
+_device_count = _number(
+    int, 1, MAX_SIM_DEVICES,
+    f"is not a number of devices; give a whole number from 1 to {MAX_SIM_DEVICES}, for example --devices 3",
+)  # fmt: skip
+_port = _number(
+    int, 0, 65535, "is not a TCP port; give 1024..65535, or 0 to let the system pick a free one"
+)  # fmt: skip
+_seconds = _number(
+    float, 1e-9, 3600, "is not a duration; give seconds above 0, for example --seconds 0.5"
+)  # fmt: skip
 
 
 # -- testrack sim ----------------------------------------------------------------------------
@@ -291,14 +281,7 @@ def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return value
+_positive = _number(int, 1, float("inf"), "is not a positive whole number")
 
 
 def _add_slowest_arguments(parser: argparse.ArgumentParser) -> None:

@@ -641,8 +641,9 @@ class Controller:
         hook = self.config.hook
         device = worker.device.name
         reports = [hook.pytest_report_from_serializable(config=self.config, data=d) for d in message.reports]
-        for report in reports:
-            worker.attempts.setdefault(report.nodeid, Attempt()).add(report)
+        outcomes = [phase_outcome(report) for report in reports]
+        for report, outcome in zip(reports, outcomes, strict=True):
+            worker.attempts.setdefault(report.nodeid, Attempt()).add(report, outcome)
         retried = {nodeid for nodeid in message.finished if self.retry_device_error(worker, nodeid)}
         # Stored before they are shown: what the user saw survives a killed controller.
         self.recorder.results(
@@ -657,7 +658,7 @@ class Controller:
                 for k, nodeid in enumerate(message.finished)
             ]
         )
-        for report in reports:
+        for report, outcome in zip(reports, outcomes, strict=True):
             if report.nodeid in retried:
                 continue  # the device failed, not the test: it runs again, and reports then
             report.node = worker.label  # read by the terminal and junitxml, as with xdist
@@ -667,7 +668,6 @@ class Controller:
                 phases = worker.phases[report.nodeid] = set()
                 hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
             phases.add(report.when)
-            outcome = phase_outcome(report)
             if outcome is not None:
                 per_device = self.outcomes.setdefault(report.nodeid, {})
                 per_device[device] = worse(per_device.get(device), outcome)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from testrack.store import Pin, Result, Run, SQLiteStore, Store, StoreError, find_store
-from testrack.store.base import FAILING
+from testrack.store.base import FAILING, last_run
 
 
 class HistoryError(Exception):
@@ -40,10 +40,10 @@ def open_for_reading(path: Path | None, cwd: Path) -> SQLiteStore:
 
 
 def _last(store: Store) -> Run:
-    runs = store.runs(limit=1)
-    if not runs:
+    run = last_run(store)
+    if run is None:
         raise HistoryError("the store holds no run yet: run pytest with a rack first")
-    return runs[0]
+    return run
 
 
 def _when(stamp: float | None) -> str:

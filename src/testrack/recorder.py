@@ -21,7 +21,7 @@ import pytest
 from testrack import messages as m
 from testrack.store import ImportCost, MemoryStore, Result, RunInfo, SQLiteStore, Store, StoreError
 from testrack.store.base import FAILING, median_durations, median_import_costs
-from testrack.summary import phase_outcome, worse
+from testrack.summary import worse
 
 #: How many recent runs the scheduler learns durations and import costs from.
 HISTORY_RUNS = 5
@@ -39,8 +39,8 @@ class Attempt:
     #: Set when a phase raised testrack.DeviceError: the device failed, not the test.
     device_error: str | None = None
 
-    def add(self, report: pytest.TestReport) -> None:
-        outcome = phase_outcome(report)
+    def add(self, report: pytest.TestReport, outcome: str | None) -> None:
+        """Fold in one phase; ``outcome`` is ``phase_outcome(report)``, computed once by the caller."""
         if outcome is not None:
             self.outcome = worse(self.outcome, outcome)
         self.duration += report.duration

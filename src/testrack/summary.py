@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from testrack.store.base import FAILING
+
 #: Worst first: the outcome shown for a test is the worst of its phases.
 SEVERITY = ("crashed", "timeout", "error", "failed", "xpassed", "unmatched", "xfailed", "skipped", "passed")
 _RANK = {name: i for i, name in enumerate(SEVERITY)}
 #: An outcome from another plugin ("rerun", say) ranks with xpassed: below any failure.
 _UNKNOWN = _RANK["xpassed"]
-_FAILING = {"crashed", "timeout", "error", "failed", "unmatched"}
+_FAILING = frozenset(FAILING)
 
 
 def phase_outcome(report: pytest.TestReport) -> str | None:
@@ -93,7 +95,3 @@ def matrix_lines(
         verdict = "FAILED" if device in quarantined or any(o in _FAILING for o in counts[device]) else "ok"
         lines.append(f"{device}: {verdict} - {status}")
     return lines
-
-
-def failing(outcome: str) -> bool:
-    return outcome in _FAILING
