@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -9,6 +10,14 @@ from typing import Any
 import pytest
 
 from testrack.rack import Device, dump_rack
+
+# pytest-randomly (a test dependency, for tests/test_plugins.py) loads itself into every pytest
+# session, the pytester sessions and subprocesses of these tests included, and would shuffle
+# them; tests that want it pass ``-p randomly``, which comes later on the command line.
+# These tests start hundreds of Python processes; where the environment forbids writing bytecode
+# (PYTHONDONTWRITEBYTECODE), each of them would compile pytest's plugins from source again.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ["PYTEST_ADDOPTS"] = " ".join(filter(None, ["-p no:randomly", os.environ.get("PYTEST_ADDOPTS")]))
 
 #: A verbose rack-run result line: "[board-1] [ 33%] PASSED test_x.py::test_a".
 RESULT_LINE = re.compile(r"^\[(?P<device>[^\]]+)\] (?:\[\s*\d+%\] )?(?P<word>[A-Z]+) (?P<nodeid>\S+)")

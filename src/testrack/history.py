@@ -46,6 +46,28 @@ def _last(store: Store) -> Run:
     return run
 
 
+def resolve_run(store: Store, spec: str | int | None = "last") -> Run:
+    """The run a RUN argument names: an integer is the store's run id, ``last`` (or None) the
+    newest run, any other text a run's uid (the ``testrunuid``; a shared run's id later)."""
+    if spec is None or spec == "last":
+        return _last(store)
+    text = str(spec).strip()
+    runs = store.runs()
+    if text.isdigit():
+        for run in runs:
+            if run.id == int(text):
+                return run
+        newest = runs[0].id if runs else None
+        hint = f"runs are numbered 1 to {newest}" if newest else "the store holds no run yet"
+        raise HistoryError(f"no run {text} in the store ({hint}); `testrack last` shows the newest")
+    matches = [run for run in runs if run.uid == text or (len(text) >= 6 and run.uid.startswith(text))]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise HistoryError(f"run {text!r} is ambiguous ({len(matches)} runs start with it); give more of it")
+    raise HistoryError(f"no run {text!r} in the store: give a run number, `last`, or a run's uid")
+
+
 def _when(stamp: float | None) -> str:
     if stamp is None:
         return "-"
