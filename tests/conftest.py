@@ -19,8 +19,12 @@ from testrack.rack import Device, dump_rack
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 os.environ["PYTEST_ADDOPTS"] = " ".join(filter(None, ["-p no:randomly", os.environ.get("PYTEST_ADDOPTS")]))
 
-#: A verbose rack-run result line: "[board-1] [ 33%] PASSED test_x.py::test_a".
-RESULT_LINE = re.compile(r"^\[(?P<device>[^\]]+)\] (?:\[\s*\d+%\] )?(?P<word>[A-Z]+) (?P<nodeid>\S+)")
+#: A verbose rack-run result line: "[board-1] [ 33%] PASSED test_x.py::test_a" (in each mode
+#: the id ends in "@board-1": each run of a test on a device is a result of its own).
+RESULT_LINE = re.compile(
+    r"^\[(?P<device>[^\]]+)\] (?:\[\s*\d+%\] )?(?P<word>[A-Z]+) "
+    r"(?P<nodeid>\S+?)(?:@(?P<on>[^\s@\]]+))?(?:\s|$)"
+)
 
 
 def boards(n: int, kind: str = "board", **extra: Any) -> list[Device]:

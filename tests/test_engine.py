@@ -341,7 +341,7 @@ def test_junitxml_has_every_result_with_its_device(pytester, write_rack):
         for prop in case.iter("property")
         if prop.get("name") == "device"
     )
-    assert placed == [(t, f"board-{i}") for t in ("test_a", "test_b") for i in (1, 2, 3)]
+    assert placed == [(f"{t}@board-{i}", f"board-{i}") for t in ("test_a", "test_b") for i in (1, 2, 3)]
 
 
 XDIST_CONTRACT = """

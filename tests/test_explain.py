@@ -62,9 +62,10 @@ def test_unmatched_and_failed_elsewhere_name_the_rack_and_the_fix() -> None:
     )
 
 
-def test_no_device_left_gives_each_devices_reason() -> None:
-    """When no device is left, every device it could have run on is listed with why it is gone."""
+def test_no_device_left_names_each_device_and_leaves_the_reasons_to_the_summary() -> None:
+    """When no device is left, every device it could have run on is named, with what became of it;
+    the reasons (long, the same for every test) are said once, in the summary."""
     text = explain.no_device_left({"b", "a"}, {"a": "quarantined: fan failure"})
-    expected = "no working device left to run this test (it can run on a, b; "
-    expected += "a: quarantined: fan failure; b: no workers)"
+    expected = "no working device left to run this test: it can run on a, b, and a is quarantined; "
+    expected += "b has no worker left (the reasons are in the testrack summary below)"
     assert text == expected

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from testrack import messages as m
-from testrack.planning import TestInfo, plan_jobs
+from testrack.planning import TestInfo, plan_imports, plan_jobs
 from testrack.rack import Device, Rack
+from testrack.scheduling import Job, Slot
 
 RACK = Rack(
     (Device("b1", "board", "a", attrs={"rev": "C"}), Device("b2", "board", "b"), Device("p1", "phone", "c")),
@@ -36,9 +37,16 @@ def test_load_mode_gives_one_job_per_test_for_its_matching_devices() -> None:
 def test_each_mode_gives_one_job_per_device_that_collected_the_test() -> None:
     """Each: a job per matching device, and only where the test was collected."""
     tests = [info("t.py::a", 0)]
-    plan = plan_jobs(tests, {"t.py::a": {"b1", "p1"}}, RACK, "each", {}, {})
+    plan = plan_jobs(tests, {"t.py::a": {"b1", "p1"}, "t.py::b": {"b2"}}, RACK, "each", {}, {})
     assert sorted(next(iter(j.eligible)) for j in plan.jobs[None]) == ["b1", "p1"]
     assert plan.runs == 2
+
+
+def test_each_mode_plans_runs_for_a_device_that_collected_nothing() -> None:
+    """A device quarantined before its worker collected still owes its runs: they are planned
+    (and then reported as not run), never silently dropped."""
+    plan = plan_jobs([info("t.py::a", 0)], {"t.py::a": {"b1", "p1"}}, RACK, "each", {}, {})
+    assert sorted(next(iter(j.eligible)) for j in plan.jobs[None]) == ["b1", "b2", "p1"]
 
 
 def test_estimates_come_from_history_and_unknown_tests_are_marked_guessed() -> None:
@@ -72,3 +80,45 @@ def test_rerun_goes_to_the_devices_it_failed_on_unless_anywhere() -> None:
     assert narrow.jobs[None][0].eligible == frozenset({"b2"})
     wide = plan_jobs(tests, {}, RACK, "load", {}, {}, rerun={"t.py::a": {"b2"}}, rerun_anywhere=True)
     assert wide.jobs[None][0].eligible == frozenset(EVERYWHERE)
+
+
+# -- which worker imports which file before its first test ------------------------------------------
+
+
+def _jobs(module: str, count: int, estimate: float, eligible: frozenset[str] = frozenset({"d"})) -> list[Job]:
+    return [Job(f"{module}::t{i}", module, i, eligible, estimate) for i in range(count)]
+
+
+SLOTS4 = [Slot(f"gw{i}", "d") for i in range(4)]
+
+
+def test_cheap_files_are_imported_by_every_slot_that_may_run_them() -> None:
+    """A file that imports in a few milliseconds goes everywhere: balance is worth more."""
+    jobs = _jobs("a", 10, 1.0) + _jobs("b", 10, 0.1)
+    plan = plan_imports(jobs, SLOTS4, {"a": 0.001, "b": 0.002}, {"a": "gw0", "b": "gw1"})
+    assert plan == {f"gw{i}": ["a", "b"] for i in range(4)}
+
+
+def test_dear_files_go_to_as_many_slots_as_their_share_of_the_work_needs() -> None:
+    """W4-like: slow imports, little work each: every file once, on its home, spread evenly."""
+    jobs = [j for k in range(8) for j in _jobs(f"m{k}", 10, 0.001)]
+    home = {f"m{k}": f"gw{k % 2}" for k in range(8)}
+    plan = plan_imports(jobs, SLOTS4[:2], {f"m{k}": 0.02 for k in range(8)}, home)
+    assert plan == {"gw0": ["m0", "m2", "m4", "m6"], "gw1": ["m1", "m3", "m5", "m7"]}
+
+
+def test_a_big_file_is_shared_by_the_slots_its_work_needs() -> None:
+    """W6-like: one file holds most of the work: several slots import it, least loaded first."""
+    jobs = _jobs("big", 60, 1.0) + _jobs("s1", 10, 1.0) + _jobs("s2", 10, 1.0)
+    plan = plan_imports(jobs, SLOTS4, {"big": 0.05, "s1": 0.05, "s2": 0.05}, {"big": "gw2"})
+    importers = sorted(slot for slot, modules in plan.items() if "big" in modules)
+    assert importers == ["gw0", "gw1", "gw2", "gw3"]  # 60 s of 80: 3 slots' share * 1.5 > 4
+    assert sum("s1" in m for m in plan.values()) == 1 and sum("s2" in m for m in plan.values()) == 1
+
+
+def test_only_slots_of_devices_that_may_run_a_file_import_it() -> None:
+    """Routing: a phone-only file is imported by phone slots only."""
+    slots = [Slot("gw0", "board"), Slot("gw1", "phone")]
+    jobs = _jobs("p", 5, 1.0, frozenset({"phone"})) + _jobs("b", 5, 1.0, frozenset({"board"}))
+    plan = plan_imports(jobs, slots, {"p": 0.5, "b": 0.5}, {"p": "gw0", "b": "gw0"})
+    assert plan == {"gw0": ["b"], "gw1": ["p"]}

@@ -176,8 +176,8 @@ def test_matrix_shows_only_failing_or_differing_rows() -> None:
         "test_a.py::test_b  passed     failed",
         "test_a.py::test_x  xpassed    xpassed",
         "test_a.py::test_d  passed     skipped",
-        "board-1: ok - 1 xpassed, 1 skipped, 4 passed",
-        "board-2: FAILED - 1 failed, 1 xpassed, 2 skipped, 1 passed",
+        "board-1: ok - 4 passed, 1 skipped, 1 xpassed",
+        "board-2: FAILED - 1 failed, 1 passed, 2 skipped, 1 xpassed",
     ]
 
 
@@ -191,8 +191,8 @@ def test_matrix_everything_shows_all_rows_and_dash_for_not_run() -> None:
         "test_a.py::test_x     xpassed    xpassed",
         "test_a.py::test_c     passed     -",
         "test_a.py::test_d     passed     skipped",
-        "board-1: ok - 1 xpassed, 1 skipped, 4 passed",
-        "board-2: FAILED - 1 failed, 1 xpassed, 2 skipped, 1 passed",
+        "board-1: ok - 4 passed, 1 skipped, 1 xpassed",
+        "board-2: FAILED - 1 failed, 1 passed, 2 skipped, 1 xpassed",
     ]
 
 
@@ -215,8 +215,8 @@ def test_matrix_when_everything_agrees() -> None:
     }
     assert matrix_lines(outcomes, DEVICES) == [
         "all 2 tests gave the same outcome on every device",
-        "board-1: ok - 1 skipped, 1 passed",
-        "board-2: ok - 1 skipped, 1 passed",
+        "board-1: ok - 1 passed, 1 skipped",
+        "board-2: ok - 1 passed, 1 skipped",
     ]
 
 
@@ -230,9 +230,23 @@ def test_quarantined_device_fails_with_its_reason() -> None:
     outcomes = {"test_a.py::test_ok": {"board-1": "passed", "board-2": "passed"}}
     lines = matrix_lines(outcomes, DEVICES, quarantined={"board-1": "serial changed from 0042 to 0043"})
     assert lines == [
-        "all 1 tests gave the same outcome on every device",
-        "board-1: FAILED - quarantined: serial changed from 0042 to 0043",
+        "the only test gave the same outcome on every device",
+        "board-1: FAILED - quarantined: serial changed from 0042 to 0043 (1 passed)",
         "board-2: ok - 1 passed",
+    ]
+
+
+def test_runs_a_quarantined_device_never_made_are_counted() -> None:
+    """Each mode: a device quarantined before it ran everything says how many runs it missed."""
+    outcomes = {
+        "test_a.py::test_ok": {"board-1": "passed", "board-2": "passed"},
+        "test_a.py::t2": {"board-2": "passed"},
+    }
+    lines = matrix_lines(outcomes, DEVICES, quarantined={"board-1": "no answer"}, not_run={"board-1": 1})
+    assert lines == [
+        "every test that ran gave the same outcome on every device it ran on",
+        "board-1: FAILED - quarantined: no answer (1 passed, 1 not run)",
+        "board-2: ok - 2 passed",
     ]
 
 

@@ -50,9 +50,19 @@ def import_crash(slot: str, device: str, how: str, output: str) -> str:
 
 
 def no_device_left(devices: Iterable[str], why: Mapping[str, str]) -> str:
+    """Why nothing could run a test; each device's own reason is in the summary, said once there."""
     names = sorted(devices)
-    reasons = "; ".join(f"{n}: {why.get(n, 'no workers')}" for n in names)
-    return f"no working device left to run this test (it can run on {', '.join(names)}; {reasons})"
+    quarantined = [n for n in names if why.get(n, "").startswith("quarantined")]
+    gone = [n for n in names if n not in quarantined]
+    parts = []
+    if quarantined:
+        parts.append(f"{', '.join(quarantined)} {'is' if len(quarantined) == 1 else 'are'} quarantined")
+    if gone:
+        parts.append(f"{', '.join(gone)} {'has' if len(gone) == 1 else 'have'} no worker left")
+    return (
+        f"no working device left to run this test: it can run on {', '.join(names)}, and "
+        f"{'; '.join(parts)} (the reasons are in the testrack summary below)"
+    )
 
 
 def trim_stacks(dump: str) -> str:

@@ -49,6 +49,9 @@ class CollectedUnit:
     tests: tuple[CollectedTest, ...]
     #: Seconds spent collecting (importing) the file in this worker.
     seconds: float
+    #: Node ids of the collectors that hold the file, outermost first, the file's own last
+    #: (directories, packages, the module): a worker that left one never enters it again.
+    scopes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +67,7 @@ class Collected:
 
 @dataclasses.dataclass(frozen=True)
 class WantWork:
-    """The worker is down to its last queued test and needs to know what follows it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TestStarted:
-    """A test with a time limit starts now (sent only for those: the controller times them)."""
-
-    nodeid: str
+    """The worker is down to its last queued tests and needs to know what follows them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +93,11 @@ class WarningRecorded:
 
 @dataclasses.dataclass(frozen=True)
 class WorkerFinished:
-    """The worker's session ended normally after :class:`Shutdown`."""
+    """The worker's session ended (after :class:`Finish` or :class:`Shutdown`)."""
 
     exitstatus: int
+    #: ``config.workeroutput``, for ``pytest_testnodedown`` (pytest-cov's coverage data, say).
+    workeroutput: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,14 +108,7 @@ class WorkerFailed:
 
 
 FromWorker: TypeAlias = (
-    WorkerReady
-    | Collected
-    | WantWork
-    | TestStarted
-    | TestReports
-    | WarningRecorded
-    | WorkerFinished
-    | WorkerFailed
+    WorkerReady | Collected | WantWork | TestReports | WarningRecorded | WorkerFinished | WorkerFailed
 )
 
 
@@ -141,10 +132,13 @@ class Start:
 
     The Hello goes out as soon as the worker is launched, so that the worker
     parses its command line and loads its conftests while the controller is
-    still configuring; the Start follows from the controller's session start.
+    still configuring; the Start follows from the controller's session start,
+    once plugins have added what their workers need (``pytest_configure_node``).
     """
 
     basetemp: str | None
+    #: The complete ``workerinput``, as plugins left it after ``pytest_configure_node``.
+    workerinput: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,13 +156,14 @@ class Run:
 
 
 @dataclasses.dataclass(frozen=True)
-class NoMoreWork:
-    """Answer to :class:`WantWork` when nothing is pending for this worker now."""
+class Finish:
+    """No more tests will come: run the ones queued (the last with ``nextitem=None``, so
+    fixtures are torn down once, as in plain pytest), end the session and exit."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Shutdown:
-    """Finish the session (teardown, ``pytest_sessionfinish``) and exit."""
+    """Stop now: run nothing more that is queued, end the session and exit."""
 
 
-ToWorker: TypeAlias = Hello | Start | Collect | Run | NoMoreWork | Shutdown
+ToWorker: TypeAlias = Hello | Start | Collect | Run | Finish | Shutdown

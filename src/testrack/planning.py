@@ -8,12 +8,19 @@ tests that cannot run. Tested without processes (``tests/test_planning.py``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 from testrack import explain
 from testrack import messages as m
 from testrack.rack import Rack
-from testrack.scheduling import Job, estimate_durations, matches
+from testrack.scheduling import Job, Slot, estimate_durations, matches
+from testrack.scheduling.dispatch import _weight
+
+#: An import this cheap (seconds) is made by every slot that may run the file: balance is worth more.
+CHEAP_IMPORT = 0.005
+#: How many slots' worth of work a file's importers are planned for, beyond its even share.
+IMPORT_SLACK = 1.5
 
 
 @dataclasses.dataclass
@@ -45,6 +52,7 @@ def plan_jobs(
     home: Mapping[str, str],
     rerun: Mapping[str, set[str]] | None = None,
     rerun_anywhere: bool = False,
+    scopes: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Plan:
     """Route each test to the devices that may run it and give it an estimate.
 
@@ -55,6 +63,9 @@ def plan_jobs(
     """
     estimates = estimate_durations([(i.test.nodeid, i.unit) for i in infos], history)
     plan = Plan(jobs={}, unrunnable=[], runs=0)
+    # A device whose workers collected nothing (quarantined, or dead, before they could) still
+    # owes its runs in each mode: they are planned, and reported as not run.
+    collecting = {device for devices in collected_on.values() for device in devices}
     for info in infos:
         test = info.test
         if test.requirement_error:
@@ -64,7 +75,7 @@ def plan_jobs(
             d.name
             for d in rack.devices
             if matches(d, test.requirements)
-            and (mode == "load" or d.name in collected_on.get(test.nodeid, ()))
+            and (mode == "load" or d.name in collected_on.get(test.nodeid, ()) or d.name not in collecting)
         ]
         if not eligible:
             plan.unrunnable.append((info, explain.unmatched(test.requirements, rack)))
@@ -77,14 +88,64 @@ def plan_jobs(
                 continue
         estimate = estimates[test.nodeid]
         guessed = test.nodeid not in history
+        held_by = (scopes or {}).get(info.unit, ())
         if mode == "each":
             jobs = [
-                Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate, guessed) for n in eligible
+                Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate, guessed, held_by)
+                for n in eligible
             ]
             plan.jobs.setdefault(None, []).extend(jobs)
             plan.runs += len(jobs)
         else:
-            job = Job(test.nodeid, info.unit, info.index, frozenset(eligible), estimate, guessed)
+            job = Job(test.nodeid, info.unit, info.index, frozenset(eligible), estimate, guessed, held_by)
             plan.jobs.setdefault(home.get(info.unit), []).append(job)
             plan.runs += 1
+    return plan
+
+
+def plan_imports(
+    jobs: Sequence[Job],
+    slots: Sequence[Slot],
+    import_cost: Mapping[str, float],
+    home: Mapping[str, str],
+) -> dict[str, list[str]]:
+    """Which slots import which files before their first test (load mode), by slot.
+
+    Plain pytest imports every file before the first test, and suites depend on it
+    without knowing (a test that replaces a module in ``sys.modules`` changes what
+    every file imported after it binds), so a worker never imports a file after a
+    test ran in it. The price is that work can move only to workers that imported
+    its file: each file is given to as many slots as its share of the work needs
+    (its estimated work over an even share per slot, times ``IMPORT_SLACK``), the
+    slots with the least planned load first, its ``home`` (the worker that
+    collected it) always among them; a file this cheap to import (``CHEAP_IMPORT``)
+    goes to every slot that may run it.
+    """
+    work: dict[str, int] = {}
+    devices: dict[str, set[str]] = {}
+    for job in jobs:
+        work[job.module] = work.get(job.module, 0) + _weight(job)
+        devices.setdefault(job.module, set()).update(job.eligible)
+    total = sum(work.values())
+    if not slots or not total:
+        return {}
+    per_slot = total / len(slots)
+    load = {slot.id: 0.0 for slot in slots}
+    plan: dict[str, list[str]] = {slot.id: [] for slot in slots}
+    for module in sorted(work, key=lambda m: (-work[m], m)):
+        candidates = [s.id for s in slots if s.device in devices[module]]
+        if not candidates:
+            continue
+        cost = import_cost.get(module, 0.0)
+        if cost <= CHEAP_IMPORT:
+            count = len(candidates)
+        else:
+            count = min(len(candidates), max(1, math.ceil(work[module] / per_slot * IMPORT_SLACK)))
+        first = [home[module]] if home.get(module) in candidates else []
+        others = sorted(
+            (s for s in candidates if s not in first), key=lambda s: (load[s], candidates.index(s))
+        )
+        for slot_id in (first + others)[:count]:
+            plan[slot_id].append(module)
+            load[slot_id] += work[module] / count + cost * 1e9
     return plan

@@ -10,8 +10,9 @@ loop); without a rack it stays out of the way.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from testrack.workers import Launcher
 
 rack_key = pytest.StashKey[Rack]()
+local_device_key = pytest.StashKey[Device]()
 launcher_key: pytest.StashKey[Launcher] = pytest.StashKey()
 
 OFF = ("off", "no", "none")
@@ -103,24 +105,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="load: each test runs once, on any matching device (default); "
         "each: every test runs on every matching device.",
     )
+    group.addoption(
+        "--rack-collect",
+        choices=("eager", "lazy"),
+        default="eager",
+        help="eager (default): a worker imports every test file it will run before its first test, "
+        "as plain pytest does; lazy: it imports a file when it first gets one of its tests, which "
+        "balances better but lets a test that changes sys.modules affect later imports.",
+    )
+    group.addoption(
+        "--rack-device",
+        metavar="NAME",
+        default=None,
+        help="with --rack off: run in this process as device NAME of the project's rack (its env "
+        "and the device fixture; tests it cannot run are skipped). Default: the rack's first device.",
+    )
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None, object, object]:
     """Start the workers now, while this process still loads conftests and plugins.
 
     Anything doubtful (a bad rack, a listing option, xdist's -n) skips the head
     start; pytest_configure then decides, and reports errors, with the full config.
+    A wrapper, so that this runs before other plugins' own early hooks: pytest-cov
+    decides here whether the run is distributed (it reads ``distload``), and the
+    workers are forked before any plugin starts tracing this process.
     """
     if any(getattr(p, "is_testrack_worker", False) for p in early_config.pluginmanager.get_plugins()):
-        return
+        return (yield)
     ns = early_config.known_args_namespace
     spec = getattr(ns, "rack", None)
     if spec is not None and spec.lower() in OFF:
-        return
+        _apply_device_env(early_config)
+        return (yield)
     listing = ("collectonly", "help", "version", "showfixtures", "show_fixtures_per_test", "markers")
-    if any(getattr(ns, name, False) for name in (*listing, "numprocesses", "usepdb")):
-        return
+    if any(getattr(ns, name, False) for name in (*listing, "numprocesses", "usepdb", "trace")):
+        return (yield)
     try:
         rack = (
             load_rack(spec, early_config.invocation_params.dir)
@@ -128,15 +149,34 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             else discover_rack(early_config.rootpath)
         )
     except RackError:
-        return
+        return (yield)
     if rack is None:
-        return
+        return (yield)
     from testrack.workers import Launcher
 
     params = early_config.invocation_params
     launcher = Launcher(rack, str(params.dir), params.args, _STARTUP_SYS_PATH)
     launcher.prestart()
     early_config.stash[launcher_key] = launcher
+    ns.distload = True  # pytest-cov: measure in the workers and combine here, as under xdist
+    return (yield)
+
+
+def _apply_device_env(early_config: pytest.Config) -> None:
+    """``--rack off``: this process plays one device of the rack; its env applies before
+    conftests and test modules are imported, as it does in a worker."""
+    ns = early_config.known_args_namespace
+    try:
+        rack = discover_rack(early_config.rootpath)
+    except RackError:
+        return
+    if rack is None or not rack.devices:
+        return
+    name = getattr(ns, "rack_device", None)
+    device = next((d for d in rack.devices if d.name == name), None) if name else rack.devices[0]
+    if device is not None:
+        os.environ.update(device.env)
+        os.environ["TESTRACK_DEVICE"] = device.name
 
 
 def _positive_seconds(text: str) -> float:
@@ -159,6 +199,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "device(kind=None, **attrs): run the test only on devices of this kind whose attrs "
         "match (a list of values means any of them)",
     )
+    config.addinivalue_line(
+        "markers",
+        "devices(*count, **roles): the test needs several devices at once",
+    )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # a testrack or xdist worker: the controller is elsewhere
         if workerinput.get("testrack") and not config.pluginmanager.hasplugin("xdist"):
@@ -166,6 +210,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     rack = _read_rack(config)
     if rack is None:
+        _check_rack_options(config)
         return
     config.stash[rack_key] = rack
     if not _runs_tests(config):
@@ -185,10 +230,12 @@ def pytest_configure(config: pytest.Config) -> None:
             rack, str(params.dir), params.args, _STARTUP_SYS_PATH
         )
     mode = config.getoption("rack_mode") or rack.mode or "load"
+    sequential = _needs_one_worker(config, mode)
     from testrack.recorder import Recorder
 
     recorder = Recorder.open(config.getoption("rack_store"), config.rootpath)
-    controller = Controller(config, rack, mode, launcher, recorder)
+    lazy = config.getoption("rack_collect") == "lazy"
+    controller = Controller(config, rack, mode, launcher, recorder, lazy=lazy, sequential=sequential)
     config.pluginmanager.register(controller, "testrack-controller")
 
 
@@ -204,10 +251,108 @@ def _read_rack(config: pytest.Config) -> Rack | None:
         if spec is None:
             return discover_rack(config.rootpath)
         if spec.lower() in OFF:
+            _play_one_device(config)
             return None
         return load_rack(spec, config.invocation_params.dir)
     except RackError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+#: Options that only mean something when tests run on a rack, with what they default to.
+_RACK_ONLY = {
+    "rack_mode": None,
+    "rack_failed": False,
+    "rack_failed_anywhere": False,
+    "rack_timeout": None,
+    "rack_retry_crashed": 0,
+    "rack_collect": "eager",
+}
+
+
+def _check_rack_options(config: pytest.Config) -> None:
+    """Rack options without a rack would be silently ignored: refuse them, with the fix."""
+    given = [name for name, default in _RACK_ONLY.items() if config.getoption(name, default) != default]
+    if not given:
+        return
+    options = ", ".join("--" + name.replace("_", "-") for name in given)
+    spec = config.getoption("rack")
+    if spec is not None and spec.lower() in OFF:
+        raise pytest.UsageError(
+            f"{options}: the tests run in this process with --rack off, so there is no rack to apply "
+            "this to; leave it out, or run on the rack"
+        )
+    raise pytest.UsageError(
+        f"{options} needs a rack, and there is none: no testrack.toml or [tool.testrack] in "
+        f"pyproject.toml under {config.rootpath}; pass --rack FILE, or --rack local:N for N local workers"
+    )
+
+
+def _play_one_device(config: pytest.Config) -> None:
+    """``--rack off`` with a rack file: this process is one of its devices (``--rack-device``)."""
+    name = config.getoption("rack_device")
+    try:
+        rack = discover_rack(config.rootpath)
+    except RackError:
+        if name:
+            raise
+        return  # --rack off is how to run the tests while the rack file is broken
+    if rack is None or not rack.devices:
+        if name:
+            raise pytest.UsageError(
+                f"--rack-device {name}: there is no rack file (testrack.toml or [tool.testrack] in "
+                f"pyproject.toml) under {config.rootpath} to take the device from"
+            )
+        return
+    device = next((d for d in rack.devices if d.name == name), None) if name else rack.devices[0]
+    if device is None:
+        names = ", ".join(d.name for d in rack.devices)
+        raise pytest.UsageError(
+            f"--rack-device {name}: {rack.source} has no device of that name; it has {names}"
+        )
+    config.stash[local_device_key] = device
+    config.pluginmanager.register(_OneDevice(device), "testrack-one-device")
+
+
+class _OneDevice:
+    """``--rack off``: tests the device cannot run are skipped, saying why."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    def pytest_report_header(self) -> str:
+        return (
+            f"testrack: --rack off: running in this process as device {self.device.name} ({self.device.kind})"
+        )
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        from testrack.scheduling import describe_requirements, matches
+        from testrack.scheduling.matching import requirement_from_marker
+
+        for item in items:
+            try:
+                requirements = [
+                    requirement_from_marker(m.args, m.kwargs) for m in item.iter_markers("device")
+                ]
+            except ValueError:
+                continue  # reported when the test runs on a rack
+            if requirements and not matches(self.device, requirements):
+                reason = (
+                    f"needs {describe_requirements(requirements)}; --rack off runs as {self.device.name} "
+                    f"({self.device.kind}): pick a matching one with --rack-device NAME"
+                )
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _needs_one_worker(config: pytest.Config, mode: str) -> str | None:
+    """Options whose meaning depends on one process running every test in collection order."""
+    if config.getoption("stepwise", False) or config.getoption("stepwise_skip", False):
+        if mode == "each":
+            raise pytest.UsageError(
+                "--sw/--stepwise stops at the first failing test, but each mode runs every test on "
+                "every device; use --rack-mode load (or --rack off) with --sw"
+            )
+        return "--sw stops at the first failure in collection order, as plain pytest does"
+    return None
 
 
 def _runs_tests(config: pytest.Config) -> bool:
@@ -231,19 +376,24 @@ def _check_compatible(config: pytest.Config, rack: Rack) -> None:
             f"testrack already runs one worker per device slot of {rack.source}. For N local "
             "workers without devices use --rack local:N, or pass --rack off to use xdist."
         )
-    if config.getoption("usepdb"):
-        raise pytest.UsageError(
-            "--pdb needs the test to run in this terminal, but testrack runs tests in worker "
-            "processes; add --rack off to debug in one process."
-        )
+    for name, option in (("usepdb", "--pdb"), ("trace", "--trace")):
+        if config.getoption(name, None):
+            raise pytest.UsageError(
+                f"{option} needs the test to run in this terminal, but testrack runs tests in worker "
+                "processes; add --rack off to debug in one process (--rack-device NAME to be a "
+                "given device of the rack)."
+            )
 
 
 @pytest.fixture(scope="session")
 def device(request: pytest.FixtureRequest) -> Device:
-    """The device this worker runs on (in a plain run: the rack's first device)."""
+    """The device this worker runs on (with --rack off: --rack-device, else the rack's first)."""
     workerinput: dict[str, Any] | None = getattr(request.config, "workerinput", None)
     if workerinput and isinstance(workerinput.get("device"), dict):
         return Device.from_dict(workerinput["device"])
+    local = request.config.stash.get(local_device_key, None)
+    if local is not None:
+        return local
     rack = request.config.stash.get(rack_key, None)
     if rack is None:
         try:

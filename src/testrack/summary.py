@@ -50,11 +50,27 @@ def device_counts(
     return counts
 
 
+#: pytest's order on its summary line, then testrack's own outcomes.
+COUNT_ORDER = (
+    "failed",
+    "passed",
+    "skipped",
+    "xfailed",
+    "xpassed",
+    "error",
+    "crashed",
+    "timeout",
+    "unmatched",
+)
+_COUNT_RANK = {name: i for i, name in enumerate(COUNT_ORDER)}
+
+
 def format_counts(counter: Counter[str]) -> str:
+    """``1 failed, 3 passed, 2 errors``: pytest's order and words."""
     if not counter:
         return "no tests"
-    ordered = sorted(counter.items(), key=lambda kv: _RANK.get(kv[0], _UNKNOWN))
-    return ", ".join(f"{n} {o}" for o, n in ordered)
+    ordered = sorted(counter.items(), key=lambda kv: (_COUNT_RANK.get(kv[0], len(COUNT_ORDER)), kv[0]))
+    return ", ".join(f"{n} {o}s" if o == "error" and n != 1 else f"{n} {o}" for o, n in ordered)
 
 
 def matrix_lines(
@@ -63,9 +79,14 @@ def matrix_lines(
     quarantined: Mapping[str, str] | None = None,
     everything: bool = False,
     width: int = 80,
+    not_run: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """Rows: tests (only those not passing everywhere unless ``everything``); columns: devices."""
+    """Rows: tests (only those not passing everywhere unless ``everything``); columns: devices.
+
+    ``not_run`` counts, per device, the runs it never made (it was quarantined first).
+    """
     quarantined = quarantined or {}
+    not_run = not_run or {}
     rows = [
         nodeid
         for nodeid, per_device in outcomes.items()
@@ -85,13 +106,16 @@ def matrix_lines(
             shown = nodeid if len(nodeid) <= test_width else "..." + nodeid[-(test_width - 3) :]
             cells = "".join("  " + outcomes[nodeid].get(d, "-").ljust(c) for d, c in columns)
             lines.append((shown.ljust(test_width) + cells).rstrip())
+    elif outcomes and not not_run:
+        what = "the only test" if len(outcomes) == 1 else f"all {len(outcomes)} tests"
+        lines.append(f"{what} gave the same outcome on every device")
     elif outcomes:
-        lines.append(f"all {len(outcomes)} tests gave the same outcome on every device")
+        lines.append("every test that ran gave the same outcome on every device it ran on")
     counts = device_counts(outcomes, devices)
     for device in devices:
-        status = (
-            f"quarantined: {quarantined[device]}" if device in quarantined else format_counts(counts[device])
-        )
+        ran = format_counts(counts[device])
+        missing = f", {not_run[device]} not run" if not_run.get(device) else ""
+        status = f"quarantined: {quarantined[device]} ({ran}{missing})" if device in quarantined else ran
         verdict = "FAILED" if device in quarantined or any(o in _FAILING for o in counts[device]) else "ok"
         lines.append(f"{device}: {verdict} - {status}")
     return lines

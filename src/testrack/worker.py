@@ -1,15 +1,20 @@
 """The worker process: one per device slot.
 
-Started by the controller as ``python -m testrack.worker FD`` with the device's
+Started by the controller as ``python -m testrack.worker FD BOARD`` with the device's
 environment already applied, so ``CUDA_VISIBLE_DEVICES`` and friends are set
 before any test code is imported. It runs a normal pytest session built from
 the controller's own command line, except that collection happens on demand
 (only the files it is sent) and the run loop obeys the controller.
 
-The worker keeps one test in hand until it knows which test follows (pytest
-needs ``nextitem`` to tear down exactly the fixtures that are no longer
-needed), and asks for more work while it still has some, so the socket round
-trip overlaps a running test.
+Fixtures live as in plain pytest: pytest tears down exactly what the next test
+does not need, so the worker holds its last queued test until it knows what
+follows it: more tests (it asks while it still has some, so the round trip
+overlaps a running test) or :class:`~testrack.messages.Finish`, after which it
+runs that test with ``nextitem=None``, ends its session and exits. A session
+fixture is therefore set up once per worker and torn down when the worker ends.
+
+Before each test the worker writes on its :mod:`~testrack.scoreboard` which test
+starts and when; reports travel in batches.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import pickle
 import signal
 import sys
 import time
 import traceback
 import warnings
 from collections import deque
+from collections.abc import Generator
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -32,6 +39,7 @@ from testrack import messages as m
 from testrack.collection import FileUnit, matches_selector, walk_files
 from testrack.errors import DeviceError
 from testrack.scheduling.matching import requirement_from_marker
+from testrack.scoreboard import Scoreboard
 from testrack.trace import trace
 
 #: Flush buffered reports when the oldest has waited this long (seconds).
@@ -48,16 +56,17 @@ class WorkerSession:
 
     is_testrack_worker = True
 
-    def __init__(self, conn: Connection, hello: m.Hello) -> None:
+    def __init__(self, conn: Connection, hello: m.Hello, board: Scoreboard) -> None:
         self.conn = conn
         self.hello = hello
+        self.board = board
         self.config: pytest.Config | None = None
         self.session: pytest.Session | None = None
         self.items: dict[str, pytest.Item] = {}
         self.files: dict[str, list[pytest.File]] | None = None
-        self.queue: deque[pytest.Item] = deque()
+        self.queue: deque[str] = deque()
         self.asked = False
-        self.drained = False
+        self.finishing = False
         self.stopping = False
         self.buffer: list[m.SerializedReport] = []
         self.finished: list[str] = []
@@ -69,35 +78,46 @@ class WorkerSession:
         self.maxfail = 0
         self.failures = 0
         self.orphaned = False
-        self.timeout: float | None = None
 
     # ------------------------------------------------------------------ pytest hooks
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_configure(self, config: pytest.Config) -> None:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_cmdline_main(self, config: pytest.Config) -> Generator[None, object, object]:
+        """Wait for the Start, so that every plugin's pytest_configure sees the final
+        ``workerinput`` (what plugins added in ``pytest_configure_node``), as under xdist."""
         self.config = config
-        config.workerinput = self.hello.workerinput  # type: ignore[attr-defined]
-        config.workeroutput = {}  # type: ignore[attr-defined]
-        # The controller counts failures across workers and owns the terminal; a worker
-        # only stops itself at maxfail so that it runs nothing past its own failures.
-        self.maxfail = int(config.option.maxfail or 0)
-        self.timeout = config.getoption("rack_timeout", None)
-        self.failures = 0
-        config.option.maxfail = 0
-        config.option.usepdb = False
         try:
             start = self.conn.recv()
         except EOFError:
             os._exit(0)  # prestarted, then not needed: the controller went another way
         if not isinstance(start, m.Start):
             raise TypeError(f"testrack worker: expected Start, got {start!r}")
-        self.hello.workerinput["basetemp"] = config.option.basetemp = start.basetemp
+        workerinput = dict(self.hello.workerinput)
+        workerinput.update(start.workerinput)
+        workerinput["basetemp"] = config.option.basetemp = start.basetemp
+        config.workerinput = workerinput  # type: ignore[attr-defined]
+        config.workeroutput = {}  # type: ignore[attr-defined]
+        return (yield)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        # The controller counts failures across workers and owns the terminal; a worker
+        # only stops itself at maxfail so that it runs nothing past its own failures.
+        self.maxfail = int(config.option.maxfail or 0)
+        self.failures = 0
+        config.option.maxfail = 0
+        config.option.usepdb = False
         self._stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self._stdout is not None:  # the terminal reporter keeps writing to devnull
             sys.stdout, self._stdout = self._stdout, None
+        # After pytest's debugging plugin set its own: a debugger needs the user's terminal.
+        sys.breakpointhook = _no_debugger
+        import pdb
+
+        pdb.set_trace = _no_debugger
         self.session = session
         trace("worker: ready")
         self.send(m.WorkerReady(pid=os.getpid(), python=sys.version.split()[0]))
@@ -164,7 +184,8 @@ class WorkerSession:
         result = yield
         trace("worker: session finished")
         self.flush()
-        self.send(m.WorkerFinished(exitstatus=int(exitstatus)))
+        output = getattr(self.config, "workeroutput", {})
+        self.send(m.WorkerFinished(exitstatus=int(exitstatus), workeroutput=_picklable(output)))
         return result
 
     # ------------------------------------------------------------------ the loop
@@ -205,31 +226,43 @@ class WorkerSession:
             if self.stopping:
                 break
             ahead = 2 if self.last_duration < TINY_TEST else 1
-            if len(self.queue) <= ahead and not self.asked and not self.drained:
+            if len(self.queue) <= ahead and not self.asked and not self.finishing:
                 self.flush()
                 self.send(m.WantWork())
                 self.asked = True
-            if not self.queue or (len(self.queue) == 1 and not self.drained):
+            if not self.queue and self.finishing:
+                break
+            if not self.queue or (len(self.queue) == 1 and not self.finishing):
                 # Nothing to run, or the last test's successor is still unknown.
                 self.flush()
                 self.handle(self.receive())
                 continue
-            item = self.queue.popleft()
-            nextitem = self.queue[0] if self.queue else None
-            self.run_one(item, nextitem)
-            if not self.queue:
-                self.drained = False  # ask once more: work may have appeared meanwhile
+            nodeid = self.queue.popleft()
+            self.run_one(nodeid, self._next_item())
 
-    def run_one(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    def _next_item(self) -> pytest.Item | None:
+        for nodeid in self.queue:
+            item = self.items.get(nodeid)
+            if item is not None:
+                return item
+        return None
+
+    def run_one(self, nodeid: str, nextitem: pytest.Item | None) -> None:
         assert self.config is not None
-        if self.timeout or item.get_closest_marker("rack_timeout") is not None:
-            self.flush()  # what finished before must not be blamed if this one hangs
-            self.send(m.TestStarted(item.nodeid))
+        self.board.start(nodeid)
         start = time.monotonic()
-        self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        item = self.items.get(nodeid)
+        if item is None:
+            self.report_missing(nodeid)
+        else:
+            self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         now = time.monotonic()
+        self.board.finish()
+        session = self.session
+        if session is not None and (session.shouldfail or session.shouldstop):
+            self.stopping = True  # --sw, or a plugin that stops the session: as pytest's own loop
         self.last_duration = now - start
-        self.finished.append(item.nodeid)
+        self.finished.append(nodeid)
         if self.last_duration >= TINY_TEST or now - self.buffered_since >= FLUSH_AFTER:
             self.flush()
 
@@ -240,12 +273,10 @@ class WorkerSession:
             case m.Collect(paths=paths):
                 self.collect(paths)
             case m.Run(nodeids=nodeids):
-                self.enqueue(nodeids)
+                self.queue.extend(nodeids)
                 self.asked = False
-                self.drained = False
-            case m.NoMoreWork():
-                self.asked = False
-                self.drained = True
+            case m.Finish():
+                self.finishing = True
             case m.Shutdown():
                 self.stopping = True
             case _:
@@ -263,11 +294,15 @@ class WorkerSession:
         items: list[pytest.Item] = []
         key_of: dict[int, str] = {}
         seconds: dict[str, float] = {}
+        scopes: dict[str, tuple[str, ...]] = {}
         try:
             for key in keys:
                 unit_started = time.monotonic()
                 unit = FileUnit.from_key(key)
-                for file_node in self.files.get(unit.path, []):
+                file_nodes = self.files.get(unit.path, [])
+                if file_nodes:
+                    scopes[key] = tuple(node.nodeid for node in file_nodes[0].listchain()[1:])
+                for file_node in file_nodes:
                     for item in self.session.genitems(file_node):
                         if not unit.selectors or any(
                             matches_selector(item, file_node, s) for s in unit.selectors
@@ -286,7 +321,10 @@ class WorkerSession:
             by_key[key_of.get(id(item), keys[0])].append(describe(item))
         self.session.items.extend(items)
         self.session.testscollected = len(self.items)
-        units = tuple(m.CollectedUnit(key, tuple(by_key[key]), seconds.get(key, 0.0)) for key in keys)
+        units = tuple(
+            m.CollectedUnit(key, tuple(by_key[key]), seconds.get(key, 0.0), scopes.get(key, ()))
+            for key in keys
+        )
         self.send(
             m.Collected(
                 units=units,
@@ -295,14 +333,6 @@ class WorkerSession:
                 duration=time.monotonic() - started,
             )
         )
-
-    def enqueue(self, nodeids: tuple[str, ...]) -> None:
-        for nodeid in nodeids:
-            item = self.items.get(nodeid)
-            if item is None:
-                self.report_missing(nodeid)
-            else:
-                self.queue.append(item)
 
     def report_missing(self, nodeid: str) -> None:
         """The controller sent a test this worker did not collect: say so, as a test error."""
@@ -316,7 +346,32 @@ class WorkerSession:
         location = (nodeid.split("::")[0], None, nodeid)
         self.pytest_runtest_logreport(pytest.TestReport(nodeid, location, {}, "failed", text, "setup"))
         self.pytest_runtest_logreport(pytest.TestReport(nodeid, location, {}, "passed", None, "teardown"))
-        self.finished.append(nodeid)
+
+
+def _no_debugger(*args: object, **kwargs: object) -> NoReturn:
+    """``breakpoint()`` and ``pdb.set_trace()`` in a worker: no terminal to debug in."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    device = os.environ.get("TESTRACK_DEVICE", "")
+    rerun = "pytest --rack off" + (f" --rack-device {device}" if device and device != "local" else "")
+    pytest.fail(
+        "breakpoint() needs a terminal, but testrack runs this test in a worker process "
+        f"(device {device or '?'}) that has none; debug it in one process with: "
+        f"{rerun} {current}".rstrip(),
+        pytrace=False,
+    )
+
+
+def _picklable(data: dict[str, Any]) -> dict[str, Any]:
+    """``workeroutput`` as far as it can cross the process boundary."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        try:
+            pickle.dumps(value)
+        except Exception:
+            sys.stderr.write(f"testrack: workeroutput[{key!r}] cannot be sent to the controller\n")
+            continue
+        out[key] = value
+    return out
 
 
 def describe(item: pytest.Item) -> m.CollectedTest:
@@ -351,10 +406,11 @@ def describe(item: pytest.Item) -> m.CollectedTest:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m testrack.worker FD``."""
+    """Entry point of ``python -m testrack.worker FD BOARD``."""
     trace("worker: main")
     argv = sys.argv[1:] if argv is None else argv
     conn = Connection(int(argv[0]))
+    board = Scoreboard(int(argv[1]))
     # On SIGUSR1 (the controller's timeout) every thread's stack goes to the stderr pipe,
     # through a copy of the descriptor that pytest's output capture does not redirect.
     global _STACKS
@@ -365,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     except EOFError:
         return 0  # prestarted, then not needed: the controller went another way
     sys.path[:] = list(hello.sys_path)
-    plugin = WorkerSession(conn, hello)
+    plugin = WorkerSession(conn, hello, board)
     try:
         code = pytest.main(list(hello.args), plugins=[plugin])
     except BaseException:

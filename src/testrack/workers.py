@@ -3,7 +3,9 @@
 Each worker is a ``python -m testrack.worker`` child in its own session (so a
 Ctrl-C in the terminal reaches only the controller, which stops the workers in
 order), with the device's ``env`` applied and xdist's worker variables set. It
-talks over one end of a socket pair; its stdout and stderr are pipes the
+talks over one end of a socket pair (the controller's end a non-blocking
+:class:`~testrack.channel.Channel`), writes what it runs on a
+:class:`~testrack.scoreboard.Scoreboard`, and its stdout and stderr are pipes the
 controller reads, keeping the last lines for crash reports.
 """
 
@@ -23,12 +25,13 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Union
 
 from testrack import messages as m
+from testrack.channel import Channel, socket_pair
 from testrack.rack import Device, Rack
 from testrack.scheduling import Job, Slot
+from testrack.scoreboard import Scoreboard
 from testrack.trace import trace
 
 if TYPE_CHECKING:  # the controller's bookkeeping; kept out of what forked workers import
@@ -102,16 +105,27 @@ class WorkerHandle:
     """One worker process and everything the controller tracks about it."""
 
     def __init__(
-        self, slot: Slot, device: Device, label: WorkerLabel, proc: Process, conn: Connection
+        self,
+        slot: Slot,
+        device: Device,
+        label: WorkerLabel,
+        proc: Process,
+        channel: Channel,
+        board: Scoreboard,
     ) -> None:
         self.slot = slot
         self.device = device
         self.label = label
         self.proc = proc
-        self.conn = conn
+        self.channel = channel
+        self.board = board
         self.state = State.STARTING
         #: Jobs sent to the worker and not finished yet, in the order it runs them.
         self.assigned: deque[Job] = deque()
+        #: How many of the jobs sent have been reported finished (the board counts starts).
+        self.reported = 0
+        #: Told that no more work will come (Finish) or to stop (Shutdown).
+        self.winding_down = False
         #: Collection units this worker has imported (or been told to import).
         self.imported: set[str] = set()
         #: Units sent in Collect messages whose answer has not arrived.
@@ -121,10 +135,17 @@ class WorkerHandle:
         self.phases: dict[str, set[str]] = {}
         #: What the reports so far say about each unfinished test (for the results store).
         self.attempts: dict[str, Attempt] = {}
-        #: The test with a time limit now running: (node id, deadline, limit, where the limit is from).
-        self.running: tuple[str, float, float, str] | None = None
-        #: Set when the controller killed this worker for a test that ran over its limit.
+        #: Set when the controller killed this worker for a test that ran over its limit:
+        #: (node id, limit, where the limit is from).
         self.timed_out: tuple[str, float, str] | None = None
+        #: When a timed-out worker is killed, if its stacks have not all come before.
+        self.kill_at: float | None = None
+        #: ``time.monotonic()`` of the last output line read from the worker.
+        self.last_output_at = 0.0
+        #: ``workeroutput`` from the worker's WorkerFinished (for pytest_testnodedown).
+        self.workeroutput: dict[str, Any] | None = None
+        #: What xdist-aware plugins see of this worker (:class:`testrack.nodes.WorkerNode`).
+        self.node: Any = None
         self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
         #: Where echoed output lines go (the terminal reporter, so they start on a line of their own).
         self.echo_to: Callable[[str], None] | None = None
@@ -137,12 +158,18 @@ class WorkerHandle:
         return self.state in (State.STARTING, State.READY, State.STOPPING)
 
     def send(self, message: m.ToWorker) -> bool:
-        """Send, or return False if the worker is already gone."""
-        try:
-            self.conn.send(message)
-        except OSError:
-            return False
-        return True
+        """Queue a message (it never blocks), or return False if the worker is already gone."""
+        return self.channel.send(message)
+
+    def running_job(self) -> Job | None:
+        """The job the worker is running now, by its scoreboard (None between tests)."""
+        seen = self.board.read()
+        if not seen.running:
+            return None
+        position = seen.started - 1 - self.reported
+        if 0 <= position < len(self.assigned):
+            return self.assigned[position]
+        return None
 
     def read_output(self, stream: Any, echo: bool) -> bool:
         """Read what the worker printed; return False at end of stream."""
@@ -165,6 +192,7 @@ class WorkerHandle:
     def _line(self, raw: bytes, echo: bool) -> None:
         line = raw.decode("utf-8", "replace")
         self.output.append(line)
+        self.last_output_at = time.monotonic()
         if echo:
             text = f"[{self.label.id}] {line}"
             if self.echo_to is not None:
@@ -243,7 +271,8 @@ class WorkerHandle:
                 self.proc.kill()
 
     def close(self) -> None:
-        self.conn.close()
+        self.channel.close()
+        self.board.close()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
@@ -325,11 +354,12 @@ class Launcher:
         return self.start(slot)
 
     def start(self, slot: Slot) -> WorkerHandle:
-        parent_sock, child_sock = socket.socketpair()
+        parent_sock, child_sock = socket_pair()
         child_fd = child_sock.fileno()
+        board = Scoreboard()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "testrack.worker", str(child_fd)],
-            pass_fds=[child_fd],
+            [sys.executable, "-m", "testrack.worker", str(child_fd), str(board.fd)],
+            pass_fds=[child_fd, board.fd],
             env=self.env_for(slot),
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,
@@ -338,8 +368,9 @@ class Launcher:
             start_new_session=True,
         )
         child_sock.close()
-        conn = Connection(parent_sock.detach())
-        worker = WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
+        worker = WorkerHandle(
+            slot, self.devices[slot.device], self.labels[slot.id], proc, Channel(parent_sock), board
+        )
         worker.send(self.hello_for(slot))
         return worker
 
@@ -350,9 +381,10 @@ class Launcher:
         start-up cost. The child resets what it inherited (standard streams,
         environment, session, pytest's import hook) and runs an ordinary worker.
         """
-        parent_sock, child_sock = socket.socketpair()
+        parent_sock, child_sock = socket_pair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        board = Scoreboard()
         env = self.env_for(slot)
         for stream in (sys.__stdout__, sys.__stderr__):
             if stream is not None:
@@ -361,6 +393,7 @@ class Launcher:
         if pid == 0:  # pragma: no cover - the child never returns; its work is tested end to end
             _become_worker(
                 child_sock,
+                board.fd,
                 [parent_sock.fileno(), out_r, err_r, *self._parent_fds],
                 out_w,
                 err_w,
@@ -370,10 +403,11 @@ class Launcher:
         child_sock.close()
         os.close(out_w)
         os.close(err_w)
-        self._parent_fds += [parent_sock.fileno(), out_r, err_r]
+        self._parent_fds += [parent_sock.fileno(), out_r, err_r, board.fd]
         proc = ForkedProcess(pid, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
-        conn = Connection(parent_sock.detach())
-        worker = WorkerHandle(slot, self.devices[slot.device], self.labels[slot.id], proc, conn)
+        worker = WorkerHandle(
+            slot, self.devices[slot.device], self.labels[slot.id], proc, Channel(parent_sock), board
+        )
         worker.send(self.hello_for(slot))
         return worker
 
@@ -397,7 +431,13 @@ def can_fork() -> bool:
 
 
 def _become_worker(
-    sock: socket.socket, close: list[int], out_w: int, err_w: int, env: dict[str, str], cwd: str
+    sock: socket.socket,
+    board: int,
+    close: list[int],
+    out_w: int,
+    err_w: int,
+    env: dict[str, str],
+    cwd: str,
 ) -> None:  # pragma: no cover - runs in the child
     """In a freshly forked child: shed the controller's state and run a worker; never returns."""
     code = 70
@@ -422,7 +462,7 @@ def _become_worker(
         from testrack import worker
 
         worker.FORKED = True
-        code = worker.main([str(sock.detach())])
+        code = worker.main([str(sock.detach()), str(board)])
     except BaseException:
         traceback.print_exc()
     finally:

@@ -1,29 +1,33 @@
 """Which test a free slot runs next.
 
-Dispatch is a pull: a worker asks when it is down to its last queued test and
+Dispatch is a pull: a worker asks when it is down to its last queued tests and
 gets a chunk. The goal is the lower bound, max(total / slots, longest test): it
-is reached when the long tests start first, the short ones fill the gaps, and no
-worker pays for imports it did not need.
+is approached when the big work starts first, the short tests fill the gaps, and
+no worker pays for imports it did not need.
 
-So each test carries an estimate (``estimates.estimate_durations``, from recorded
-durations), and pending tests wait in queues by (module, eligible devices),
-longest first, then in collection order. A free slot takes from ONE queue: the
-one whose head is longest once the import the slot would need is charged
-against it. With history that is the longest test anywhere (LPT); without it
-every estimate is equal and the slot keeps to the modules it has imported, in
-collection order, and moves on to the latest module when those are done (away
-from the workers going through the earlier ones).
+Plain pytest is the reference for what a worker may see, so the order each slot
+gets keeps fixture lifetimes exactly as pytest has them:
 
-A module another worker has imported is split only when it pays: when its
-pending work per eligible slot is at least the import a newcomer would pay, and
-then the newcomer takes at most half the queue. Chunks are sized by time, not
-count (guided self-scheduling: ``remaining_time / (divisor * slots)``), so a
-long test travels alone, many tiny ones travel in few messages, and the tail is
-handed out one test at a time. Each mode uses the same machinery with one job
-per (test, device) and an eligibility of exactly that device.
+- within a module a slot takes tests in collection order (its cursor there only
+  moves forward), so class fixtures and module-scoped parametrized fixtures are set
+  up once per worker; several slots may share a module, each taking the next tests
+  at the front;
+- a slot that has left a module, a package or a directory never enters it again,
+  since its module and package fixtures were torn down when it left;
+- a slot runs only modules it imported before its first test (``mark_imported``,
+  decided by the import plan), unless the dispatcher is ``lazy``, where any slot may
+  take any module and pays its import cost.
 
-Times are kept as integer nanoseconds, so that sums and comparisons are exact
-and ties (all estimates equal, without history) are real ties.
+So pending tests wait in queues by (module, eligible devices), in collection order.
+A free slot keeps to its current module while it has work there; otherwise it
+enters the module with the most estimated work per slot already in it (so the big
+modules, and with history the long tests in them, start first and are shared),
+less the import it would pay. Chunks are sized by time (guided self-scheduling:
+``remaining_time / (divisor * slots)``), so a long test travels alone, many tiny
+ones travel in few messages, and the tail is handed out one test at a time; a slot
+entering a module that others work in takes at most half of what is left there.
+
+Times are integer nanoseconds, so sums and comparisons are exact and ties real.
 """
 
 from __future__ import annotations
@@ -48,9 +52,10 @@ class Job:
     """One run of one test; in each mode there is one job per device.
 
     ``estimate`` is in seconds; 0.0 means "none given" and counts as
-    ``DEFAULT_ESTIMATE``, the same as a test in a suite with no history.
-    ``guessed`` says the estimate is not this test's own history (a module or
-    suite median, or the default), so the test may well be much longer.
+    ``DEFAULT_ESTIMATE``. ``guessed`` says the estimate is not this test's own
+    history (a module or suite median, or the default). ``scopes`` are the node ids
+    of the collectors that hold its module, outermost first (see
+    :class:`testrack.messages.CollectedUnit`).
     """
 
     nodeid: str
@@ -59,6 +64,7 @@ class Job:
     eligible: frozenset[str]
     estimate: float = 0.0
     guessed: bool = False
+    scopes: tuple[str, ...] = ()
 
 
 #: The slow start's ceiling (guessed jobs in one chunk).
@@ -77,48 +83,53 @@ def _weight(job: Job) -> int:
     return _ns(job.estimate) if job.estimate > 0 else _DEFAULT_NS
 
 
-def _order(job: Job) -> tuple[int, int, str]:
-    """Position in a queue: longest first, then collection order."""
-    return (-_weight(job), job.index, job.nodeid)
+def _index(job: Job) -> int:
+    return job.index
 
 
 @dataclasses.dataclass
-class _Queue:
-    """Pending jobs of one module with one eligibility, in ``_order``."""
+class _Module:
+    """A module's pending jobs, one queue per set of eligible devices, each in collection order."""
 
-    module: str
-    eligible: frozenset[str]
-    requeued: bool
-    jobs: list[Job] = dataclasses.field(default_factory=list)
+    key: str
+    scopes: tuple[str, ...] = ()
+    queues: dict[frozenset[str], list[Job]] = dataclasses.field(default_factory=dict)
     ns: int = 0
-    devices: tuple[str, ...] = ()  # the eligible devices, sorted: the last tie-break
-
-    def __post_init__(self) -> None:
-        self.devices = tuple(sorted(self.eligible))
+    count: int = 0
 
 
-# (module, eligible devices, requeued): requeued jobs wait apart, as their own queue,
-# so that the rule about splitting modules never holds them back.
-_Key = tuple[str, frozenset[str], bool]
+@dataclasses.dataclass
+class _SlotState:
+    """What one slot's current worker has seen: the order constraints above."""
+
+    device: str
+    imported: set[str] = dataclasses.field(default_factory=set)
+    closed: set[str] = dataclasses.field(default_factory=set)
+    cursor: dict[str, int] = dataclasses.field(default_factory=dict)
+    current: str | None = None
+    current_scopes: tuple[str, ...] = ()
+    #: False once its worker was told no more work comes (or is gone for good).
+    live: bool = True
 
 
 class Dispatcher:
-    """Pending jobs, grouped by (module, eligible devices), handed out longest first in chunks."""
+    """Pending jobs, handed out in chunks that keep each worker's order as plain pytest's."""
 
     def __init__(
         self,
         slots: Sequence[Slot],
         divisor: int = 4,
         import_cost: Mapping[str, float] | None = None,
+        lazy: bool = True,
     ) -> None:
-        self._slots = {s.id: s for s in slots}
         self._divisor = divisor
+        self._lazy = lazy
         self._import_ns = {module: _ns(s) for module, s in (import_cost or {}).items()}
         self._default_import_ns = _ns(DEFAULT_IMPORT_COST)
-        self._queues: dict[_Key, _Queue] = {}
-        self._imported: dict[str, set[str]] = {s.id: set() for s in slots}  # slot -> modules
-        self._importers: dict[str, set[str]] = {}  # module -> slots
-        self._slot_counts: dict[frozenset[str], int] = {}  # eligible devices -> slots there
+        self._modules: dict[str, _Module] = {}
+        self._slots: dict[str, _SlotState] = {s.id: _SlotState(s.device) for s in slots}
+        #: Live slots whose current module is the key.
+        self._staffing: dict[str, int] = {}
         self._remaining = 0
         self._remaining_ns = 0
         #: Slow start: how many guessed jobs a slot's next chunk may hold (doubles per chunk).
@@ -134,76 +145,90 @@ class Dispatcher:
         """Estimated seconds of the jobs not handed out yet."""
         return self._remaining_ns / 1e9
 
-    def add(self, jobs: Iterable[Job], home: str | None = None) -> None:
-        """Queue ``jobs``; ``home`` is the slot that already imported their modules.
+    @property
+    def lazy(self) -> bool:
+        return self._lazy
 
-        A ``home`` that is not (or no longer) a slot imported nothing anyone can use.
-        """
+    def slot_ids(self) -> list[str]:
+        return list(self._slots)
+
+    # ------------------------------------------------------------------ feeding
+
+    def add(self, jobs: Iterable[Job], home: str | None = None) -> None:
+        """Queue ``jobs``; ``home`` is a slot whose worker already imported their modules."""
         for job in jobs:
-            self._push(job, requeued=False)
+            self._push(job)
             if home is not None:
                 self.mark_imported(home, [job.module])
 
     def requeue(self, jobs: Iterable[Job]) -> None:
-        """Put back jobs a worker never ran: open to any eligible slot, ahead of equal scores."""
+        """Put back jobs a worker never ran (or whose results died with it)."""
         for job in jobs:
-            self._push(job, requeued=True)
+            self._push(job)
 
     def mark_imported(self, slot_id: str, modules: Iterable[str]) -> None:
-        """Record that ``slot_id``'s worker has imported ``modules`` (unknown slots are ignored)."""
-        imported = self._imported.get(slot_id)
-        if imported is None:
+        """``slot_id``'s worker has imported ``modules`` (or will, before its first test)."""
+        state = self._slots.get(slot_id)
+        if state is not None:
+            state.imported.update(modules)
+
+    def imported_by(self, slot_id: str) -> set[str]:
+        state = self._slots.get(slot_id)
+        return set(state.imported) if state else set()
+
+    def retire(self, slot_id: str) -> None:
+        """``slot_id``'s worker was told that no more work comes: it takes nothing more."""
+        state = self._slots.get(slot_id)
+        if state is not None and state.live:
+            self._leave(state)
+            state.live = False
+
+    def open_slot(self, slot_id: str) -> None:
+        """A new worker starts in ``slot_id``: it has imported nothing and left nothing behind."""
+        state = self._slots.get(slot_id)
+        if state is not None:
+            if state.live:
+                self._leave(state)
+            self._slots[slot_id] = _SlotState(state.device)
+            self._allowance.pop(slot_id, None)
+
+    def drop_slot(self, slot_id: str, permanently: bool) -> None:
+        """A slot's worker is gone: the slot takes nothing until ``open_slot``; with
+        ``permanently``, the slot itself is gone."""
+        state = self._slots.get(slot_id)
+        if state is None:
             return
-        for module in modules:
-            imported.add(module)
-            self._importers.setdefault(module, set()).add(slot_id)
+        if state.live:
+            self._leave(state)
+        if permanently:
+            del self._slots[slot_id]
+        else:
+            self._slots[slot_id] = _SlotState(state.device, live=False)
+        self._allowance.pop(slot_id, None)
+
+    # ------------------------------------------------------------------ asking
 
     def has_work_for(self, slot_id: str) -> bool:
         """Would ``take(slot_id)`` hand out anything now?"""
         return self._choose(slot_id) is not None
 
-    def drop_slot(self, slot_id: str, permanently: bool) -> None:
-        """A slot's worker is gone: forget what it imported; with ``permanently``, the slot too.
-
-        Its modules then count as imported by nobody (unless another slot did), so any
-        slot may take them.
-        """
-        for module in self._imported.get(slot_id, set()):
-            self._importers[module].discard(slot_id)
-        if permanently:
-            self._slots.pop(slot_id, None)
-            self._imported.pop(slot_id, None)
-            self._slot_counts.clear()
-        elif slot_id in self._imported:
-            self._imported[slot_id] = set()
-
-    def orphans(self) -> list[Job]:
-        """Jobs that no remaining slot can run (their devices have no slots left)."""
-        devices = {s.device for s in self._slots.values()}
-        out: list[Job] = []
-        for key in [k for k, q in self._queues.items() if not (q.eligible & devices)]:
-            queue = self._queues.pop(key)
-            self._remaining -= len(queue.jobs)
-            self._remaining_ns -= queue.ns
-            out.extend(queue.jobs)
-        return sorted(out, key=lambda j: j.index)
-
     def take(self, slot_id: str) -> list[Job]:
-        """The next chunk for ``slot_id``, in collection order (empty when it may run nothing now)."""
+        """The next chunk for ``slot_id``, in collection order (empty when it may run nothing)."""
         chosen = self._choose(slot_id)
         if chosen is None:
             return []
-        queue, shared = chosen
-        # Stop once the chunk holds its share of the remaining time: taken >= remaining / (d * n).
+        module, queue, start, shared = chosen
+        state = self._slots[slot_id]
         share = self._divisor * max(1, len(self._slots))
-        limit = max(1, len(queue.jobs) // 2) if shared else len(queue.jobs)
+        available = len(queue) - start
+        limit = max(1, available // 2) if shared else available
         # Tests whose duration is only guessed go out one, then two, four... per chunk:
         # a chunk of unknowns may hide a run of long tests, and many tiny tests soon
         # earn large chunks anyway.
         allowance = self._allowance.get(slot_id, 1)
         count = taken_ns = guessed = 0
         while count < limit:
-            job = queue.jobs[count]
+            job = queue[start + count]
             if job.guessed:
                 if guessed >= allowance:
                     break
@@ -214,70 +239,132 @@ class Dispatcher:
                 break
         if guessed:
             self._allowance[slot_id] = min(allowance * 2, MAX_ALLOWANCE)
-        taken = queue.jobs[:count]
-        del queue.jobs[:count]
-        queue.ns -= taken_ns
-        if not queue.jobs:
-            del self._queues[(queue.module, queue.eligible, queue.requeued)]
+        taken = queue[start : start + count]
+        del queue[start : start + count]
+        if not queue:
+            del module.queues[taken[0].eligible]
+        module.ns -= taken_ns
+        module.count -= count
         self._remaining -= count
         self._remaining_ns -= taken_ns
-        self.mark_imported(slot_id, [queue.module])
-        return sorted(taken, key=lambda j: j.index)
+        if state.current != module.key:
+            self._leave(state)
+            state.closed.update(s for s in state.current_scopes if s not in module.scopes)
+            state.current = module.key
+            state.current_scopes = module.scopes
+            self._staffing[module.key] = self._staffing.get(module.key, 0) + 1
+        state.cursor[module.key] = taken[-1].index
+        state.imported.add(module.key)
+        if not module.count:
+            del self._modules[module.key]
+        return taken
+
+    def orphans(self) -> list[Job]:
+        """Jobs no remaining slot's device can run: taken out and returned, in collection order."""
+        devices = {s.device for s in self._slots.values()}
+        out: list[Job] = []
+        for module in list(self._modules.values()):
+            for eligible in [e for e in module.queues if not (e & devices)]:
+                queue = module.queues.pop(eligible)
+                self._forget(module, queue)
+                out.extend(queue)
+        return sorted(out, key=_index)
+
+    def unreachable(self) -> list[Job]:
+        """Pending jobs that no live slot's worker may take (it left their module, or passed
+        them, or never imported it): they need a fresh worker. Left in place."""
+        out: list[Job] = []
+        for module in self._modules.values():
+            for eligible, queue in module.queues.items():
+                last = queue[-1].index
+                for state in self._slots.values():
+                    if (
+                        state.live
+                        and state.device in eligible
+                        and self._may_enter(state, module)
+                        and state.cursor.get(module.key, -1) < last
+                    ):
+                        break
+                else:
+                    out.extend(queue)
+        return sorted(out, key=_index)
 
     # ------------------------------------------------------------------ internals
 
-    def _push(self, job: Job, requeued: bool) -> None:
-        key = (job.module, job.eligible, requeued)
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = _Queue(job.module, job.eligible, requeued)
-        bisect.insort(queue.jobs, job, key=_order)
-        queue.ns += _weight(job)
+    def _push(self, job: Job) -> None:
+        module = self._modules.get(job.module)
+        if module is None:
+            module = self._modules[job.module] = _Module(job.module, job.scopes)
+        queue = module.queues.setdefault(job.eligible, [])
+        bisect.insort(queue, job, key=_index)
+        weight = _weight(job)
+        module.ns += weight
+        module.count += 1
         self._remaining += 1
-        self._remaining_ns += _weight(job)
+        self._remaining_ns += weight
+
+    def _forget(self, module: _Module, queue: list[Job]) -> None:
+        weight = sum(_weight(j) for j in queue)
+        module.ns -= weight
+        module.count -= len(queue)
+        self._remaining -= len(queue)
+        self._remaining_ns -= weight
+        if not module.count:
+            del self._modules[module.key]
+
+    def _may_enter(self, state: _SlotState, module: _Module) -> bool:
+        if not self._lazy and module.key not in state.imported:
+            return False
+        if module.key == state.current:
+            return True
+        return module.key not in state.cursor and not any(s in state.closed for s in module.scopes)
 
     def _import_cost_ns(self, module: str) -> int:
         return self._import_ns.get(module, self._default_import_ns)
 
-    def _choose(self, slot_id: str) -> tuple[_Queue, bool] | None:
-        """The queue ``slot_id`` takes from next, and whether another slot is working through it.
-
-        Best score (head estimate minus the import the slot would pay) first; on a tie,
-        requeued jobs, then modules the slot imported (earliest first), then modules it
-        would import (latest first, away from the workers going through earlier ones).
-        """
-        device = self._slots[slot_id].device
-        best: tuple[tuple[int, bool, bool, int, tuple[str, ...]], _Queue, bool] | None = None
-        for queue in self._queues.values():
-            if not queue.jobs or device not in queue.eligible:
+    def _choose(self, slot_id: str) -> tuple[_Module, list[Job], int, bool] | None:
+        """The module and queue ``slot_id`` takes from next, where in the queue it starts,
+        and whether another slot is working through that module."""
+        state = self._slots.get(slot_id)
+        if state is None or not state.live:
+            return None
+        best: tuple[tuple[int, int, int], _Module, list[Job], int] | None = None
+        for module in self._modules.values():
+            if not self._may_enter(state, module):
                 continue
-            importers = self._importers.get(queue.module, set())
-            mine = slot_id in importers
-            # Requeued jobs are a dead worker's leftovers: like a module nobody imported, never split.
-            shared = (
-                not mine
-                and not queue.requeued
-                and any(self._slots[o].device in queue.eligible for o in importers if o in self._slots)
-            )
-            cost = 0 if mine else self._import_cost_ns(queue.module)
-            if shared and not self._split_pays(queue, cost):
+            cursor = state.cursor.get(module.key, -1)
+            head: tuple[list[Job], int] | None = None
+            for eligible, queue in module.queues.items():
+                if state.device not in eligible:
+                    continue
+                start = bisect.bisect_right(queue, cursor, key=_index)
+                if start < len(queue) and (head is None or queue[start].index < head[0][head[1]].index):
+                    head = (queue, start)
+            if head is None:
                 continue
-            head = queue.jobs[0]
+            if module.key == state.current:
+                return module, head[0], head[1], self._staff(module.key, slot_id) > 0
+            staff = self._staff(module.key, slot_id)
+            cost = 0 if module.key in state.imported else self._import_cost_ns(module.key)
             rank = (
-                -(_weight(head) - cost),
-                not queue.requeued,
-                not mine,
-                head.index if mine else -head.index,
-                queue.devices,
+                -(module.ns // (staff + 1) - cost),
+                module.key not in state.imported,
+                head[0][head[1]].index,
             )
             if best is None or rank < best[0]:
-                best = (rank, queue, shared)
-        return None if best is None else (best[1], best[2])
+                best = (rank, module, head[0], head[1])
+        if best is None:
+            return None
+        _, module, queue, start = best
+        return module, queue, start, self._staff(module.key, slot_id) > 0
 
-    def _split_pays(self, queue: _Queue, cost_ns: int) -> bool:
-        """Is the queue's pending work per eligible slot at least the import a newcomer pays?"""
-        count = self._slot_counts.get(queue.eligible)
-        if count is None:
-            count = sum(1 for s in self._slots.values() if s.device in queue.eligible)
-            self._slot_counts[queue.eligible] = count
-        return queue.ns >= cost_ns * count
+    def _staff(self, module: str, slot_id: str) -> int:
+        """How many other live slots are working through ``module`` now."""
+        state = self._slots[slot_id]
+        mine = 1 if state.live and state.current == module else 0
+        return self._staffing.get(module, 0) - mine
+
+    def _leave(self, state: _SlotState) -> None:
+        """A live slot stops counting as working in its current module."""
+        if state.current is not None:
+            self._staffing[state.current] -= 1

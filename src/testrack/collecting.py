@@ -1,0 +1,240 @@
+"""The collection phase of a rack run: files out to workers, tests back, imports planned.
+
+The controller finds the test files without importing them
+(:func:`testrack.collection.walk_files`); workers import them and answer with
+their tests. In each mode every worker imports every file; in load mode each file
+is first imported by one worker (pulled in shrinking chunks), and then, with the
+tests known, :func:`testrack.planning.plan_imports` decides which other workers
+import which files as well, before any test runs anywhere: plain pytest imports
+every file before the first test, and suites rely on it. ``--rack-collect lazy``
+skips that plan: a worker imports a file when it is first given one of its tests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from testrack import explain
+from testrack import messages as m
+from testrack.collection import FileUnit, walk_files
+from testrack.planning import TestInfo, plan_imports, plan_jobs
+from testrack.scheduling import Dispatcher
+from testrack.trace import trace
+from testrack.workers import State
+
+if TYPE_CHECKING:
+    from testrack.controller import Controller
+    from testrack.workers import WorkerHandle
+
+
+class Collection:
+    """What the workers were asked to import, and what they found."""
+
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self.units: list[FileUnit] = []
+        self.unit_nodeids: dict[str, str] = {}
+        self.to_collect: deque[str] = deque()
+        #: Files sent to a worker whose answer has not come, by slot.
+        self.in_flight: dict[str, list[str]] = {}
+        #: Files that were in flight when a worker died: retried one at a time.
+        self.suspects: set[str] = set()
+        #: Tests of each file, by the device whose worker collected them.
+        self.collected: dict[str, dict[str, list[m.CollectedTest]]] = {}
+        self.scopes: dict[str, tuple[str, ...]] = {}
+        #: What importing each file cost the worker that did it first (seconds).
+        self.import_seconds: dict[str, float] = {}
+        #: The slot whose worker imported a file first.
+        self.home: dict[str, str] = {}
+        self.deselected: dict[str, None] = {}
+        self.reports: dict[str, Any] = {}
+        self.done_collecting = False
+
+    # ------------------------------------------------------------------ the phase
+
+    def start(self, session: pytest.Session) -> None:
+        units = walk_files(session)
+        trace(f"controller: {len(units)} files found")
+        self.units = [unit for unit, _ in units]
+        self.unit_nodeids = {unit.key: nodes[0].nodeid for unit, nodes in units}
+        self.units = self.ctl.filter_units(self.units)
+        keys = [u.key for u in self.units]
+        if self.ctl.mode == "each" or self.ctl.sequential:
+            for worker in self.ctl.workers.values():
+                self.send(worker, keys)
+        else:
+            self.to_collect.extend(keys)
+            for worker in self.ctl.workers.values():
+                if worker.state is State.READY:
+                    self.feed(worker)
+
+    def done(self) -> bool:
+        alive = self.ctl.alive_workers()
+        if not alive:
+            return True
+        if self.ctl.mode == "load" and not self.ctl.sequential:
+            return not self.to_collect and not any(w.collecting for w in alive)
+        return not any(w.collecting for w in alive)
+
+    def on_ready(self, worker: WorkerHandle) -> None:
+        if not self.done_collecting and self.ctl.mode == "load" and not self.ctl.sequential:
+            self.feed(worker)
+
+    def send(self, worker: WorkerHandle, keys: list[str]) -> None:
+        """Have ``worker`` import ``keys`` (those it has not already)."""
+        keys = [k for k in keys if k not in worker.imported]
+        if not keys:
+            return
+        worker.imported.update(keys)
+        worker.collecting += 1
+        self.in_flight.setdefault(worker.slot.id, []).extend(keys)
+        self.ctl.send(worker, m.Collect(tuple(keys)))
+
+    def feed(self, worker: WorkerHandle) -> None:
+        """Load mode: give a ready worker the next files to import, in chunks."""
+        if not self.to_collect or worker.collecting:
+            return
+        if self.to_collect[0] in self.suspects:
+            chunk = [self.to_collect.popleft()]
+        else:
+            size = max(1, len(self.to_collect) // (2 * max(1, len(self.ctl.alive_workers()))))
+            chunk = []
+            while self.to_collect and len(chunk) < size and self.to_collect[0] not in self.suspects:
+                chunk.append(self.to_collect.popleft())
+        self.send(worker, chunk)
+
+    def on_collected(self, worker: WorkerHandle, message: m.Collected) -> None:
+        worker.collecting -= 1
+        inflight = self.in_flight.get(worker.slot.id, [])
+        for unit in message.units:
+            if unit.key in inflight:
+                inflight.remove(unit.key)
+            self.collected.setdefault(unit.key, {}).setdefault(worker.device.name, list(unit.tests))
+            self.scopes.setdefault(unit.key, unit.scopes)
+            self.import_seconds.setdefault(unit.key, unit.seconds)
+            self.home.setdefault(unit.key, worker.slot.id)
+        self.ctl.recorder.imports(worker.slot.id, worker.device.name, message.units)
+        self.ctl.dispatcher.mark_imported(worker.slot.id, [unit.key for unit in message.units])
+        for nodeid in message.deselected:
+            self.deselected[nodeid] = None
+        config = self.ctl.config
+        for data in message.reports:
+            report = config.hook.pytest_report_from_serializable(config=config, data=data)
+            if report.nodeid not in self.reports:
+                self.reports[report.nodeid] = report
+                config.hook.pytest_collectreport(report=report)
+        if not self.done_collecting and self.ctl.mode == "load" and not self.ctl.sequential:
+            self.feed(worker)
+
+    def on_worker_lost(self, worker: WorkerHandle, how: str, output: str) -> None:
+        """A worker died while importing: retry its files, one by one once suspected."""
+        keys = self.in_flight.pop(worker.slot.id, [])
+        if not keys or self.done_collecting:
+            return
+        if self.ctl.mode == "load" and not self.ctl.sequential:
+            if len(keys) == 1 and keys[0] in self.suspects:
+                self.report_crash(worker, keys[0], how, output)
+            else:
+                self.suspects.update(keys)
+                self.to_collect.extendleft(reversed(keys))
+
+    def report_crash(self, worker: WorkerHandle, key: str, how: str, output: str) -> None:
+        nodeid = self.unit_nodeids.get(key, key)
+        text = explain.import_crash(worker.slot.id, worker.device.name, how, output)
+        report = pytest.CollectReport(nodeid, "failed", text, [])
+        self.reports[nodeid] = report
+        self.ctl.config.hook.pytest_collectreport(report=report)
+
+    # ------------------------------------------------------------------ from tests to jobs
+
+    def finish(self, session: pytest.Session) -> None:
+        """Turn what the workers collected into jobs (ordered, routed, estimated), and plan
+        which workers import which files before their first test."""
+        self.done_collecting = True
+        ctl = self.ctl
+        infos: list[TestInfo] = []
+        collected_on: dict[str, set[str]] = {}
+        for unit in self.units:
+            for device, tests in self.collected.get(unit.key, {}).items():
+                for test in tests:
+                    collected_on.setdefault(test.nodeid, set()).add(device)
+                    if test.nodeid not in ctl.tests:
+                        info = ctl.tests[test.nodeid] = TestInfo(test, unit.key, len(ctl.tests))
+                        infos.append(info)
+        infos = ctl.order_tests(infos)
+        if ctl.rerun is not None:
+            for info in [i for i in infos if i.test.nodeid not in ctl.rerun]:
+                del ctl.tests[info.test.nodeid]
+                self.deselected[info.test.nodeid] = None
+            infos = [i for i in infos if i.test.nodeid in ctl.tests]
+        if self.deselected:
+            ctl.config.hook.pytest_deselected(items=[RemoteItem(n) for n in self.deselected])
+        plan = plan_jobs(
+            infos,
+            collected_on,
+            ctl.rack,
+            ctl.mode,
+            ctl.durations,
+            self.home,
+            rerun=ctl.rerun,
+            rerun_anywhere=bool(ctl.config.getoption("rack_failed_anywhere")),
+            scopes=self.scopes,
+        )
+        ctl.unmatched.extend(plan.unrunnable)
+        ctl.runs = plan.runs
+        lazy = ctl.lazy and ctl.mode == "load" and not ctl.sequential
+        ctl.dispatcher = Dispatcher(ctl.slots, import_cost=ctl.recorder.import_costs(), lazy=lazy)
+        for slot in ctl.slots:
+            worker = ctl.workers.get(slot.id)
+            if slot.id in ctl.faults.dead_slots:  # given up, or its device quarantined meanwhile
+                ctl.dispatcher.drop_slot(slot.id, permanently=True)
+            elif worker is None or not worker.alive or worker.winding_down:
+                ctl.dispatcher.drop_slot(slot.id, permanently=False)
+            else:
+                ctl.dispatcher.mark_imported(slot.id, worker.imported)
+        jobs = [job for batch in plan.jobs.values() for job in batch]
+        ctl.dispatcher.add(jobs)
+        if ctl.mode == "load" and not lazy and not ctl.sequential:
+            self.import_more(plan_imports(jobs, ctl.slots, self.import_seconds, self.home))
+        session.testscollected = plan.runs if ctl.mode == "each" else len(ctl.tests)
+        reporter = ctl.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and ctl.config.get_verbosity() >= 0:
+            reporter.write_line(self.describe(len(infos)))
+
+    def import_more(self, plan: dict[str, list[str]]) -> None:
+        """Send each worker the files the plan gives it beyond those it imported already."""
+        ctl = self.ctl
+        for slot_id, modules in plan.items():
+            worker = ctl.workers.get(slot_id)
+            if worker is None or not worker.alive:
+                continue
+            ctl.dispatcher.mark_imported(slot_id, modules)
+            self.send(worker, modules)
+        ctl.import_plan = plan
+
+    def describe(self, count: int) -> str:
+        ctl = self.ctl
+        deselected = f" ({len(self.deselected)} deselected)" if self.deselected else ""
+        each = f", {_n(ctl.runs, 'run')}" if ctl.mode == "each" else ""
+        known = sum(1 for nodeid in ctl.tests if nodeid in ctl.durations)
+        history = f"; history for {known}" if known else ""
+        return (
+            f"testrack: collected {_n(len(ctl.tests), 'test')}{deselected}{each} "
+            f"in {_n(len(self.units), 'file')} on {_n(len(ctl.slots), 'worker')}{history}"
+        )
+
+
+class RemoteItem:
+    """A test known by id only; stands in for an Item in ``pytest_deselected``."""
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+        self.path = Path(nodeid.split("::")[0])
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"

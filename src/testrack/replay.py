@@ -1,0 +1,207 @@
+"""Workers' reports, replayed in the controller through pytest's own hooks.
+
+The terminal, ``--junitxml``, ``--lf``, ``-x`` and every other plugin see each
+report as if the test had run here: ``pytest_runtest_logstart``, ``logreport`` per
+phase, ``logfinish``. A result is stored before it is shown. In each mode the same
+test runs on several devices, and each run is a result of its own: its reports
+carry ``<nodeid>@<device>`` (so the short summary, ``--durations``, ``-rA``, progress
+and JUnit name the device), while the store, ``--lf`` and the per-device tables keep
+the test's own id. Reports that cannot come from a test (a crash, no device left, a
+time limit) are made here too, with the words from :mod:`testrack.explain`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import pytest
+
+from testrack import messages as m
+from testrack.recorder import Attempt
+from testrack.store.base import FAILING
+from testrack.summary import phase_outcome, worse
+
+if TYPE_CHECKING:
+    from testrack.controller import Controller
+    from testrack.planning import TestInfo
+    from testrack.workers import WorkerHandle
+
+When = Literal["setup", "call", "teardown"]
+
+#: How far past its time limit a test that finished on its own may have run and still count.
+LIMIT_TOLERANCE = 0.05
+
+
+class Replay:
+    """Reports into pytest's hooks, and what each test did on each device."""
+
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self.each = ctl.mode == "each"
+        #: Per test, per device: the worst outcome of its phases.
+        self.outcomes: dict[str, dict[str, str]] = {}
+        #: What ran on each device (test ids), for the each-mode ``--lf`` bookkeeping.
+        self.stop_reason: str | bool = False
+
+    def display_id(self, nodeid: str, device: str | None) -> str:
+        """The id a result is shown under: in each mode, the test on its device."""
+        return f"{nodeid}@{device}" if self.each and device else nodeid
+
+    def on_reports(self, worker: WorkerHandle, message: m.TestReports) -> None:
+        ctl = self.ctl
+        config = ctl.config
+        hook = config.hook
+        device = worker.device.name
+        timed_out = worker.timed_out[0] if worker.timed_out else None
+        reports = [hook.pytest_report_from_serializable(config=config, data=d) for d in message.reports]
+        outcomes = [phase_outcome(report) for report in reports]
+        for report, outcome in zip(reports, outcomes, strict=True):
+            if report.nodeid != timed_out:
+                worker.attempts.setdefault(report.nodeid, Attempt()).add(report, outcome)
+        finished = [nodeid for nodeid in message.finished if nodeid != timed_out]
+        retried = {nodeid for nodeid in finished if ctl.faults.retry_device_error(worker, nodeid)}
+        overtime = {nodeid: text for nodeid in finished if (text := self._over_limit(worker, nodeid))}
+        # Stored before they are shown: what the user saw survives a killed controller.
+        results = []
+        for nodeid in finished:
+            attempt = worker.attempts.pop(nodeid, Attempt())
+            outcome = "device_error" if nodeid in retried else "timeout" if nodeid in overtime else None
+            if nodeid in overtime:
+                attempt.message = overtime[nodeid].splitlines()[0]
+            results.append(attempt.result(nodeid, device, worker.slot.id, worker.tests_done, outcome))
+            worker.tests_done += 1
+        ctl.recorder.results(results)
+        for report, outcome in zip(reports, outcomes, strict=True):
+            nodeid = report.nodeid
+            if nodeid in retried or nodeid in overtime or nodeid == timed_out:
+                continue  # the device failed, or the limit passed: reported otherwise below
+            self._show(worker, report, outcome)
+        for nodeid in message.finished:
+            if nodeid == timed_out:
+                continue  # reported when its worker is gone (it was killed for overrunning)
+            if nodeid in overtime:
+                info = ctl.tests.get(nodeid)
+                if info is not None:
+                    started = nodeid in worker.phases
+                    self.synthetic(info, worker, overtime[nodeid], "call", started, "timeout", record=False)
+            ctl.finish_job(worker, nodeid)
+
+    def _show(self, worker: WorkerHandle, report: Any, outcome: str | None) -> None:
+        ctl = self.ctl
+        hook = ctl.config.hook
+        device = worker.device.name
+        nodeid = report.nodeid
+        report.node = worker.label  # read by the terminal and junitxml, as with xdist
+        report.user_properties.append(("device", device))
+        shown = self.display_id(nodeid, device)
+        if shown != nodeid:
+            report.nodeid = shown
+        phases = worker.phases.get(nodeid)
+        if phases is None:
+            phases = worker.phases[nodeid] = set()
+            hook.pytest_runtest_logstart(nodeid=shown, location=report.location)
+        phases.add(report.when)
+        if outcome is not None:
+            per_device = self.outcomes.setdefault(nodeid, {})
+            per_device[device] = worse(per_device.get(device), outcome)
+        hook.pytest_runtest_logreport(report=report)
+        session = ctl.session
+        if not self.stop_reason and session is not None and session.shouldfail:
+            # The count that reached --maxfail: later failures must not change the message.
+            self.stop_reason = session.shouldfail
+
+    def _over_limit(self, worker: WorkerHandle, nodeid: str) -> str | None:
+        """The words for a test that finished, but later than its time limit allows."""
+        limit, source = self.ctl.faults.limit_for(nodeid)
+        attempt = worker.attempts.get(nodeid)
+        if not limit or attempt is None or attempt.stopped <= attempt.started:
+            return None
+        took = attempt.stopped - attempt.started
+        if took <= limit + LIMIT_TOLERANCE:
+            return None
+        return (
+            f"ran {took:.2f} s on {worker.device.name}, over its limit of {limit:g} s (set by {source}); "
+            "it finished before testrack stopped it, so its own outcome is not used"
+        )
+
+    def logfinish(self, worker: WorkerHandle | None, nodeid: str, device: str | None) -> None:
+        info = self.ctl.tests.get(nodeid)
+        location = info.test.location if info else (nodeid.split("::")[0], None, nodeid)
+        self.ctl.config.hook.pytest_runtest_logfinish(
+            nodeid=self.display_id(nodeid, device), location=location
+        )
+
+    def synthetic(
+        self,
+        info: TestInfo,
+        worker: WorkerHandle | None,
+        text: str,
+        when: When,
+        started: bool = False,
+        outcome_name: str | None = None,
+        device: str | None = None,
+        record: bool = True,
+    ) -> None:
+        """Report a failure the test itself could not report (crash, no device, time limit)."""
+        ctl = self.ctl
+        hook = ctl.config.hook
+        test = info.test
+        device = worker.device.name if worker else device
+        properties = [("device", device)] if device else []
+        outcome = outcome_name or ("unmatched" if worker is None else "error")
+        if record:
+            attempt = worker.attempts.pop(test.nodeid, Attempt()) if worker else Attempt()
+            attempt.message = text.splitlines()[0][:500]
+            slot = worker.slot.id if worker else "-"
+            position = worker.tests_done if worker else 0
+            ctl.recorder.results([attempt.result(test.nodeid, device or "-", slot, position, outcome)])
+            if worker is not None:
+                worker.tests_done += 1
+        shown = self.display_id(test.nodeid, device)
+        if not started:
+            hook.pytest_runtest_logstart(nodeid=shown, location=test.location)
+        reports = [
+            pytest.TestReport(
+                shown, test.location, {}, "failed", text, when, user_properties=list(properties)
+            )
+        ]
+        if when != "teardown":
+            reports.append(
+                pytest.TestReport(
+                    shown, test.location, {}, "passed", None, "teardown", user_properties=list(properties)
+                )
+            )
+        for report in reports:
+            if worker is not None:
+                report.node = worker.label  # type: ignore[attr-defined]  # read by the terminal and junitxml
+            hook.pytest_runtest_logreport(report=report)
+        key = device or "-"
+        per_device = self.outcomes.setdefault(test.nodeid, {})
+        per_device[key] = worse(per_device.get(key), outcome)
+        hook.pytest_runtest_logfinish(nodeid=shown, location=test.location)
+
+    def fix_last_failed(self) -> None:
+        """Each mode: ``--lf`` remembers tests (not test@device), failed if they failed anywhere."""
+        if not self.each:
+            return
+        lfplugin = self.ctl.config.pluginmanager.get_plugin("lfplugin")
+        lastfailed = getattr(lfplugin, "lastfailed", None)
+        if not isinstance(lastfailed, dict):
+            return
+        for key in [k for k in lastfailed if "@" in str(k).rsplit("::", 1)[-1]]:
+            del lastfailed[key]
+        for nodeid, per_device in self.outcomes.items():
+            key = node_key(nodeid)
+            if any(o in FAILING for o in per_device.values()):
+                lastfailed[key] = True
+            else:
+                lastfailed.pop(key, None)
+
+
+def node_key(nodeid: str) -> Any:
+    """A node id as pytest's own plugins key it (a structured NodeId from pytest 9.2 on)."""
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pragma: no cover - pytest before 9.2
+        return nodeid
+    return NodeId.parse(nodeid)
