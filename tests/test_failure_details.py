@@ -143,7 +143,7 @@ def test_a_huge_failure_text_keeps_its_head_and_tail() -> None:
 
 
 def test_a_rack_run_stores_the_traceback_and_output_of_failing_tests(pytester: pytest.Pytester) -> None:
-    """A real run on local:2: the failing test's traceback and stdout are stored, the passing one's are not."""
+    """A real run on local:2: the failing test's traceback and stdout are stored, not the passing one's."""
     pytester.makepyfile(
         test_out="""
         def test_passes():

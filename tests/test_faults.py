@@ -79,7 +79,8 @@ class Run:
                 device = next(
                     (p.get("value") for p in case.iter("property") if p.get("name") == "device"), "-"
                 )
-                self.reported[(case.get("name") or "", device or "-")] += 1
+                name = (case.get("name") or "").removesuffix(f"@{device}")  # each mode: name@device
+                self.reported[(name, device or "-")] += 1
         store = SQLiteStore(path / ".testrack" / "results.sqlite")
         runs = store.runs()
         self.stored: Counter[tuple[str, str]] = Counter()

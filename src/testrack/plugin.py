@@ -18,6 +18,7 @@ import pytest
 
 from testrack import hookspecs
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
+from testrack.report import plugin as report_plugin
 
 #: sys.path before any conftest touched it; workers start from the same one.
 _STARTUP_SYS_PATH = tuple(sys.path)
@@ -103,6 +104,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="load: each test runs once, on any matching device (default); "
         "each: every test runs on every matching device.",
     )
+    report_plugin.addoption(group)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -190,6 +192,7 @@ def pytest_configure(config: pytest.Config) -> None:
     recorder = Recorder.open(config.getoption("rack_store"), config.rootpath)
     controller = Controller(config, rack, mode, launcher, recorder)
     config.pluginmanager.register(controller, "testrack-controller")
+    report_plugin.configure(config, controller)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
