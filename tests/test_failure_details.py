@@ -48,7 +48,7 @@ def test_details_come_back_only_when_asked_for(store) -> None:
 
 
 def test_outcomes_of_several_runs_in_one_read(store) -> None:
-    """outcomes(run_ids): (run, test, device, outcome) rows of exactly those runs."""
+    """outcomes(run_ids): (run, test, outcome) rows of exactly those runs."""
     first = store.begin_run(RunInfo("u1", 1.0, "each", "r", "c"))
     second = store.begin_run(RunInfo("u2", 2.0, "each", "r", "c"))
     third = store.begin_run(RunInfo("u3", 3.0, "each", "r", "c"))
@@ -56,9 +56,9 @@ def test_outcomes_of_several_runs_in_one_read(store) -> None:
     store.add_results(second, [_result("t.py::a", "passed"), _result("t.py::b", "skipped")])
     store.add_results(third, [_result("t.py::a", "error")])
     assert sorted(store.outcomes([first, second])) == [
-        (first, "t.py::a", "board-1", "failed"),
-        (second, "t.py::a", "board-1", "passed"),
-        (second, "t.py::b", "board-1", "skipped"),
+        (first, "t.py::a", "failed"),
+        (second, "t.py::a", "passed"),
+        (second, "t.py::b", "skipped"),
     ]
     assert store.outcomes([]) == []
 

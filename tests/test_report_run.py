@@ -175,3 +175,17 @@ def test_junit_of_a_retried_crash_has_one_case_per_result(pytester, testrack_sim
     assert _cases(pytester.path / "s.xml") == cases
     summary = _payload(pytester.path / "r.html")["summary"]
     assert summary["counts"] == f"{2 * per_device} passed" and summary["retried"] == 1
+
+
+def test_a_report_that_cannot_be_written_costs_a_warning_not_the_verdict(pytester) -> None:
+    """--rack-html into a path under a file: one line that says so, and the run still passes."""
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    pytester.path.joinpath("taken").write_text("a file, not a directory")
+    result = pytester.runpytest_subprocess(
+        "--rack", "local:1", "--rack-html", "taken/r.html", "-p", "no:cacheprovider"
+    )  # fmt: skip
+    assert result.ret == 0
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines(
+        [rf"testrack: --rack-html: cannot write {re.escape(str(pytester.path))}/taken/r.html \(.+\)"]
+    )

@@ -29,7 +29,7 @@ def _asset(name: str) -> str:
 
 def _pack(value: Any) -> str:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return base64.b64encode(zlib.compress(text.encode("utf-8", "replace"), 6)).decode("ascii")
+    return base64.b64encode(zlib.compress(text.encode("utf-8", "replace"), 3)).decode("ascii")
 
 
 def render(report: Report) -> str:

@@ -194,7 +194,7 @@ def build(store: Store, run: Run, history_runs: int = HISTORY_RUNS) -> Report:
         results,
         quarantines=[(q.device, q.reason, q.at) for q in store.quarantines(run.id)],
         history_runs=earlier,
-        history_rows=store.outcomes([r.id for r in earlier]) if earlier else [],
+        history_rows=store.outcomes([r.id for r in earlier]) if earlier else (),
     )
 
 
@@ -203,77 +203,67 @@ def from_results(
     results: Sequence[Result],
     quarantines: Sequence[tuple[str, str, float]] = (),
     history_runs: Sequence[Run] = (),
-    history_rows: Iterable[tuple[int, str, str, str]] = (),
+    history_rows: Iterable[tuple[int, str, str]] = (),
 ) -> Report:
-    """The report from plain data (what :func:`build` reads from a store)."""
-    outcomes = list(OUTCOMES)
-    outcome_index = {name: i for i, name in enumerate(outcomes)}
+    """The report from plain data (what :func:`build` reads from a store).
+
+    Written as one pass per column: a 60,000-result run is built in a fraction of a second.
+    """
+    outcome_index = {name: i for i, name in enumerate(OUTCOMES)}
+    for name in dict.fromkeys(r.outcome for r in results):
+        outcome_index.setdefault(name, len(outcome_index))
     device_names = sorted({r.device for r in results} | {q[0] for q in quarantines}, key=natural_key)
     device_index = {name: i for i, name in enumerate(device_names)}
     slot_device: dict[str, str] = {}
     for r in results:
-        if r.worker != "-":
-            slot_device.setdefault(r.worker, r.device)
+        if r.worker != "-" and r.worker not in slot_device:
+            slot_device[r.worker] = r.device
     lanes = sorted(slot_device.items(), key=lambda kv: (natural_key(kv[1]), natural_key(kv[0])))
     lane_index = {slot: i for i, (slot, _) in enumerate(lanes)}
-    tests: list[str] = []
     test_index: dict[str, int] = {}
-    messages: list[str] = []
     message_index: dict[str, int] = {}
-    details: list[Details] = []
-
     starts = [r.started for r in results if r.started > 0]
     origin = min([run.started, *starts]) if starts else run.started
     end = max([run.finished or 0.0, *(r.stopped for r in results), origin])
 
-    cols = Columns()
-    last_attempt: dict[tuple[str, str], int] = {}
+    cols = Columns(
+        test=[test_index.setdefault(r.nodeid, len(test_index)) for r in results],
+        device=[device_index[r.device] for r in results],
+        lane=[lane_index.get(r.worker, -1) for r in results],
+        outcome=[outcome_index[r.outcome] for r in results],
+        start=[round((r.started - origin) * 1e6) for r in results],
+        stop=[round((max(r.stopped, r.started) - origin) * 1e6) for r in results],
+        duration=[round(r.duration * 1e6) for r in results],
+        message=[
+            message_index.setdefault(r.message, len(message_index)) if r.message else -1 for r in results
+        ],
+        detail=[-1] * len(results),
+        flags=[0] * len(results),
+    )
+    details: list[Details] = []
     for i, r in enumerate(results):
-        t = test_index.get(r.nodeid)
-        if t is None:
-            t = test_index[r.nodeid] = len(tests)
-            tests.append(r.nodeid)
-        o = outcome_index.get(r.outcome)
-        if o is None:
-            o = outcome_index[r.outcome] = len(outcomes)
-            outcomes.append(r.outcome)
-        m = -1
-        if r.message:
-            m = message_index.get(r.message, -1)
-            if m < 0:
-                m = message_index[r.message] = len(messages)
-                messages.append(r.message)
-        d = -1
         if r.longrepr or r.sections:
-            d = len(details)
+            cols.detail[i] = len(details)
             details.append(Details(r.longrepr or "", r.sections))
-        cols.test.append(t)
-        cols.device.append(device_index[r.device])
-        cols.lane.append(lane_index.get(r.worker, -1))
-        cols.outcome.append(o)
-        cols.start.append(round((r.started - origin) * 1e6))
-        cols.stop.append(round((max(r.stopped, r.started) - origin) * 1e6))
-        cols.duration.append(round(r.duration * 1e6))
-        cols.message.append(m)
-        cols.detail.append(d)
-        cols.flags.append(0)
-        # An attempt is replaced by a later one of the same test (load mode) or of the same test on
-        # the same device (each mode: a retry stays on its device).
-        key = (r.nodeid, r.device if run.mode == "each" else "")
+    # An attempt is replaced by a later one of the same test (load mode) or of the same test on
+    # the same device (each mode: a retry stays on its device).
+    last_attempt: dict[tuple[int, int], int] = {}
+    keys = zip(cols.test, cols.device if run.mode == "each" else [0] * len(results), strict=True)
+    for i, key in enumerate(keys):
         previous = last_attempt.get(key)
         if previous is not None:
             cols.flags[previous] |= SUPERSEDED
         last_attempt[key] = i
 
-    history = _history(history_runs, history_rows, test_index, outcome_index, outcomes)
+    history = _history(history_runs, history_rows, test_index, outcome_index)
     return Report(
         run=run,
-        outcomes=outcomes,
+        outcomes=list(outcome_index),
         devices=device_names,
         lanes=[(slot, device_index[device]) for slot, device in lanes],
-        tests=tests,
+        tests=list(test_index),
         results=cols,
-        messages=messages,
+        messages=list(message_index),
         details=details,
         origin=origin,
         end=end,
@@ -287,27 +277,27 @@ def from_results(
 
 def _history(
     runs: Sequence[Run],
-    rows: Iterable[tuple[int, str, str, str]],
+    rows: Iterable[tuple[int, str, str]],
     test_index: dict[str, int],
     outcome_index: dict[str, int],
-    outcomes: list[str],
 ) -> list[list[int]]:
-    """Per earlier run, per test of this run: the index of its worst outcome there, or -1."""
+    """Per earlier run, per test of this run: the index of its worst outcome there, or -1.
+
+    Outcomes only earlier runs had are added to ``outcome_index``.
+    """
     column = {run.id: k for k, run in enumerate(runs)}
     history = [[-1] * len(test_index) for _ in runs]
-    rank = {name: _RANK.get(name, len(_RANK)) for name in outcomes}
-    for run_id, nodeid, _device, outcome in rows:
+    rank = [_RANK.get(name, len(_RANK)) for name in outcome_index]
+    for run_id, nodeid, outcome in rows:
         t = test_index.get(nodeid)
-        k = column.get(run_id)
-        if t is None or k is None:
+        if t is None:
             continue
         o = outcome_index.get(outcome)
         if o is None:
-            o = outcome_index[outcome] = len(outcomes)
-            outcomes.append(outcome)
-            rank[outcome] = len(_RANK)
-        row = history[k]
-        if row[t] < 0 or rank[outcome] < rank[outcomes[row[t]]]:
+            o = outcome_index[outcome] = len(outcome_index)
+            rank.append(len(_RANK))
+        row = history[column[run_id]]
+        if row[t] < 0 or rank[o] < rank[row[t]]:
             row[t] = o
     return history
 

@@ -8,6 +8,7 @@ rewriting what pytest's junitxml plugin wrote at session finish.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,8 @@ class RunReports:
         self.config = config
         self.controller = controller
         self.html = Path(config.invocation_params.dir, html) if html else None
-        self.junit = Path(junit) if junit else None
+        # Where pytest's junitxml plugin writes it (it resolves the path the same way, now).
+        self.junit = Path(os.path.abspath(os.path.expanduser(os.path.expandvars(junit)))) if junit else None
         self.done = False
         self.lines: list[tuple[str, bool]] = []
         # The memory store is gone from the recorder once the run is finished; keep hold of it.
@@ -84,6 +86,7 @@ class RunReports:
             self.finish()
 
     def finish(self) -> None:
+        """Write both; a report that cannot be written costs a warning line, never the run's verdict."""
         if self.done:
             return
         self.done = True
@@ -96,8 +99,15 @@ class RunReports:
                 rewrite(self.junit, self.controller.mode, names, spans)
             except JunitError as exc:
                 self.lines.append((f"{exc}; the file is left as pytest wrote it", True))
+            except Exception as exc:  # a bug of ours must not cost the run its JUnit file
+                self.lines.append(
+                    (f"could not rewrite {self.junit} ({exc!r}); it is left as pytest wrote it", True)
+                )
         if self.html is not None:
-            self.lines.append(self._write_html(self.html))
+            try:
+                self.lines.append(self._write_html(self.html))
+            except Exception as exc:  # a damaged store, say: the run's verdict stands
+                self.lines.append((f"--rack-html: cannot write {self.html} ({exc})", True))
 
     def _write_html(self, path: Path) -> tuple[str, bool]:
         from testrack.report.html import write

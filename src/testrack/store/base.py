@@ -129,9 +129,9 @@ class Store(Protocol):
         """In the order they were recorded; ``longrepr`` and ``sections`` only with ``details``
         (they are stored compressed, and only the report reads them)."""
 
-    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str, str]]:
-        """(run id, node id, device, outcome) of every result of these runs: the report's
-        history of many runs, read without building a Result per row."""
+    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        """(run id, node id, outcome) of every result of these runs: the report's history of
+        many runs, read without building a Result per row."""
 
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
         """One test's results over runs and devices, newest first."""

@@ -57,10 +57,10 @@ class MemoryStore:
             for r in found
         ]
 
-    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str, str]]:
+    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str]]:
         wanted = set(run_ids)
         with self._lock:
-            return [(r.run_id, r.nodeid, r.device, r.outcome) for r in self._results if r.run_id in wanted]
+            return [(r.run_id, r.nodeid, r.outcome) for r in self._results if r.run_id in wanted]
 
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
         with self._lock:

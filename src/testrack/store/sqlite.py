@@ -212,12 +212,12 @@ class SQLiteStore:
         )
         return [_with_details(Result(*row[:10]), row[10], row[11]) for row in rows]
 
-    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str, str]]:
+    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str]]:
         if not run_ids:
             return []
         marks = ", ".join("?" * len(run_ids))
         return self._read(
-            f"SELECT run_id, nodeid, device, outcome FROM results WHERE run_id IN ({marks})", list(run_ids)
+            f"SELECT run_id, nodeid, outcome FROM results WHERE run_id IN ({marks})", list(run_ids)
         )
 
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
