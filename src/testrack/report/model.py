@@ -30,6 +30,11 @@ SUPERSEDED = 1
 _RANK = {name: i for i, name in enumerate(OUTCOMES)}
 
 
+def _rank(outcome: str) -> int:
+    """Worse is lower; an outcome from another plugin ranks with xpassed, as in the terminal."""
+    return _RANK.get(outcome, _RANK["xpassed"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Details:
     """What a failing result shows on demand."""
@@ -127,7 +132,7 @@ class Report:
             "results": sum(counts.values()),
             "tests": len(self.tests),
             "counts": format_counts(counts),
-            "by_outcome": dict(sorted(counts.items(), key=lambda kv: _RANK.get(kv[0], len(_RANK)))),
+            "by_outcome": dict(sorted(counts.items(), key=lambda kv: _rank(kv[0]))),
             "failing": sum(n for o, n in counts.items() if o in FAILING),
             "retried": retried,
             "devices": devices,
@@ -157,6 +162,7 @@ class Report:
             "span": round((self.end - self.origin) * 1e6),
             "summary": self.summary(),
             "outcomes": self.outcomes,
+            "rank": [_rank(name) for name in self.outcomes],
             "failing": [i for i, o in enumerate(self.outcomes) if o in FAILING],
             "devices": self.devices,
             "lanes": self.lanes,
@@ -287,7 +293,7 @@ def _history(
     """
     column = {run.id: k for k, run in enumerate(runs)}
     history = [[-1] * len(test_index) for _ in runs]
-    rank = [_RANK.get(name, len(_RANK)) for name in outcome_index]
+    rank = [_rank(name) for name in outcome_index]
     for run_id, nodeid, outcome in rows:
         t = test_index.get(nodeid)
         if t is None:
@@ -295,7 +301,7 @@ def _history(
         o = outcome_index.get(outcome)
         if o is None:
             o = outcome_index[outcome] = len(outcome_index)
-            rank.append(len(_RANK))
+            rank.append(_rank(outcome))
         row = history[column[run_id]]
         if row[t] < 0 or rank[o] < rank[row[t]]:
             row[t] = o

@@ -248,15 +248,11 @@
     return box;
   }
 
-  const RANK = ["crashed", "timeout", "error", "failed", "xpassed", "unmatched", "xfailed", "skipped", "passed", "device_error"];
-  function worstOf(t) {
-    let worst = -1, rank = 99;
+  function worstOf(t) {      // the worst final outcome of a test over its devices (D.rank: lower is worse)
+    let worst = -1;
     for (let k = byTestStart[t]; k < byTestStart[t + 1]; k++) {
-      const i = byTest[k];
-      if (!final(i)) continue;
-      const r = RANK.indexOf(outcomeName(D.results.outcome[i]));
-      const rr = r < 0 ? 4.5 : r;
-      if (rr < rank) { rank = rr; worst = D.results.outcome[i]; }
+      const i = byTest[k], o = D.results.outcome[i];
+      if (final(i) && (worst < 0 || D.rank[o] < D.rank[worst])) worst = o;
     }
     return worst;
   }
