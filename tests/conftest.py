@@ -47,7 +47,9 @@ def results(lines: Iterable[str]) -> list[tuple[str, str, str]]:
     for line in lines:
         match = RESULT_LINE.match(line)
         if match:
-            out.append((match["device"], match["word"], match["nodeid"]))
+            # each mode: test_x@board-2, or test_x[1@board-2] for a parametrized test
+            nodeid = re.sub(r"@[^\s@\]]+(\]?)$", r"\1", match["nodeid"])
+            out.append((match["device"], match["word"], nodeid))
     return out
 
 

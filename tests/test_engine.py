@@ -327,21 +327,23 @@ def test_keyword_and_marker_selection_deselect_as_in_pytest(pytester, write_rack
 
 
 def test_junitxml_has_every_result_with_its_device(pytester, write_rack):
-    """--junitxml records each mode's 6 results, each with a device property."""
+    """--junitxml: each mode's 6 results, named and grouped by device, each with a device property."""
     write_rack(boards(3))
     pytester.makepyfile(test_j="def test_a(device):\n    pass\n\ndef test_b(device):\n    assert 0\n")
     result = pytester.runpytest_subprocess("--rack-mode=each", "--junitxml=out.xml", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=3)
-    suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
-    assert suite is not None
-    assert suite.get("tests") == "6" and suite.get("failures") == "3"
+    root = ET.parse(pytester.path / "out.xml").getroot()
+    assert root.get("tests") == "6" and root.get("failures") == "3"
     placed = sorted(
-        (case.get("name"), prop.get("value"))
+        (suite.get("hostname"), case.get("name"), prop.get("value"))
+        for suite in root.iter("testsuite")
         for case in suite.iter("testcase")
         for prop in case.iter("property")
         if prop.get("name") == "device"
     )
-    assert placed == [(f"{t}@board-{i}", f"board-{i}") for t in ("test_a", "test_b") for i in (1, 2, 3)]
+    assert placed == sorted(
+        (f"board-{i}", f"{t}@board-{i}", f"board-{i}") for t in ("test_a", "test_b") for i in (1, 2, 3)
+    )
 
 
 XDIST_CONTRACT = """

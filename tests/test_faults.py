@@ -79,7 +79,7 @@ class Run:
                 device = next(
                     (p.get("value") for p in case.iter("property") if p.get("name") == "device"), "-"
                 )
-                name = (case.get("name") or "").rsplit("@", 1)[0]  # each mode: test_x@board-2
+                name = (case.get("name") or "").removesuffix(f"@{device}")  # each mode: name@device
                 self.reported[(name, device or "-")] += 1
         store = SQLiteStore(path / ".testrack" / "results.sqlite")
         runs = store.runs()

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from testrack import history
 from testrack.demo import DemoError, DemoOptions, run_demo
 from testrack.rack import MODES, RACK_FILE, Device, dump_rack
+from testrack.report import command as report_command
 from testrack.sim import SimRack, SimStartError
 from testrack.store import Store
 
@@ -343,6 +344,18 @@ def _format_trust(data: dict[str, Any]) -> list[str]:
     return history.format_pins(data) if "pins" in data else history.format_forget(data)
 
 
+# -- testrack report -------------------------------------------------------------------------
+
+
+def run_report(args: argparse.Namespace) -> int:
+    try:
+        lines = report_command.run(args)
+    except report_command.ReportError as exc:
+        raise CliError(str(exc)) from None
+    print("\n".join(lines))
+    return ExitCode.OK
+
+
 # -- wiring ----------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -395,6 +408,13 @@ COMMANDS: tuple[Command, ...] = (
         _add_trust_arguments,
         _history_command(_trust_query, _format_trust),
         epilog=_TRUST_EPILOG,
+    ),
+    Command(
+        "report",
+        "write a stored run as a self-contained HTML page and/or JUnit XML (one case per result)",
+        report_command.add_arguments,
+        run_report,
+        epilog=report_command.EPILOG,
     ),
 )
 

@@ -22,6 +22,7 @@ from testrack import explain
 from testrack import messages as m
 from testrack.collection import FileUnit, walk_files
 from testrack.planning import TestInfo, plan_imports, plan_jobs
+from testrack.replay import node_key
 from testrack.scheduling import Dispatcher
 from testrack.trace import trace
 from testrack.workers import State
@@ -52,6 +53,8 @@ class Collection:
         self.home: dict[str, str] = {}
         self.deselected: dict[str, None] = {}
         self.reports: dict[str, Any] = {}
+        #: Lines for after collection, as plugins print them (``run-last-failure: ...``).
+        self.header: list[str] = []
         self.done_collecting = False
 
     # ------------------------------------------------------------------ the phase
@@ -121,6 +124,8 @@ class Collection:
         self.ctl.dispatcher.mark_imported(worker.slot.id, [unit.key for unit in message.units])
         for nodeid in message.deselected:
             self.deselected[nodeid] = None
+        if self.ctl.sequential:
+            self.header.extend(line for line in message.header if line not in self.header)
         config = self.ctl.config
         for data in message.reports:
             report = config.hook.pytest_report_from_serializable(config=config, data=data)
@@ -204,6 +209,8 @@ class Collection:
         reporter = ctl.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and ctl.config.get_verbosity() >= 0:
             reporter.write_line(self.describe(len(infos)))
+            for line in self.header:
+                reporter.write_line(line)
 
     def import_more(self, plan: dict[str, list[str]]) -> None:
         """Send each worker the files the plan gives it beyond those it imported already."""
@@ -229,11 +236,16 @@ class Collection:
 
 
 class RemoteItem:
-    """A test known by id only; stands in for an Item in ``pytest_deselected``."""
+    """A test known by id only; stands in for an Item where pytest's own plugins look at the
+    whole session (``pytest_deselected``, the cache plugin's ordering)."""
 
-    def __init__(self, nodeid: str) -> None:
+    def __init__(self, nodeid: str, rootpath: Path | None = None) -> None:
         self.nodeid = nodeid
-        self.path = Path(nodeid.split("::")[0])
+        self.id = node_key(nodeid)
+        self.path = (rootpath or Path()) / nodeid.split("::")[0]
+
+    def __repr__(self) -> str:
+        return f"<RemoteItem {self.nodeid}>"
 
 
 def _n(count: int, word: str) -> str:

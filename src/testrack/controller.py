@@ -22,6 +22,7 @@ checks at once, and never blocks on a send (:mod:`testrack.channel`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import gc
 import os
@@ -38,7 +39,7 @@ import pytest
 
 from testrack import messages as m
 from testrack import nodes
-from testrack.collecting import Collection
+from testrack.collecting import Collection, RemoteItem
 from testrack.collection import FileUnit
 from testrack.faults import Faults
 from testrack.health import DeviceState, Health
@@ -317,8 +318,28 @@ class Controller:
         return self._rack_failed_filter(units)
 
     def order_tests(self, infos: list[TestInfo]) -> list[TestInfo]:
-        """The order tests are handed out in, as plain pytest would run them."""
-        return infos
+        """The order (and, for ``--lf``, the selection) pytest's cache plugin gives the whole
+        session: failed first (``--ff``), new first (``--nf``). The workers each saw only their
+        own files, so the controller applies it again to every test, by id and file, and prints
+        the lines pytest prints after collection (``run-last-failure: ...``)."""
+        if self.sequential:
+            return infos  # one worker collected everything: its own plugins did it all
+        items = [RemoteItem(info.test.nodeid, self.config.rootpath) for info in infos]
+        for name, kwargs in (("lfplugin", {"config": self.config}), ("nfplugin", {})):
+            plugin = self.config.pluginmanager.get_plugin(name)
+            wrapper = getattr(plugin, "pytest_collection_modifyitems", None)
+            if wrapper is not None:
+                _drive(wrapper(items=items, **kwargs))
+        lines = self.config.hook.pytest_report_collectionfinish(
+            config=self.config, start_path=self.config.invocation_params.dir, items=items
+        )
+        self.collection.header.extend(line for group in reversed(lines) for line in _as_lines(group))
+        by_id = {info.test.nodeid: info for info in infos}
+        kept = [by_id[item.nodeid] for item in items]
+        for info in infos:
+            if info.test.nodeid not in {i.nodeid for i in items}:
+                self.tests.pop(info.test.nodeid, None)
+        return [dataclasses.replace(info, index=k) for k, info in enumerate(kept)]
 
     # ------------------------------------------------------------------ workers
 
@@ -743,6 +764,19 @@ class Controller:
             reporter.write_line(f"testrack: --rack-failed: rerunning {what} that failed in the last run")
         nodeids = self.collection.unit_nodeids
         return [u for u in units if nodeids.get(u.key, "").split("::")[0] in files]
+
+
+def _drive(wrapper: Any) -> None:
+    """Run a ``wrapper=True`` hook implementation around an empty inner call."""
+    try:
+        next(wrapper)
+        wrapper.send(None)
+    except StopIteration:
+        pass
+
+
+def _as_lines(group: str | list[str]) -> list[str]:
+    return [group] if isinstance(group, str) else list(group)
 
 
 class RunSlot:

@@ -203,6 +203,11 @@ class Faults:
     def report_crash(self, worker: WorkerHandle, job: Job, how: str, output: str, outcome: str) -> None:
         ctl = self.ctl
         phases = worker.phases.pop(job.nodeid, set())
+        seen = worker.board.read()
+        if seen.nodeid == job.nodeid and seen.started_at:
+            # When it started, by the board: the report's timeline shows how long it ran.
+            attempt = worker.attempts.setdefault(job.nodeid, Attempt())
+            attempt.started = min(attempt.started, time.time() - (time.monotonic() - seen.started_at))
         text = explain.crash(
             worker.slot.id, worker.device.name, how, output, bool(self.retry_crashed), outcome == "timeout"
         )

@@ -63,6 +63,8 @@ class Collected:
     #: Serialized ``CollectReport`` of collectors that failed or were skipped.
     reports: tuple[SerializedReport, ...]
     duration: float
+    #: What plugins print after collection (``pytest_report_collectionfinish``), for these files.
+    header: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

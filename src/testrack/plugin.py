@@ -19,6 +19,7 @@ import pytest
 
 from testrack import hookspecs
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
+from testrack.report import plugin as report_plugin
 
 #: sys.path before any conftest touched it; workers start from the same one.
 _STARTUP_SYS_PATH = tuple(sys.path)
@@ -120,6 +121,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="with --rack off: run in this process as device NAME of the project's rack (its env "
         "and the device fixture; tests it cannot run are skipped). Default: the rack's first device.",
     )
+    report_plugin.addoption(group)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -237,6 +239,7 @@ def pytest_configure(config: pytest.Config) -> None:
     lazy = config.getoption("rack_collect") == "lazy"
     controller = Controller(config, rack, mode, launcher, recorder, lazy=lazy, sequential=sequential)
     config.pluginmanager.register(controller, "testrack-controller")
+    report_plugin.configure(config, controller)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -38,6 +38,9 @@ class Attempt:
     message: str | None = None
     #: Set when a phase raised testrack.DeviceError: the device failed, not the test.
     device_error: str | None = None
+    #: A failing test's full failure text and captured output, for the report (none for a pass).
+    longrepr: str | None = None
+    sections: tuple[tuple[str, str], ...] = ()
 
     def add(self, report: pytest.TestReport, outcome: str | None) -> None:
         """Fold in one phase; ``outcome`` is ``phase_outcome(report)``, computed once by the caller."""
@@ -49,10 +52,22 @@ class Attempt:
         device_error = getattr(report, "testrack_device_error", None)
         if device_error is not None:
             self.device_error = str(device_error)
-        if report.failed and self.message is None:
-            crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
-            # The exception's own first line says most; else the report's last line.
-            self.message = _line(crash, first=True) if crash else _line(report.longreprtext, first=False)
+        if report.failed:
+            if self.message is None:
+                crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
+                # The exception's own first line says most; else the report's last line.
+                self.message = _line(crash, first=True) if crash else _line(report.longreprtext, first=False)
+            self._keep_details(report)
+        elif self.longrepr is not None and report.sections:
+            self.sections = _sections(report)  # a later phase's report holds the output so far
+
+    def _keep_details(self, report: pytest.TestReport) -> None:
+        text = _cut(report.longreprtext)
+        if self.longrepr is None:
+            self.longrepr = text
+        else:
+            self.longrepr = f"{self.longrepr}\n\n--- {report.when} ---\n{text}"
+        self.sections = _sections(report)
 
     def result(
         self, nodeid: str, device: str, worker: str, position: int, outcome: str | None = None
@@ -68,7 +83,24 @@ class Attempt:
             stopped=self.stopped or now,
             position=position,
             message=self.message,
+            longrepr=self.longrepr,
+            sections=self.sections,
         )
+
+
+#: How much of one failure text or captured stream is kept (its head and most of its tail).
+DETAIL_LIMIT = 64 * 1024
+
+
+def _cut(text: str) -> str:
+    if len(text) <= DETAIL_LIMIT:
+        return text
+    head, tail = DETAIL_LIMIT // 4, DETAIL_LIMIT - DETAIL_LIMIT // 4
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters left out ...]\n{text[-tail:]}"
+
+
+def _sections(report: pytest.TestReport) -> tuple[tuple[str, str], ...]:
+    return tuple((str(title), _cut(str(text))) for title, text in report.sections)
 
 
 def _line(text: str, first: bool) -> str | None:

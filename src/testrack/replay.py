@@ -44,8 +44,16 @@ class Replay:
         self.stop_reason: str | bool = False
 
     def display_id(self, nodeid: str, device: str | None) -> str:
-        """The id a result is shown under: in each mode, the test on its device."""
-        return f"{nodeid}@{device}" if self.each and device else nodeid
+        """The id a result is shown under: in each mode, the test on its device.
+
+        ``test_x@board-2``, or ``test_x[1@board-2]`` for a parametrized test: pytest reads a
+        node id's last ``[...]`` as its parameters, so the device goes inside them.
+        """
+        if not (self.each and device):
+            return nodeid
+        if nodeid.endswith("]") and "[" in nodeid.rsplit("::", 1)[-1]:
+            return f"{nodeid[:-1]}@{device}]"
+        return f"{nodeid}@{device}"
 
     def on_reports(self, worker: WorkerHandle, message: m.TestReports) -> None:
         ctl = self.ctl
@@ -152,6 +160,7 @@ class Replay:
         if record:
             attempt = worker.attempts.pop(test.nodeid, Attempt()) if worker else Attempt()
             attempt.message = text.splitlines()[0][:500]
+            attempt.longrepr = text
             slot = worker.slot.id if worker else "-"
             position = worker.tests_done if worker else 0
             ctl.recorder.results([attempt.result(test.nodeid, device or "-", slot, position, outcome)])

@@ -78,6 +78,8 @@ class WorkerSession:
         self.maxfail = 0
         self.failures = 0
         self.orphaned = False
+        self._sending = False
+        self._interrupted = False
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -107,6 +109,8 @@ class WorkerSession:
         self.failures = 0
         config.option.maxfail = 0
         config.option.usepdb = False
+        # The controller sends SIGINT to stop the running test (Ctrl-C in the terminal).
+        signal.signal(signal.SIGINT, self._on_interrupt)
         self._stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
 
     @pytest.hookimpl(trylast=True)
@@ -191,12 +195,26 @@ class WorkerSession:
     # ------------------------------------------------------------------ the loop
 
     def send(self, message: m.FromWorker) -> None:
+        """Send a whole message: a Ctrl-C that comes meanwhile waits until it is out, since half a
+        message would corrupt the stream and a repeated one would duplicate results."""
         if self.orphaned:
             return
+        self._sending = True
         try:
             self.conn.send(message)
         except OSError:
             self.controller_gone()
+        finally:
+            self._sending = False
+        if self._interrupted:
+            self._interrupted = False
+            raise KeyboardInterrupt
+
+    def _on_interrupt(self, signum: int, frame: object) -> None:
+        if self._sending:
+            self._interrupted = True
+            return
+        raise KeyboardInterrupt
 
     def receive(self) -> m.ToWorker | None:
         """The next message, or None when the controller is gone."""
@@ -215,9 +233,9 @@ class WorkerSession:
 
     def flush(self) -> None:
         if self.buffer or self.finished:
-            self.send(m.TestReports(tuple(self.buffer), tuple(self.finished)))
-            self.buffer = []
-            self.finished = []
+            reports, finished = self.buffer, self.finished
+            self.buffer, self.finished = [], []
+            self.send(m.TestReports(tuple(reports), tuple(finished)))
 
     def loop(self) -> None:
         while not self.stopping:
@@ -325,12 +343,16 @@ class WorkerSession:
             m.CollectedUnit(key, tuple(by_key[key]), seconds.get(key, 0.0), scopes.get(key, ()))
             for key in keys
         )
+        lines = self.config.hook.pytest_report_collectionfinish(
+            config=self.config, start_path=self.config.invocation_params.dir, items=items
+        )
         self.send(
             m.Collected(
                 units=units,
                 deselected=tuple(self._deselected),
                 reports=tuple(reports),
                 duration=time.monotonic() - started,
+                header=tuple(line for group in reversed(lines) for line in _lines(group)),
             )
         )
 
@@ -346,6 +368,10 @@ class WorkerSession:
         location = (nodeid.split("::")[0], None, nodeid)
         self.pytest_runtest_logreport(pytest.TestReport(nodeid, location, {}, "failed", text, "setup"))
         self.pytest_runtest_logreport(pytest.TestReport(nodeid, location, {}, "passed", None, "teardown"))
+
+
+def _lines(group: str | list[str]) -> list[str]:
+    return [group] if isinstance(group, str) else list(group)
 
 
 def _no_debugger(*args: object, **kwargs: object) -> NoReturn:

@@ -61,6 +61,10 @@ class Result:
     position: int = 0
     message: str | None = None
     run_id: int = 0
+    longrepr: str | None = None
+    """A failing result's full failure text (pytest's ``longreprtext``), for the report."""
+    sections: tuple[tuple[str, str], ...] = ()
+    """A failing result's captured output, as pytest's ``(title, text)`` report sections."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +125,13 @@ class Store(Protocol):
     def runs(self, limit: int | None = None) -> list[Run]:
         """Newest first."""
 
-    def results(self, run_id: int) -> list[Result]:
-        """In the order they were recorded."""
+    def results(self, run_id: int, details: bool = False) -> list[Result]:
+        """In the order they were recorded; ``longrepr`` and ``sections`` only with ``details``
+        (they are stored compressed, and only the report reads them)."""
+
+    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        """(run id, node id, outcome) of every result of these runs: the report's history of
+        many runs, read without building a Result per row."""
 
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
         """One test's results over runs and devices, newest first."""

@@ -47,9 +47,20 @@ class MemoryStore:
             newest = list(reversed(self._runs))
         return newest if limit is None else newest[:limit]
 
-    def results(self, run_id: int) -> list[Result]:
+    def results(self, run_id: int, details: bool = False) -> list[Result]:
         with self._lock:
-            return [r for r in self._results if r.run_id == run_id]
+            found = [r for r in self._results if r.run_id == run_id]
+        if details:
+            return found
+        return [
+            dataclasses.replace(r, longrepr=None, sections=()) if r.longrepr or r.sections else r
+            for r in found
+        ]
+
+    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        wanted = set(run_ids)
+        with self._lock:
+            return [(r.run_id, r.nodeid, r.outcome) for r in self._results if r.run_id in wanted]
 
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
         with self._lock:

@@ -13,8 +13,11 @@ two threads never share a transaction.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
 import threading
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +79,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at REAL NOT NULL
         )""",
         "CREATE INDEX quarantines_by_run ON quarantines (run_id)",
+    ),
+    (  # v4: a failing result's full failure text and captured output, zlib-compressed, for reports
+        "ALTER TABLE results ADD COLUMN longrepr BLOB",
+        "ALTER TABLE results ADD COLUMN sections BLOB",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -158,15 +165,17 @@ class SQLiteStore:
     def add_results(self, run_id: int, results: Sequence[Result]) -> None:
         if not results:
             return
+        rows = [
+            (r.nodeid, r.device, r.worker, r.outcome, r.duration, r.started, r.stopped,
+             r.position, r.message, run_id, _pack_text(r.longrepr), _pack_sections(r.sections))
+            for r in results
+        ]  # fmt: skip
         with self._transaction():
             self._db.executemany(
-                f"INSERT INTO results ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (r.nodeid, r.device, r.worker, r.outcome, r.duration, r.started, r.stopped,
-                     r.position, r.message, run_id)
-                    for r in results
-                ],
-            )  # fmt: skip
+                f"INSERT INTO results ({_RESULT_COLUMNS}, longrepr, sections) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def add_imports(self, run_id: int, imports: Sequence[ImportCost]) -> None:
         if not imports:
@@ -191,9 +200,25 @@ class SQLiteStore:
         )
         return [Run(*row) for row in rows]
 
-    def results(self, run_id: int) -> list[Result]:
-        rows = self._read(f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id = ? ORDER BY id", (run_id,))
-        return [Result(*row) for row in rows]
+    def results(self, run_id: int, details: bool = False) -> list[Result]:
+        if not details:
+            rows = self._read(
+                f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id = ? ORDER BY id", (run_id,)
+            )
+            return [Result(*row) for row in rows]
+        rows = self._read(
+            f"SELECT {_RESULT_COLUMNS}, longrepr, sections FROM results WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        return [_with_details(Result(*row[:10]), row[10], row[11]) for row in rows]
+
+    def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str]]:
+        if not run_ids:
+            return []
+        marks = ", ".join("?" * len(run_ids))
+        return self._read(
+            f"SELECT run_id, nodeid, outcome FROM results WHERE run_id IN ({marks})", list(run_ids)
+        )
 
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
         rows = self._read(
@@ -274,6 +299,30 @@ class SQLiteStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
+
+
+def _with_details(result: Result, longrepr: bytes | None, sections: bytes | None) -> Result:
+    if longrepr is None and sections is None:
+        return result
+    return dataclasses.replace(result, longrepr=_unpack_text(longrepr), sections=_unpack_sections(sections))
+
+
+def _pack_text(text: str | None) -> bytes | None:
+    return zlib.compress(text.encode("utf-8", "replace")) if text else None
+
+
+def _unpack_text(blob: bytes | None) -> str | None:
+    return zlib.decompress(blob).decode("utf-8", "replace") if blob else None
+
+
+def _pack_sections(sections: Sequence[tuple[str, str]]) -> bytes | None:
+    return zlib.compress(json.dumps(sections).encode("utf-8", "replace")) if sections else None
+
+
+def _unpack_sections(blob: bytes | None) -> tuple[tuple[str, str], ...]:
+    if not blob:
+        return ()
+    return tuple((str(title), str(text)) for title, text in json.loads(zlib.decompress(blob)))
 
 
 class _Transaction:
