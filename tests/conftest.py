@@ -19,6 +19,14 @@ from testrack.rack import Device, dump_rack
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 os.environ["PYTEST_ADDOPTS"] = " ".join(filter(None, ["-p no:randomly", os.environ.get("PYTEST_ADDOPTS")]))
 
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytest's own, with pytest-randomly kept out again (pytester clears PYTEST_ADDOPTS)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly")
+    return pytester
+
+
 #: A verbose rack-run result line: "[board-1] [ 33%] PASSED test_x.py::test_a" (in each mode
 #: the id ends in "@board-1": each run of a test on a device is a result of its own).
 RESULT_LINE = re.compile(

@@ -21,7 +21,7 @@ import pytest
 from testrack import explain
 from testrack import messages as m
 from testrack.collection import FileUnit, walk_files
-from testrack.planning import TestInfo, plan_imports, plan_jobs
+from testrack.planning import TestInfo, plan_imports, plan_jobs, segment
 from testrack.replay import node_key
 from testrack.scheduling import Dispatcher
 from testrack.trace import trace
@@ -170,7 +170,9 @@ class Collection:
                     if test.nodeid not in ctl.tests:
                         info = ctl.tests[test.nodeid] = TestInfo(test, unit.key, len(ctl.tests))
                         infos.append(info)
+        before = [i.test.nodeid for i in infos]
         infos = ctl.order_tests(infos)
+        ordered = [i.test.nodeid for i in infos] != [n for n in before if n in ctl.tests]
         if ctl.rerun is not None:
             for info in [i for i in infos if i.test.nodeid not in ctl.rerun]:
                 del ctl.tests[info.test.nodeid]
@@ -188,11 +190,14 @@ class Collection:
             rerun=ctl.rerun,
             rerun_anywhere=bool(ctl.config.getoption("rack_failed_anywhere")),
             scopes=self.scopes,
+            segments=segment(infos) if ordered else None,
         )
         ctl.unmatched.extend(plan.unrunnable)
         ctl.runs = plan.runs
         lazy = ctl.lazy and ctl.mode == "load" and not ctl.sequential
-        ctl.dispatcher = Dispatcher(ctl.slots, import_cost=ctl.recorder.import_costs(), lazy=lazy)
+        ctl.dispatcher = Dispatcher(
+            ctl.slots, import_cost=ctl.recorder.import_costs(), lazy=lazy, in_order=ordered
+        )
         for slot in ctl.slots:
             worker = ctl.workers.get(slot.id)
             if slot.id in ctl.faults.dead_slots:  # given up, or its device quarantined meanwhile

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from testrack import messages as m
-from testrack import nodes
+from testrack import nodes, relay
 from testrack.collecting import Collection, RemoteItem
 from testrack.collection import FileUnit
 from testrack.faults import Faults
@@ -126,6 +126,7 @@ class Controller:
         self._signal_read = os.fdopen(read, "rb", buffering=0)
         self._selector.register(self._signal_read, selectors.EVENT_READ, "signal")
         self._checks_deadline: float | None = None
+        self._warnings_seen: set[tuple[str, str, str, int, str, str]] = set()
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -481,6 +482,10 @@ class Controller:
                 self.on_ready(worker)
             case m.WarningRecorded():
                 self.on_warning(message)
+            case m.LogRecords(records=records):
+                relay.replay_logs(self.config, list(records), None)
+            case m.SuiteProperty(name=name, value=value):
+                relay.add_suite_property(self.config, name, value)
             case m.WorkerFinished(workeroutput=output):
                 worker.state = State.FINISHED
                 worker.workeroutput = output
@@ -499,9 +504,34 @@ class Controller:
             nodes.ready(node)
         self.collection.on_ready(worker)
 
+    def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str) -> None:
+        """Every warning this session shows, its own included: a worker's copy is not shown again."""
+        self._warnings_seen.add(
+            (
+                _category_name(warning_message.category),
+                str(warning_message.message),
+                str(warning_message.filename),
+                int(warning_message.lineno),
+                when,
+                nodeid,
+            )
+        )
+
     def on_warning(self, message: m.WarningRecorded) -> None:
+        """A worker's warning, shown once: every worker that imports a file or configures
+        the same plugins raises the same warning, and plain pytest shows it once."""
         import warnings
 
+        key = (
+            message.category,
+            message.message,
+            message.filename,
+            message.lineno,
+            message.when,
+            message.nodeid,
+        )
+        if key in self._warnings_seen:
+            return
         category = _resolve_category(message.category)
         record = warnings.WarningMessage(
             message=category(message.message),
@@ -800,6 +830,10 @@ def _write(terminalreporter: Any, line: str) -> None:
 
 def _n(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _category_name(category: type[Warning]) -> str:
+    return f"{category.__module__}.{category.__qualname__}"
 
 
 def _resolve_category(name: str) -> type[Warning]:

@@ -79,3 +79,13 @@ def trim_stacks(dump: str) -> str:
         elif not skipping:
             out.append(line)
     return "\n".join(out)
+
+
+def plugin_timeout(output: str) -> str | None:
+    """pytest-timeout's thread method prints the stacks between two ``+++ Timeout +++`` lines
+    before it ends the process: that part of a dead worker's output, if it is there."""
+    lines = output.splitlines()
+    marks = [i for i, line in enumerate(lines) if line.startswith("+") and " Timeout " in line]
+    if not marks:
+        return None
+    return "\n".join(lines[marks[0] : marks[-1] + 1])

@@ -124,12 +124,17 @@ class Faults:
             return
         how = worker.how_it_ended()
         outcome = "crashed"
+        output = worker.last_output()
         if worker.timed_out is not None:
             _, limit, source = worker.timed_out
             how = f"timed out after {limit:g} s (the limit set by {source}) and was killed"
             outcome = "timeout"
+            output = explain.trim_stacks(worker.last_output(200))
+        elif (dump := explain.plugin_timeout(worker.last_output(400))) is not None:
+            how = f"was stopped by pytest-timeout ({how}), which dumped every thread's stack"
+            outcome = "timeout"
+            output = dump
         ctl.node_down(worker, f"worker {how}")
-        output = explain.trim_stacks(worker.last_output(200)) if worker.timed_out else worker.last_output()
         crashed, lost = self.what_was_running(worker)
         if lost:
             ctl.notes.append(

@@ -94,6 +94,21 @@ class WarningRecorded:
 
 
 @dataclasses.dataclass(frozen=True)
+class LogRecords:
+    """Log records from outside any test, for the session's log file (``--log-file``)."""
+
+    records: tuple[dict[str, Any], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteProperty:
+    """``record_testsuite_property(name, value)`` in a worker, for the one JUnit file."""
+
+    name: str
+    value: str
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkerFinished:
     """The worker's session ended (after :class:`Finish` or :class:`Shutdown`)."""
 
@@ -110,7 +125,15 @@ class WorkerFailed:
 
 
 FromWorker: TypeAlias = (
-    WorkerReady | Collected | WantWork | TestReports | WarningRecorded | WorkerFinished | WorkerFailed
+    WorkerReady
+    | Collected
+    | WantWork
+    | TestReports
+    | WarningRecorded
+    | LogRecords
+    | SuiteProperty
+    | WorkerFinished
+    | WorkerFailed
 )
 
 

@@ -53,13 +53,16 @@ def plan_jobs(
     rerun: Mapping[str, set[str]] | None = None,
     rerun_anywhere: bool = False,
     scopes: Mapping[str, tuple[str, ...]] | None = None,
+    segments: Mapping[str, str] | None = None,
 ) -> Plan:
     """Route each test to the devices that may run it and give it an estimate.
 
     ``collected_on`` maps a test to the devices whose workers collected it (each
     mode runs a test only where it was collected); ``rerun`` (``--rack-failed``)
     maps a test to the devices it failed on, which are the only ones it goes to
-    unless ``rerun_anywhere``.
+    unless ``rerun_anywhere``. ``segments`` (when an ordering option reordered the
+    session) names each test's contiguous run of its module: the unit the dispatcher keeps
+    together, in order, instead of the whole module.
     """
     estimates = estimate_durations([(i.test.nodeid, i.unit) for i in infos], history)
     plan = Plan(jobs={}, unrunnable=[], runs=0)
@@ -89,15 +92,21 @@ def plan_jobs(
         estimate = estimates[test.nodeid]
         guessed = test.nodeid not in history
         held_by = (scopes or {}).get(info.unit, ())
+        queue = ""
+        if segments is not None:
+            queue = segments[test.nodeid]
+            held_by = (queue,)  # plain pytest re-enters what the order makes it re-enter
         if mode == "each":
             jobs = [
-                Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate, guessed, held_by)
+                Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate, guessed, held_by, queue)
                 for n in eligible
             ]
             plan.jobs.setdefault(None, []).extend(jobs)
             plan.runs += len(jobs)
         else:
-            job = Job(test.nodeid, info.unit, info.index, frozenset(eligible), estimate, guessed, held_by)
+            job = Job(
+                test.nodeid, info.unit, info.index, frozenset(eligible), estimate, guessed, held_by, queue
+            )
             plan.jobs.setdefault(home.get(info.unit), []).append(job)
             plan.runs += 1
     return plan
@@ -149,3 +158,16 @@ def plan_imports(
             plan[slot_id].append(module)
             load[slot_id] += work[module] / count + cost * 1e9
     return plan
+
+
+def segment(infos: Sequence[TestInfo]) -> dict[str, str]:
+    """Each test's contiguous run of its file, in the order given: ``file#0``, ``file#1``..."""
+    out: dict[str, str] = {}
+    runs: dict[str, int] = {}
+    previous = None
+    for info in infos:
+        if info.unit != previous:
+            runs[info.unit] = runs.get(info.unit, -1) + 1
+            previous = info.unit
+        out[info.test.nodeid] = f"{info.unit}#{runs[info.unit]}"
+    return out

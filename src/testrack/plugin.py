@@ -379,6 +379,27 @@ def _check_compatible(config: pytest.Config, rack: Rack) -> None:
             f"testrack already runs one worker per device slot of {rack.source}. For N local "
             "workers without devices use --rack local:N, or pass --rack off to use xdist."
         )
+    benchmark = [
+        option
+        for option in ("only", "json", "save", "autosave", "compare", "histogram", "enable", "save_data")
+        if config.getoption(f"benchmark_{option}", None)
+    ]
+    if benchmark:
+        options = ", ".join("--benchmark-" + o.replace("_", "-") for o in benchmark)
+        raise pytest.UsageError(
+            f'{options}: pytest-benchmark turns itself off in worker processes ("Note that '
+            '--benchmark-disable is automatically activated if xdist is on"), and testrack runs '
+            "tests in worker processes; run the benchmarks in one process with --rack off."
+        )
+    coverage = sys.modules.get("coverage")
+    current = getattr(getattr(coverage, "Coverage", None), "current", lambda: None)()
+    if current is not None and not config.getoption("cov_source", None):
+        raise pytest.UsageError(
+            "coverage run measures this process only, and testrack runs the tests in worker "
+            "processes, so the report would show next to nothing covered; measure with pytest-cov "
+            "instead (pytest --cov=PACKAGE ..., which combines what every worker measured), or "
+            "run the tests in one process with --rack off."
+        )
     for name, option in (("usepdb", "--pdb"), ("trace", "--trace")):
         if config.getoption(name, None):
             raise pytest.UsageError(

@@ -44,7 +44,7 @@ class Attempt:
 
     def add(self, report: pytest.TestReport, outcome: str | None) -> None:
         """Fold in one phase; ``outcome`` is ``phase_outcome(report)``, computed once by the caller."""
-        if outcome is not None:
+        if outcome is not None and outcome != "rerun":
             self.outcome = worse(self.outcome, outcome)
         self.duration += report.duration
         self.started = min(self.started, report.start)

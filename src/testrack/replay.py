@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from testrack import messages as m
+from testrack import relay
 from testrack.recorder import Attempt
 from testrack.store.base import FAILING
 from testrack.summary import phase_outcome, worse
@@ -62,15 +63,25 @@ class Replay:
         device = worker.device.name
         timed_out = worker.timed_out[0] if worker.timed_out else None
         reports = [hook.pytest_report_from_serializable(config=config, data=d) for d in message.reports]
+        for report, data in zip(reports, message.reports, strict=True):
+            _keep_subtest_params(report, data)
         outcomes = [phase_outcome(report) for report in reports]
+        # Every attempt is stored: a rerun (pytest-rerunfailures) ends one, the next starts afresh.
+        results = []
         for report, outcome in zip(reports, outcomes, strict=True):
-            if report.nodeid != timed_out:
-                worker.attempts.setdefault(report.nodeid, Attempt()).add(report, outcome)
+            if report.nodeid == timed_out:
+                continue
+            attempt = worker.attempts.setdefault(report.nodeid, Attempt())
+            attempt.add(report, outcome)
+            if outcome == "rerun":
+                results.append(
+                    attempt.result(report.nodeid, device, worker.slot.id, worker.tests_done, "rerun")
+                )
+                worker.attempts[report.nodeid] = Attempt()
         finished = [nodeid for nodeid in message.finished if nodeid != timed_out]
         retried = {nodeid for nodeid in finished if ctl.faults.retry_device_error(worker, nodeid)}
         overtime = {nodeid: text for nodeid in finished if (text := self._over_limit(worker, nodeid))}
         # Stored before they are shown: what the user saw survives a killed controller.
-        results = []
         for nodeid in finished:
             attempt = worker.attempts.pop(nodeid, Attempt())
             outcome = "device_error" if nodeid in retried else "timeout" if nodeid in overtime else None
@@ -109,7 +120,10 @@ class Replay:
             phases = worker.phases[nodeid] = set()
             hook.pytest_runtest_logstart(nodeid=shown, location=report.location)
         phases.add(report.when)
-        if outcome is not None:
+        logs = report.__dict__.pop("testrack_logs", None)
+        if logs:
+            relay.replay_logs(ctl.config, logs, report.when)
+        if outcome is not None and outcome != "rerun":
             per_device = self.outcomes.setdefault(nodeid, {})
             per_device[device] = worse(per_device.get(device), outcome)
         hook.pytest_runtest_logreport(report=report)
@@ -214,3 +228,12 @@ def node_key(nodeid: str) -> Any:
     except ImportError:  # pragma: no cover - pytest before 9.2
         return nodeid
     return NodeId.parse(nodeid)
+
+
+def _keep_subtest_params(report: Any, data: dict[str, Any]) -> None:
+    """A subtest's parameters travel as their reprs; reading them back must not repr them again
+    (``SUBFAILED(i='2')`` where pytest shows ``SUBFAILED(i=2)``)."""
+    context = getattr(report, "context", None)
+    sent = data.get("_subtest.context")
+    if context is not None and isinstance(sent, dict) and isinstance(sent.get("kwargs"), dict):
+        object.__setattr__(context, "kwargs", dict(sent["kwargs"]))

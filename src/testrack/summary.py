@@ -24,7 +24,12 @@ _FAILING = frozenset(FAILING)
 
 
 def phase_outcome(report: pytest.TestReport) -> str | None:
-    """The outcome one phase report contributes (None for a passed setup or teardown)."""
+    """The outcome one phase report contributes (None for a passed setup or teardown).
+
+    ``rerun`` (pytest-rerunfailures) ends one attempt of a test that runs again.
+    """
+    if str(report.outcome) == "rerun":  # not one of pytest's own three
+        return "rerun"
     if report.failed:
         return "failed" if report.when == "call" else "error"
     if report.skipped:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import logging
 import os
 import pickle
 import signal
@@ -31,11 +32,14 @@ import warnings
 from collections import deque
 from collections.abc import Generator
 from multiprocessing.connection import Connection
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO, cast
 
 import pytest
+from _pytest._io import TerminalWriter
+from _pytest.warnings import catch_warnings_for_item
 
 from testrack import messages as m
+from testrack import relay
 from testrack.collection import FileUnit, matches_selector, walk_files
 from testrack.errors import DeviceError
 from testrack.scheduling.matching import requirement_from_marker
@@ -46,6 +50,12 @@ from testrack.trace import trace
 FLUSH_AFTER = 0.02
 #: A test shorter than this is "tiny": ask for work two tests ahead, not one.
 TINY_TEST = 0.01
+#: What a worker says when a test used pytest-benchmark's fixture (it turns itself off in workers).
+BENCHMARKS_OFF = (
+    "Benchmarks are automatically disabled because xdist plugin is active. Benchmarks cannot be "
+    "performed reliably in a parallelized environment. (testrack runs tests in worker processes, "
+    "which pytest-benchmark treats as xdist workers; benchmark with --rack off.)"
+)
 #: Set when this worker was forked from the controller (see testrack.workers.Launcher.fork).
 FORKED = False
 _STACKS: Any = None
@@ -80,6 +90,8 @@ class WorkerSession:
         self.orphaned = False
         self._sending = False
         self._interrupted = False
+        self.log_relay: relay.LogRelay | None = None
+        self.benchmarked = False
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -99,7 +111,18 @@ class WorkerSession:
         workerinput["basetemp"] = config.option.basetemp = start.basetemp
         config.workerinput = workerinput  # type: ignore[attr-defined]
         config.workeroutput = {}  # type: ignore[attr-defined]
+        # What belongs to the user's session goes to the controller: log records for the live
+        # log and the log file, suite properties for the JUnit file.
+        self.log_relay = relay.worker_log_relay(config)
+        if config.option.xmlpath:
+            from _pytest.junitxml import xml_key
+
+            family = str(config.getini("junit_family"))
+            config.stash[xml_key] = relay.SuiteProperties(family, self._suite_property)  # type: ignore[misc]
         return (yield)
+
+    def _suite_property(self, name: str, value: str) -> None:
+        self.send(m.SuiteProperty(name, value))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -117,6 +140,14 @@ class WorkerSession:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self._stdout is not None:  # the terminal reporter keeps writing to devnull
             sys.stdout, self._stdout = self._stdout, None
+        if self.log_relay is not None:
+            logging.getLogger().addHandler(self.log_relay)
+        # This session's terminal is a blind one (the controller owns the user's): what a plugin
+        # writes there (pytest-timeout's stacks, say) goes to the worker's stdout as it is then:
+        # captured into the test's report during a test, else read by the controller, which
+        # keeps it for the report of a test that killed the worker.
+        writer = TerminalWriter(cast(TextIO, _CurrentStdout()))
+        session.config.get_terminal_writer = lambda: writer  # type: ignore[method-assign]
         # After pytest's debugging plugin set its own: a debugger needs the user's terminal.
         sys.breakpointhook = _no_debugger
         import pdb
@@ -149,6 +180,8 @@ class WorkerSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         report = yield
+        if self.log_relay is not None:
+            report.testrack_logs = self.log_relay.take()  # replayed with the phase's report
         if call.excinfo is not None and call.excinfo.errisinstance(DeviceError):
             # Travels with the serialized report: the controller retries instead of failing.
             report.testrack_device_error = str(call.excinfo.value) or type(call.excinfo.value).__name__
@@ -183,10 +216,28 @@ class WorkerSession:
     def pytest_internalerror(self, excrepr: object) -> None:
         self.send(m.WorkerFailed(error=str(excrepr)))
 
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any]) -> None:
+        if fixturedef.argname == "benchmark":
+            self.benchmarked = True
+
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(self, exitstatus: int) -> Any:
         result = yield
         trace("worker: session finished")
+        if self.benchmarked and getattr(
+            getattr(self.config, "_benchmarksession", None), "xdist_warning", False
+        ):
+            # pytest-benchmark turned itself off here, as it does in an xdist worker: say so.
+            self.send(
+                m.WarningRecorded(
+                    message=BENCHMARKS_OFF,
+                    category="pytest_benchmark.logger.PytestBenchmarkWarning",
+                    filename="pytest_benchmark",
+                    lineno=0,
+                    when="runtest",
+                    nodeid="",
+                )
+            )
         self.flush()
         output = getattr(self.config, "workeroutput", {})
         self.send(m.WorkerFinished(exitstatus=int(exitstatus), workeroutput=_picklable(output)))
@@ -232,6 +283,8 @@ class WorkerSession:
         self.stopping = True
 
     def flush(self) -> None:
+        if self.log_relay is not None and self.log_relay.records:
+            self.send(m.LogRecords(tuple(self.log_relay.take())))
         if self.buffer or self.finished:
             reports, finished = self.buffer, self.finished
             self.buffer, self.finished = [], []
@@ -313,21 +366,24 @@ class WorkerSession:
         key_of: dict[int, str] = {}
         seconds: dict[str, float] = {}
         scopes: dict[str, tuple[str, ...]] = {}
+        # As pytest's own collection does: warnings are recorded (and -W applies), not lost.
+        catching = catch_warnings_for_item(self.config, self.config.hook, when="collect", item=None)
         try:
-            for key in keys:
-                unit_started = time.monotonic()
-                unit = FileUnit.from_key(key)
-                file_nodes = self.files.get(unit.path, [])
-                if file_nodes:
-                    scopes[key] = tuple(node.nodeid for node in file_nodes[0].listchain()[1:])
-                for file_node in file_nodes:
-                    for item in self.session.genitems(file_node):
-                        if not unit.selectors or any(
-                            matches_selector(item, file_node, s) for s in unit.selectors
-                        ):
-                            items.append(item)
-                            key_of[id(item)] = key
-                seconds[key] = time.monotonic() - unit_started
+            with catching:
+                for key in keys:
+                    unit_started = time.monotonic()
+                    unit = FileUnit.from_key(key)
+                    file_nodes = self.files.get(unit.path, [])
+                    if file_nodes:
+                        scopes[key] = tuple(node.nodeid for node in file_nodes[0].listchain()[1:])
+                    for file_node in file_nodes:
+                        for item in self.session.genitems(file_node):
+                            if not unit.selectors or any(
+                                matches_selector(item, file_node, s) for s in unit.selectors
+                            ):
+                                items.append(item)
+                                key_of[id(item)] = key
+                    seconds[key] = time.monotonic() - unit_started
             self.config.hook.pytest_collection_modifyitems(
                 session=self.session, config=self.config, items=items
             )
@@ -368,6 +424,21 @@ class WorkerSession:
         location = (nodeid.split("::")[0], None, nodeid)
         self.pytest_runtest_logreport(pytest.TestReport(nodeid, location, {}, "failed", text, "setup"))
         self.pytest_runtest_logreport(pytest.TestReport(nodeid, location, {}, "passed", None, "teardown"))
+
+
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the time (pytest's capture swaps it)."""
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 def _lines(group: str | list[str]) -> list[str]:

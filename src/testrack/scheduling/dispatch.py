@@ -55,7 +55,9 @@ class Job:
     ``DEFAULT_ESTIMATE``. ``guessed`` says the estimate is not this test's own
     history (a module or suite median, or the default). ``scopes`` are the node ids
     of the collectors that hold its module, outermost first (see
-    :class:`testrack.messages.CollectedUnit`).
+    :class:`testrack.messages.CollectedUnit`). ``queue`` groups jobs that are handed
+    out in order, front to back; by default a job's module, but when an ordering
+    option splits a module (``--ff``: failed tests first), each contiguous run of it.
     """
 
     nodeid: str
@@ -65,6 +67,12 @@ class Job:
     estimate: float = 0.0
     guessed: bool = False
     scopes: tuple[str, ...] = ()
+    queue: str = ""
+
+    @property
+    def unit(self) -> str:
+        """What the dispatcher keeps together: the queue, else the module."""
+        return self.queue or self.module
 
 
 #: The slow start's ceiling (guessed jobs in one chunk).
@@ -89,9 +97,11 @@ def _index(job: Job) -> int:
 
 @dataclasses.dataclass
 class _Module:
-    """A module's pending jobs, one queue per set of eligible devices, each in collection order."""
+    """A module's pending jobs (or a run of them), one queue per set of eligible devices, each
+    in collection order. ``file`` is what a worker must have imported to run them."""
 
     key: str
+    file: str
     scopes: tuple[str, ...] = ()
     queues: dict[frozenset[str], list[Job]] = dataclasses.field(default_factory=dict)
     ns: int = 0
@@ -121,9 +131,12 @@ class Dispatcher:
         divisor: int = 4,
         import_cost: Mapping[str, float] | None = None,
         lazy: bool = True,
+        in_order: bool = False,
     ) -> None:
         self._divisor = divisor
         self._lazy = lazy
+        #: The order of the jobs' indexes is the user's (--ff, --nf, a seed): keep to it.
+        self._in_order = in_order
         self._import_ns = {module: _ns(s) for module, s in (import_cost or {}).items()}
         self._default_import_ns = _ns(DEFAULT_IMPORT_COST)
         self._modules: dict[str, _Module] = {}
@@ -254,7 +267,7 @@ class Dispatcher:
             state.current_scopes = module.scopes
             self._staffing[module.key] = self._staffing.get(module.key, 0) + 1
         state.cursor[module.key] = taken[-1].index
-        state.imported.add(module.key)
+        state.imported.add(module.file)
         if not module.count:
             del self._modules[module.key]
         return taken
@@ -292,9 +305,9 @@ class Dispatcher:
     # ------------------------------------------------------------------ internals
 
     def _push(self, job: Job) -> None:
-        module = self._modules.get(job.module)
+        module = self._modules.get(job.unit)
         if module is None:
-            module = self._modules[job.module] = _Module(job.module, job.scopes)
+            module = self._modules[job.unit] = _Module(job.unit, job.module, job.scopes)
         queue = module.queues.setdefault(job.eligible, [])
         bisect.insort(queue, job, key=_index)
         weight = _weight(job)
@@ -313,7 +326,7 @@ class Dispatcher:
             del self._modules[module.key]
 
     def _may_enter(self, state: _SlotState, module: _Module) -> bool:
-        if not self._lazy and module.key not in state.imported:
+        if not self._lazy and module.file not in state.imported:
             return False
         if module.key == state.current:
             return True
@@ -345,12 +358,13 @@ class Dispatcher:
             if module.key == state.current:
                 return module, head[0], head[1], self._staff(module.key, slot_id) > 0
             staff = self._staff(module.key, slot_id)
-            cost = 0 if module.key in state.imported else self._import_cost_ns(module.key)
-            rank = (
-                -(module.ns // (staff + 1) - cost),
-                module.key not in state.imported,
-                head[0][head[1]].index,
-            )
+            imported = module.file in state.imported
+            cost = 0 if imported else self._import_cost_ns(module.file)
+            first = head[0][head[1]].index
+            if self._in_order:
+                rank = (first, 0, 0)  # the user's order (--ff, --nf, a seed) comes first
+            else:
+                rank = (-(module.ns // (staff + 1) - cost), not imported, first)
             if best is None or rank < best[0]:
                 best = (rank, module, head[0], head[1])
         if best is None:

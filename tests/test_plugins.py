@@ -1,0 +1,310 @@
+"""The plugins CI teams use, under testrack as under plain pytest (issue 14).
+
+Every test runs the same small suite with plain pytest (``--rack off``, in one process)
+and with ``--rack local:2``, with the real plugin installed from the package index as a
+test dependency, and compares what the user sees.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+
+import pytest
+
+CALC = """
+    def add(a, b):
+        return a + b
+
+    def sub(a, b):
+        return a - b
+
+    def mul(a, b):
+        if a == 0:
+            return 0
+        return a * b
+
+    def div(a, b):
+        if b == 0:
+            raise ZeroDivisionError("b")
+        return a / b
+"""
+
+CALC_TESTS = {
+    "test_calc_a": "import calc\n\ndef test_add():\n    assert calc.add(1, 2) == 3\n\n"
+    "def test_sub():\n    assert calc.sub(3, 2) == 1\n",
+    "test_calc_b": "import calc\n\ndef test_mul():\n    assert calc.mul(2, 3) == 6\n\n"
+    "def test_div():\n    assert calc.div(6, 3) == 2\n",
+}
+
+
+def run(
+    pytester: pytest.Pytester, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *args],
+        cwd=pytester.path,
+        env=dict(os.environ, COLUMNS="200", **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def last_line(out: str) -> str:
+    line = [x for x in out.splitlines() if x.strip()][-1]
+    return re.sub(r" in [\d.]+s.*", "", line.strip("= "))
+
+
+RACK = ("--rack", "local:2")
+
+
+# -- pytest-cov ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["load", "each"])
+def test_pytest_cov_combines_every_worker_into_plain_pytests_total(pytester, mode):
+    pytester.makepyfile(calc=textwrap.dedent(CALC), **CALC_TESTS)
+    args = ["-q", "-p", "no:cacheprovider", "--cov=calc", "--cov-report=term-missing"]
+    plain = run(pytester, *args, "--rack", "off")
+    rack = run(pytester, *args, *RACK, "--rack-mode", mode)
+    total = re.compile(r"^TOTAL\s+\d+\s+\d+\s+\d+%", re.M)
+    assert total.search(plain.stdout), plain.stdout
+    assert total.search(rack.stdout) and total.search(rack.stdout)[0] == total.search(plain.stdout)[0], (
+        rack.stdout
+    )
+    assert rack.returncode == 0
+
+
+def test_coverage_run_is_refused_with_what_to_use(pytester):
+    pytester.makepyfile(calc=textwrap.dedent(CALC), **CALC_TESTS)
+    proc = subprocess.run(
+        [sys.executable, "-m", "coverage", "run", "-m", "pytest", "-q", *RACK],
+        cwd=pytester.path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "coverage run measures this process only" in proc.stderr
+    assert "pytest --cov=PACKAGE" in proc.stderr
+
+
+# -- pytest-randomly -------------------------------------------------------------------------------
+
+
+def test_pytest_randomly_is_seeded_from_the_controller(pytester):
+    """Merely installed it used to crash every worker (KeyError: 'randomly_seed'); now every
+    worker gets the controller's seed (random.seed() is the same in each test as in plain pytest)."""
+    pytester.makepyfile(
+        test_r="import random\n\ndef test_draw():\n    print('draw', random.random())\n    assert 0\n"
+    )
+    args = ["-p", "randomly", "-p", "no:cacheprovider", "--randomly-seed=1234"]
+    plain = run(pytester, *args, "--rack", "off")
+    rack = run(pytester, *args, *RACK)
+    assert "Using --randomly-seed=1234" in rack.stdout
+    draw = re.compile(r"^draw (\S+)$", re.M)
+    assert draw.findall(rack.stdout) == draw.findall(plain.stdout) != []
+
+
+# -- pytest-benchmark ------------------------------------------------------------------------------
+
+
+def test_pytest_benchmark_says_it_is_off_in_workers_and_refuses_what_needs_it(pytester):
+    pytester.makepyfile(test_b="def test_speed(benchmark):\n    benchmark(lambda: sum(range(10)))\n")
+    proc = run(pytester, "-q", "-p", "no:cacheprovider", *RACK)
+    assert "1 passed, 1 warning" in last_line(proc.stdout)
+    assert "Benchmarks are automatically disabled because xdist plugin is active" in proc.stdout
+    refused = run(pytester, "-q", "--benchmark-only", *RACK)
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "--benchmark-only: pytest-benchmark turns itself off in worker processes" in refused.stderr
+    assert "with --rack off" in refused.stderr
+
+
+# -- pytest-rerunfailures --------------------------------------------------------------------------
+
+FLAKY = """
+    import os
+
+    COUNT = {"n": 0}
+
+    def test_flaky():
+        COUNT["n"] += 1
+        assert COUNT["n"] >= 3
+
+    def test_broken():
+        assert 0
+
+    def test_fine():
+        pass
+"""
+
+
+def test_rerun_reports_reach_the_summary_and_the_store(pytester):
+    pytester.makepyfile(test_f=textwrap.dedent(FLAKY))
+    args = ["-q", "-rR", "-p", "no:cacheprovider", "--reruns", "2"]
+    plain = run(pytester, *args, "--rack", "off")
+    rack = run(pytester, *args, *RACK)
+    assert last_line(plain.stdout) == "1 failed, 2 passed, 4 rerun"
+    assert last_line(rack.stdout) == last_line(plain.stdout), rack.stdout
+    assert rack.stdout.count("RERUN test_f.py::") == plain.stdout.count("RERUN test_f.py::") == 4
+    history = subprocess.run(
+        [sys.executable, "-m", "testrack", "history", "test_f.py::test_flaky"],
+        cwd=pytester.path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "3 results, 2 rerun, 1 passed" in history.stdout, history.stdout
+
+
+# -- pytest-timeout --------------------------------------------------------------------------------
+
+HANGS = "import time\n\ndef test_hangs():\n    time.sleep(30)\n\ndef test_fine():\n    pass\n"
+
+
+@pytest.mark.parametrize("method", ["signal", "thread"])
+def test_pytest_timeout_stacks_reach_the_test_that_timed_out(pytester, method):
+    """Both methods fail the hanging test with its stack, and the rest of the run goes on
+    (plain pytest stops the whole session under the thread method)."""
+    pytester.makepyfile(test_h=HANGS)
+    proc = run(pytester, "-q", "-p", "no:cacheprovider", "--timeout", "1", "--timeout-method", method, *RACK)
+    assert last_line(proc.stdout) == "1 failed, 1 passed", proc.stdout
+    assert re.search(r'test_h\.py(:4: Failed|", line 4, in test_hangs)', proc.stdout), proc.stdout
+    assert "Timeout" in proc.stdout
+
+
+# -- subtests, live logs, the log file, suite properties, warnings ----------------------------------
+
+
+def test_subtests_show_their_real_parameters(pytester):
+    pytester.makepyfile(
+        test_s="def test_s(subtests):\n    for i in range(4):\n        with subtests.test(i=i):\n"
+        "            assert i != 2\n"
+    )
+    args = ["-q", "-rA", "-p", "no:cacheprovider"]
+    plain = run(pytester, *args, "--rack", "off")
+    rack = run(pytester, *args, *RACK)
+    assert "SUBFAILED(i=2) test_s.py::test_s - assert 2 != 2" in plain.stdout
+    assert "SUBFAILED(i=2) test_s.py::test_s - assert 2 != 2" in rack.stdout, rack.stdout
+    assert last_line(rack.stdout) == last_line(plain.stdout)
+
+
+LOGS = """
+    import logging
+
+    log = logging.getLogger("app")
+
+    def test_one():
+        log.info("hello from one")
+
+    def test_two():
+        log.warning("careful in two")
+
+    def test_three():
+        log.info("three")
+"""
+
+
+def test_live_logs_show_as_in_plain_pytest(pytester):
+    pytester.makepyfile(test_l=textwrap.dedent(LOGS))
+    proc = run(pytester, "-p", "no:cacheprovider", "--log-cli-level=INFO", *RACK)
+    out = proc.stdout
+    assert out.count("live log call") == 3, out
+    assert re.search(r"^INFO +app:test_l.py:\d+ hello from one$", out, re.M), out
+    assert re.search(r"^WARNING +app:test_l.py:\d+ careful in two$", out, re.M), out
+
+
+def test_the_log_file_is_written_once_and_complete(pytester):
+    pytester.makepyfile(test_l=textwrap.dedent(LOGS))
+    plain = pytester.path / "plain.log"
+    rack = pytester.path / "rack.log"
+    run(
+        pytester,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--log-file={plain}",
+        "--log-file-level=INFO",
+        "--rack",
+        "off",
+    )
+    run(pytester, "-q", "-p", "no:cacheprovider", f"--log-file={rack}", "--log-file-level=INFO", *RACK)
+    assert sorted(rack.read_text().splitlines()) == sorted(plain.read_text().splitlines())
+    assert len(plain.read_text().splitlines()) == 3
+
+
+def test_record_testsuite_property_reaches_the_junit_file(pytester):
+    pytester.makepyfile(
+        test_p="def test_a(record_testsuite_property):\n    record_testsuite_property('build', '42')\n\n"
+        "def test_b(record_testsuite_property):\n    record_testsuite_property('arch', 'x86')\n"
+    )
+    run(pytester, "-q", "-p", "no:cacheprovider", "--junitxml=j.xml", *RACK)
+    root = ET.parse(pytester.path / "j.xml").getroot()
+    found = {(p.get("name"), p.get("value")) for p in root.iter("property")}
+    assert {("build", "42"), ("arch", "x86")} <= found
+
+
+WARNS = """
+    import pytest
+
+    @pytest.mark.slowish
+    def test_a():
+        pass
+
+    def test_b():
+        pass
+"""
+
+
+@pytest.mark.parametrize("extra", [[], ["-W", "error"]])
+def test_collection_warnings_count_as_in_plain_pytest(pytester, extra):
+    """Raised while workers collect: counted once each (not once per worker), and -W error turns
+    them into the same collection errors."""
+    pytester.makepyfile(
+        test_w1=textwrap.dedent(WARNS), test_w2=textwrap.dedent(WARNS).replace("test_", "test_x")
+    )
+    plain = run(pytester, "-q", "-p", "no:cacheprovider", *extra, "--rack", "off")
+    for mode in ("load", "each"):
+        rack = run(pytester, "-q", "-p", "no:cacheprovider", *extra, *RACK, "--rack-mode", mode)
+        assert last_line(rack.stdout) == last_line(plain.stdout), (mode, rack.stdout)
+
+
+# -- ordering options ------------------------------------------------------------------------------
+
+FAILS = "    assert not os.environ.get('FAIL')\n"
+ORDERED = {
+    "test_a": "import os\n\ndef test_a1():\n    pass\n\ndef test_a2():\n" + FAILS,
+    "test_b": "import os\n\ndef test_b1():\n" + FAILS + "\ndef test_b2():\n    pass\n",
+}
+
+
+def _order(out: str) -> list[str]:
+    """The passed tests in the order -v printed them (plain's or a rack run's line format)."""
+    return [a or b for a, b in re.findall(r"(test_\w+\.py::\w+) PASSED|PASSED (test_\w+\.py::\w+)", out)]
+
+
+def test_failed_first_and_last_failed_as_in_plain_pytest(pytester):
+    pytester.makepyfile(**ORDERED)
+    run(pytester, "-q", "--rack", "local:1", env={"FAIL": "1"})
+    plain = run(pytester, "-v", "--ff", "--rack", "off")
+    run(pytester, "-q", "--rack", "local:1", env={"FAIL": "1"})  # plain's passing run cleared them
+    rack = run(pytester, "-v", "--ff", "--rack", "local:1")
+    assert "run-last-failure: rerun previous 2 failures first" in rack.stdout
+    expected = ["test_a.py::test_a2", "test_b.py::test_b1", "test_a.py::test_a1", "test_b.py::test_b2"]
+    assert _order(plain.stdout) == expected, plain.stdout
+    assert _order(rack.stdout) == expected, rack.stdout
+    run(pytester, "-q", *RACK, env={"FAIL": "1"})
+    plain_lf = run(pytester, "--lf", "--rack", "off", env={"FAIL": "1"})
+    rack_lf = run(pytester, "--lf", *RACK, env={"FAIL": "1"})
+    for out in (plain_lf.stdout, rack_lf.stdout):
+        assert "run-last-failure: rerun previous 2 failures" in out
+    assert last_line(rack_lf.stdout) == last_line(plain_lf.stdout) == "2 failed"
+
+
+def test_new_first_puts_new_tests_first_and_remembers_them(pytester):
+    pytester.makepyfile(**ORDERED)
+    run(pytester, "-q", *RACK)
+    pytester.makepyfile(test_c="def test_c1():\n    pass\n")
+    first = run(pytester, "-v", "--nf", "--rack", "local:1")
+    assert _order(first.stdout)[0] == "test_c.py::test_c1", first.stdout
+    cache = (pytester.path / ".pytest_cache" / "v" / "cache" / "nodeids").read_text()
+    assert "test_c.py::test_c1" in cache
