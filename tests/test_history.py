@@ -70,8 +70,8 @@ def test_last_summarises_the_run_per_device(recorded: Path) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("run 1: ") and "each mode on" in lines[0]
-    assert "outcome: tests_failed; 9 results: 8 passed, 1 failed" in lines
-    assert "board-2: 2 passed, 1 failed" in lines
+    assert "outcome: tests failed (exit code 1); 9 results: 1 failed, 8 passed" in lines
+    assert "board-2: 1 failed, 2 passed" in lines
     data = json.loads(run_testrack(recorded, "last", "--json").stdout)
     assert data["devices"]["board-1"] == {"passed": 3}
     assert data["run"]["mode"] == "each"
@@ -82,8 +82,9 @@ def test_failing_names_the_test_and_the_device_and_exits_1(recorded: Path) -> No
     out = run_testrack(recorded, "failing")
     assert out.returncode == 1
     assert out.stdout.splitlines() == [
-        "1 failing in run 1 (rerun them with pytest --rack-failed):",
-        "test_rec.py::test_board_2_breaks on board-2: failed: AssertionError: board-2 is broken",
+        "1 failing result: 1 test on 1 device, each failing until it passes there "
+        "(rerun them with pytest --rack-failed):",
+        "test_rec.py::test_board_2_breaks on board-2: failed in run 1: AssertionError: board-2 is broken",
     ]
     data = json.loads(run_testrack(recorded, "failing", "--json").stdout)
     assert [(f["nodeid"], f["device"]) for f in data["failing"]] == [
@@ -105,7 +106,7 @@ def test_history_follows_one_test_over_runs_and_devices(recorded: Path, pytester
     out = run_testrack(recorded, "history", "test_rec.py::test_board_2_breaks")
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    assert lines[0] == "test_rec.py::test_board_2_breaks: 6 results, 4 passed, 2 failed"
+    assert lines[0] == "test_rec.py::test_board_2_breaks: 6 results, 2 failed, 4 passed"
     assert lines[1].startswith("run    2") and lines[-1].startswith("run    1")
     data = json.loads(run_testrack(recorded, "history", "test_rec.py::test_ok", "--json").stdout)
     assert {r["device"] for r in data["results"]} == {"board-1", "board-2", "board-3"}

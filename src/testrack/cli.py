@@ -29,7 +29,7 @@ from testrack import history
 from testrack.demo import DemoError, DemoOptions, run_demo
 from testrack.rack import MODES, RACK_FILE, Device, dump_rack
 from testrack.sim import SimRack, SimStartError
-from testrack.store import Store
+from testrack.store import Store, StoreError
 
 __all__ = ["COMMANDS", "CliError", "Command", "ExitCode", "build_parser", "main"]
 
@@ -273,12 +273,23 @@ def run_demo_command(args: argparse.Namespace) -> int:
 # -- testrack last / failing / slowest / history (and trust) -------------------------------
 
 
+_STORE_HELP = "the results store (default: the nearest .testrack/results.sqlite above the current directory)"
+_JSON_HELP = "print JSON instead of text"
+
+
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: given after the command they override the same options given before it
+    # (testrack --json failing), instead of resetting them to their defaults.
+    parser.add_argument("--store", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=_STORE_HELP)
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_JSON_HELP)
+
+
+def _add_last_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--store", type=Path, metavar="PATH",
-        help="the results store (default: the nearest .testrack/results.sqlite above the current directory)",
+        "--run", metavar="RUN", default="last", dest="run_spec",
+        help="which run: its number, `last` (the default), or the start of its uid",
     )  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_store_arguments(parser)
 
 
 _positive = _number(int, 1, float("inf"), "is not a positive whole number")
@@ -299,16 +310,22 @@ def _history_command(
     query: Callable[[Store, argparse.Namespace], dict[str, Any]],
     render: Callable[[dict[str, Any]], list[str]],
     failed: Callable[[dict[str, Any]], bool] = lambda data: False,
+    writes: Callable[[argparse.Namespace], bool] = lambda args: False,
 ) -> Callable[[argparse.Namespace], int]:
+    """A command that reads the store (read-only, unless ``writes``) and prints what ``query``
+    found, as text or JSON. A store that fails while being read is one line, as at open."""
+
     def run(args: argparse.Namespace) -> int:
         try:
-            store = history.open_for_reading(args.store, Path.cwd())
+            store = history.open_for_reading(args.store, Path.cwd(), write=writes(args))
             try:
                 data = query(store, args)
             finally:
                 store.close()
         except history.HistoryError as exc:
             raise CliError(str(exc)) from None
+        except StoreError as exc:
+            raise CliError(history.store_problem(exc, given=args.store is not None)) from None
         if args.json:
             print(json.dumps(data, indent=2))
         else:
@@ -361,13 +378,14 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "last",
-        "summarise the last recorded run, per device",
-        _add_store_arguments,
-        _history_command(lambda store, args: history.last(store), history.format_last),
+        "summarise the last recorded run (or the one --run names), per device",
+        _add_last_arguments,
+        _history_command(lambda store, args: history.last(store, args.run_spec), history.format_last),
     ),
     Command(
         "failing",
-        "list what failed in the last run, and on which device (exit code 1 if anything did)",
+        "list every test still failing, on each device where its latest result is a failure "
+        "(exit code 1 if any)",
         _add_store_arguments,
         _history_command(
             lambda store, args: history.failing(store),
@@ -393,10 +411,15 @@ COMMANDS: tuple[Command, ...] = (
         "trust",
         "forget the identity pinned for DEVICE, so that the next run pins what it reports then",
         _add_trust_arguments,
-        _history_command(_trust_query, _format_trust),
+        _history_command(_trust_query, _format_trust, writes=lambda args: not args.list),
         epilog=_TRUST_EPILOG,
     ),
 )
+
+
+#: The commands that read the results store and take --store and --json.
+_STORE_COMMANDS = ("last", "failing", "slowest", "history", "trust")
+_STORE_USERS = ", ".join(_STORE_COMMANDS[:-1]) + " and " + _STORE_COMMANDS[-1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Tests run with pytest: pytest --rack testrack.toml [--rack-mode load|each]",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--store", type=Path, metavar="PATH", help=_STORE_HELP + f"; for {_STORE_USERS}")
+    parser.add_argument("--json", action="store_true", help=_JSON_HELP + f"; for {_STORE_USERS}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         sub = subparsers.add_parser(
@@ -429,6 +454,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE_ERROR
     if args.command is None:
         parser.print_help(sys.stderr)
+        return ExitCode.USAGE_ERROR
+    if args.command not in _STORE_COMMANDS and (args.json or args.store is not None):
+        option = "--json" if args.json else "--store"
+        print(
+            f"testrack: error: {option} goes with {_STORE_USERS}, not with {args.command}; "
+            "see testrack --help",
+            file=sys.stderr,
+        )
         return ExitCode.USAGE_ERROR
     try:
         return int(args.run(args))
