@@ -3,7 +3,11 @@ message names the real cause and the right fix (issue 7, points 6 and 13)."""
 
 from __future__ import annotations
 
+import json
+import os
+import pwd
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -161,3 +165,146 @@ def test_a_store_with_a_damaged_header_is_named_damaged_at_open(recorded: Path, 
         else f"testrack last: the results store {path} is damaged (file is not a database); "
     )
     assert len(out.stderr.splitlines()) == 1
+
+
+# -- point 13: a store this user may read but not write, and stores that are not there ----------
+
+
+def as_plain_user() -> list[str]:
+    """A command prefix under which file permissions apply: root (as in CI) keeps its identity
+    but loses the capabilities that let it ignore them; another user needs nothing."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv (util-linux): cannot make a file unwritable for root")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def run_pytest(cwd: Path, *args: str, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def summary_outcomes(out: subprocess.CompletedProcess[str]) -> str:
+    return out.stdout.strip().splitlines()[-1].strip("= ").rsplit(" in ", 1)[0]
+
+
+def run_count(path: Path) -> int:
+    """Runs in the store, read without leaving a log file beside it (as root could, even in a
+    directory it made read-only: the plain user could then write through that log)."""
+    db = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM runs").fetchone()[0])
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def restore_modes(recorded: Path):
+    """Give back write permission to everything a test took it from, so the files can be removed."""
+    yield
+    for path in [recorded, *recorded.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o755)
+
+
+@pytest.mark.usefixtures("restore_modes")
+@pytest.mark.parametrize("unwritable", ["file", "directory"])
+def test_a_read_only_store_is_read_not_written_and_the_message_says_why(
+    recorded: Path, unwritable: str
+) -> None:
+    """A store this user cannot write: the run goes on unrecorded, still uses the history, and
+    says why and what to do (not "move it away": the data is fine); the commands read it."""
+    path = recorded / STORE
+    prefix = as_plain_user()
+    pins = SQLiteStore(path)
+    pins.pin_identity("board-1", "serial-1", 1.0, 1)
+    pins.close()
+    target = path if unwritable == "file" else path.parent
+    target.chmod(0o444 if unwritable == "file" else 0o555)
+    before = path.read_bytes()
+    out = run_pytest(recorded, "--rack-failed", prefix=prefix)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert summary_outcomes(out) == "3 failed, 97 deselected"  # --rack-failed read the history
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    why = (
+        f"the file is not writable by {user}; it belongs to {user}"
+        if unwritable == "file"
+        else f"its directory {path.parent} is not writable by {user}; it belongs to {user}"
+    )
+    assert (
+        f"testrack: the results store {path} is read-only for this process ({why}): this run is not "
+        "recorded (its history is still used; the data in it is fine); to record runs, make it writable "
+        "for this user or run as its owner, or choose another store with --rack-store PATH"
+    ) in out.stdout.splitlines()
+    assert "away" not in out.stdout
+    assert path.read_bytes() == before and run_count(path) == 1
+    last = run_testrack(recorded, "last", prefix=prefix)
+    assert last.returncode == 0 and last.stderr == ""
+    assert "outcome: tests failed (exit code 1); 100 results: 3 failed, 97 passed" in last.stdout
+    failing = run_testrack(recorded, "--json", "failing", prefix=prefix)
+    assert failing.returncode == 1 and len(json.loads(failing.stdout)["failing"]) == 3
+    trust = run_testrack(recorded, "trust", "board-1", prefix=prefix)
+    assert trust.returncode == 2
+    assert trust.stderr == (
+        f"testrack trust: the results store {path} is read-only for this process ({why}); this command "
+        "changes the store: run it as a user who can write it, or make it writable\n"
+    )
+    assert path.read_bytes() == before
+
+
+@pytest.mark.usefixtures("restore_modes")
+def test_an_unwritable_rootdir_runs_unrecorded_and_says_how_to_record(recorded: Path) -> None:
+    """No .testrack/ yet and a rootdir this user cannot write: the run goes on and says why."""
+    prefix = as_plain_user()
+    shutil.rmtree(recorded / ".testrack")
+    recorded.chmod(0o555)
+    out = run_pytest(recorded, prefix=prefix)
+    assert out.returncode == 1 and summary_outcomes(out) == "3 failed, 97 passed"
+    assert (
+        f"testrack: cannot create {recorded / '.testrack'} for the results store (Permission denied): "
+        f"this run is not recorded; make {recorded} writable, or keep results elsewhere with "
+        "--rack-store PATH (or --rack-store off)"
+    ) in out.stdout.splitlines()
+    assert not (recorded / ".testrack").exists()
+
+
+def test_rack_store_naming_a_directory_or_a_missing_one_says_so(recorded: Path) -> None:
+    """--rack-store DIR and --rack-store /no/such/dir/x.sqlite: the cause and the fix; no directory made."""
+    directory = recorded / "stores"
+    directory.mkdir()
+    out = run_pytest(recorded, "--rack-store", str(directory))
+    assert summary_outcomes(out) == "3 failed, 97 passed"
+    assert (
+        f"testrack: --rack-store {directory} is a directory: this run is not recorded; give a file in it, "
+        f"such as --rack-store {directory / 'results.sqlite'}"
+    ) in out.stdout.splitlines()
+    missing = recorded / "no" / "such" / "x.sqlite"
+    out = run_pytest(recorded, "--rack-store", str(missing))
+    assert summary_outcomes(out) == "3 failed, 97 passed"
+    assert (
+        f"testrack: --rack-store {missing}: the directory {missing.parent} does not exist: this run is not "
+        f"recorded; create it first (mkdir -p {missing.parent}), or give a path in an existing directory"
+    ) in out.stdout.splitlines()
+    assert not (recorded / "no").exists()
+
+
+def test_the_commands_say_what_a_store_option_names_and_how_to_fix_it(recorded: Path) -> None:
+    """testrack last --store FILE|DIR: not a store, a directory; the CLI names its own --store."""
+    (recorded / "test_route.py").write_text("def test_route():\n    pass\n")
+    out = run_testrack(recorded, "last", "--store", "test_route.py")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        "testrack last: --store test_route.py is not a testrack results store (not an SQLite database); "
+        "give the path of a results store (a run keeps it in <rootdir>/.testrack/results.sqlite)\n"
+    )
+    out = run_testrack(recorded.parent, "--store", recorded.name, "failing")
+    assert out.returncode == 2
+    assert out.stderr == (
+        f"testrack failing: --store {recorded.name} is a directory; give --store {recorded.name / STORE}\n"
+    )
+    for command in (["last", "--store", "test_route.py"], ["slowest", "--store", "."], ["trust", "--list"]):
+        assert "--rack-store" not in run_testrack(recorded, *command).stderr
