@@ -129,7 +129,7 @@ def test_rack_failed_reruns_only_failures_on_their_devices(recorded: Path, pytes
     """--rack-failed: only the failed test, only on the device it failed on."""
     result = pytester.runpytest_subprocess("-v", "-p", "no:cacheprovider", "--rack-failed")
     result.assert_outcomes(failed=1, deselected=2)
-    result.stdout.fnmatch_lines(["*--rack-failed: rerunning 1 test that failed in the last run*",
+    result.stdout.fnmatch_lines(["*--rack-failed: rerunning 1 failing test on the device it is failing on",
                                  "[[]board-2[]]*FAILED test_rec.py::test_board_2_breaks*"])  # fmt: skip
 
 

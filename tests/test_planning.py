@@ -72,3 +72,16 @@ def test_rerun_goes_to_the_devices_it_failed_on_unless_anywhere() -> None:
     assert narrow.jobs[None][0].eligible == frozenset({"b2"})
     wide = plan_jobs(tests, {}, RACK, "load", {}, {}, rerun={"t.py::a": {"b2"}}, rerun_anywhere=True)
     assert wide.jobs[None][0].eligible == frozenset(EVERYWHERE)
+
+
+def test_rerun_runs_a_test_on_every_device_it_is_failing_on_in_either_mode() -> None:
+    """--rack-failed: one job per failing device, in load mode too; gone devices are left out."""
+    tests = [info("t.py::a", 0)]
+    failing = {"t.py::a": {"b1", "p1", "gone"}}
+    load = plan_jobs(tests, {}, RACK, "load", {}, {"/t.py": "gw0"}, rerun=failing)
+    assert sorted(sorted(j.eligible) for j in load.jobs["gw0"]) == [["b1"], ["p1"]]
+    assert load.runs == 2
+    each = plan_jobs(tests, {"t.py::a": EVERYWHERE}, RACK, "each", {}, {}, rerun=failing)
+    assert sorted(sorted(j.eligible) for j in each.jobs[None]) == [["b1"], ["p1"]]
+    anywhere = plan_jobs(tests, {}, RACK, "load", {}, {}, rerun=failing, rerun_anywhere=True)
+    assert [j.eligible for j in anywhere.jobs[None]] == [frozenset(EVERYWHERE)]

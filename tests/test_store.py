@@ -19,7 +19,7 @@ from testrack.store import (
     StoreError,
     find_store,
 )
-from testrack.store.base import Trouble, median_durations, median_import_costs
+from testrack.store.base import Trouble, failing_results, median_durations, median_import_costs
 from testrack.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -355,3 +355,29 @@ def test_find_store_looks_in_parent_directories(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     assert find_store(deep) == tmp_path / ".testrack" / "results.sqlite"
     assert find_store(tmp_path.parent / "elsewhere") is None
+
+
+def test_failing_results_are_the_pairs_whose_newest_result_failed(store) -> None:
+    """Per (test, device), the newest pass, skip or failure decides; a device error says nothing;
+    other devices do not count; the running run is left out."""
+    first = store.begin_run(RunInfo("uid-1", 1.0, "each", "r", "c"))
+    store.add_results(first, [
+        _result("t.py::a", "b1", "failed", message="boom"), _result("t.py::a", "b2", "failed"),
+        _result("t.py::b", "b1", "error"), _result("t.py::c", "b1", "failed"),
+    ])  # fmt: skip
+    second = store.begin_run(RunInfo("uid-2", 2.0, "load", "r", "c"))
+    store.add_results(second, [
+        _result("t.py::a", "b2", "passed"), _result("t.py::b", "b1", "device_error"),
+        _result("t.py::c", "b1", "skipped"), _result("t.py::a", "b1", "timeout"),
+    ])  # fmt: skip
+    failing = failing_results(store)
+    assert [(r.nodeid, r.device, r.outcome, r.run_id) for r in failing] == [
+        ("t.py::a", "b1", "timeout", second),
+        ("t.py::b", "b1", "error", first),
+    ]
+    assert [(r.nodeid, r.device, r.message) for r in failing_results(store, exclude_run=second)] == [
+        ("t.py::a", "b1", "boom"),
+        ("t.py::a", "b2", None),
+        ("t.py::b", "b1", None),
+        ("t.py::c", "b1", None),
+    ]
