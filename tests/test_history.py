@@ -226,3 +226,99 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
+
+
+MIXED = """
+    import pytest
+
+    def test_a(device):
+        pass
+
+    def test_b(device):
+        pass
+
+    def test_skip(device):
+        pytest.skip("not here")
+
+    @pytest.mark.xfail
+    def test_xfail(device):
+        assert False
+
+    def test_fails(device):
+        assert False, "broken"
+
+    @pytest.fixture
+    def bad():
+        raise RuntimeError("setup broke")
+
+    def test_error(bad):
+        pass
+"""
+
+
+def test_last_says_the_outcome_in_words_and_counts_in_pytests_order(pytester, write_rack) -> None:
+    """outcome in words with the exit code; counts as pytest's summary line orders and words them."""
+    write_rack(boards(1))
+    pytester.makepyfile(test_mixed=MIXED)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(
+        passed=2, failed=1, skipped=1, xfailed=1, errors=1
+    )
+    out = run_testrack(pytester.path, "last")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[2:] == [
+        "outcome: tests failed (exit code 1); 6 results: 1 failed, 2 passed, 1 skipped, 1 xfailed, 1 error",
+        "board-1: 1 failed, 2 passed, 1 skipped, 1 xfailed, 1 error",
+    ]
+
+
+def test_counts_follow_pytest_then_testracks_own_outcomes() -> None:
+    """pytest's KNOWN_TYPES order and plurals, then crashed, timed out, unmatched, device errors."""
+    from testrack.history import counts, run_outcome
+
+    assert counts({"device_error": 2, "timeout": 1, "error": 2, "passed": 670, "zzz": 1, "crashed": 1,
+                   "skipped": 1, "failed": 1, "unmatched": 1, "xpassed": 1}) == (
+        "1 failed, 670 passed, 1 skipped, 1 xpassed, 2 errors, 1 crashed, 1 timed out, 1 unmatched, "
+        "2 device errors, 1 zzz"
+    )  # fmt: skip
+    assert counts({"error": 1, "device_error": 1}) == "1 error, 1 device error"
+    assert run_outcome("ok") == "passed (exit code 0)"
+    assert run_outcome("no_tests_collected") == "no tests collected (exit code 5)"
+    assert run_outcome(None) == "did not finish (no end recorded: killed, or still running)"
+
+
+def test_last_run_picks_a_run_by_number_last_or_uid(recorded: Path, pytester) -> None:
+    """testrack last --run RUN: a run number, `last`, or the start of its uid; a wrong one is one line."""
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "test_ok")
+    store = SQLiteStore(recorded / ".testrack" / "results.sqlite")
+    first_uid = store.runs()[-1].uid
+    store.close()
+    for spec, run_id in (("1", 1), ("last", 2), (first_uid[:8], 1)):
+        out = run_testrack(recorded, "last", "--run", spec)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"run {run_id}: ")
+    assert json.loads(run_testrack(recorded, "--json", "last", "--run", "1").stdout)["results"] == 9
+    assert run_testrack(recorded, "last").stdout.splitlines()[2].endswith("3 results: 3 passed")
+    missing = run_testrack(recorded, "last", "--run", "7")
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert missing.stderr == (
+        "testrack last: no run 7 in the store (runs are numbered 1 to 2); `testrack last` shows the newest\n"
+    )
+
+
+def test_global_options_work_before_the_command_too(recorded: Path, tmp_path: Path) -> None:
+    """testrack --json failing, testrack --store PATH last: as after the command."""
+    store = recorded / ".testrack" / "results.sqlite"
+    before = run_testrack(tmp_path, "--json", "--store", str(store), "failing")
+    after = run_testrack(tmp_path, "failing", "--json", "--store", str(store))
+    assert before.returncode == after.returncode == 1
+    assert json.loads(before.stdout) == json.loads(after.stdout)
+    assert json.loads(before.stdout)["failing"][0]["device"] == "board-2"
+    assert run_testrack(tmp_path, "--store", str(store), "last").stdout.startswith("run 1: ")
+
+
+def test_one_of_a_thing_is_singular(recorded: Path) -> None:
+    """1 result, 1 test, 1 device: no `1 results`."""
+    out = run_testrack(recorded, "slowest", "-n", "1")
+    assert out.stdout.splitlines()[0] == "slowest 1 test of run 1:"
+    out = run_testrack(recorded, "history", "test_rec.py::test_ok", "-n", "1")
+    assert out.stdout.splitlines()[0] == "test_rec.py::test_ok: 1 result, 1 passed"

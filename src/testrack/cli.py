@@ -94,7 +94,8 @@ _device_count = _number(
     f"is not a number of devices; give a whole number from 1 to {MAX_SIM_DEVICES}, for example --devices 3",
 )  # fmt: skip
 _port = _number(
-    int, 0, 65535, "is not a TCP port; give 1024..65535, or 0 to let the system pick a free one"
+    int, 0, 65535,
+    "is not a TCP port; give 1..65535 (below 1024 only as root), or 0 to let the system pick a free one",
 )  # fmt: skip
 _seconds = _number(
     float, 1e-9, 3600, "is not a duration; give seconds above 0, for example --seconds 0.5"
@@ -189,8 +190,9 @@ def _start(sim: SimRack) -> None:
             raise CliError(f"{exc}; or simulate fewer devices with --devices") from None
         if exc.errno == errno.EACCES:
             raise CliError(
-                f"permission denied for port {exc.port}; use --port with a port above 1023, "
-                "or leave out --port to let the system pick a free one"
+                f"permission denied for port {exc.port}: ports below 1024 need root (or the "
+                "CAP_NET_BIND_SERVICE capability); use --port with a port above 1023, or leave out "
+                "--port to let the system pick a free one"
             ) from None
         raise CliError(str(exc)) from None
 
@@ -258,13 +260,18 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--seconds", type=_seconds, default=2.0, metavar="S",
         help="how long each of the 3 tests keeps its device busy (default: 2.0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR",
+        help="write the suite and rack file into DIR (new or empty) and leave them there "
+        "(default: a temporary directory, removed at the end)",
+    )  # fmt: skip
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """Run the demo suite on simulated devices in each mode, then in load mode, and compare."""
     try:
         with _sigterm_as_interrupt():
-            passed = run_demo(DemoOptions(devices=args.devices, seconds=args.seconds)) == 0
+            passed = run_demo(DemoOptions(devices=args.devices, seconds=args.seconds, keep=args.keep)) == 0
     except (DemoError, SimStartError) as exc:
         raise CliError(str(exc)) from None
     return ExitCode.OK if passed else ExitCode.TESTS_FAILED
