@@ -218,8 +218,9 @@ class Recorder:
             )
             return True
         self.store, self._writable = store, True
+        recorded = "the rest of this run is" if self._recorded else "this run is"
         self._problems.append(
-            f"{what}; it was moved to {aside} and this run is recorded in a new store at {path}; "
+            f"{what}; it was moved to {aside} and {recorded} recorded in a new store at {path}; "
             f"the history before this run stays in the damaged file (sqlite3 {aside} .recover may "
             "rescue it); delete it when you no longer need it"
         )
