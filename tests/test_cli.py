@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,8 +132,18 @@ def test_sim_reports_a_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture
         ),
         (
             ["sim", "--port", "99999"],
-            "testrack sim: error: argument --port: '99999' is not a TCP port; give 1024..65535, "
-            "or 0 to let the system pick a free one; see testrack sim --help\n",
+            "testrack sim: error: argument --port: '99999' is not a TCP port; give 1..65535 (below "
+            "1024 only as root), or 0 to let the system pick a free one; see testrack sim --help\n",
+        ),
+        (
+            ["--json", "sim"],
+            "testrack: error: --json goes with last, failing, slowest, history and trust, not with sim; "
+            "see testrack --help\n",
+        ),
+        (
+            ["--store", "x.sqlite", "demo"],
+            "testrack: error: --store goes with last, failing, slowest, history, trust and report, "
+            "not with demo; see testrack --help\n",
         ),
         (
             ["sim", "--kind", "my board"],
@@ -158,6 +170,29 @@ def test_usage_errors_are_one_line_with_the_fix(
     captured = capsys.readouterr()
     assert captured.err == message
     assert captured.out == ""
+
+
+def test_sim_port_below_1024_is_accepted_and_refused_only_by_the_system(tmp_path: Path) -> None:
+    """--port 80 is in the range the message gives; without the right to bind it, the system's
+    refusal is explained (as root, the capability to bind low ports is dropped for the test)."""
+    if int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()) <= 80:
+        pytest.skip("this system lets anyone bind port 80")
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root without setpriv: cannot take away the right to bind port 80")
+        prefix = ["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service"]
+    out = subprocess.run(
+        [*prefix, sys.executable, "-m", "testrack", "sim", "--port", "80", "--rack-file", "r.toml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        "testrack sim: permission denied for port 80: ports below 1024 need root (or the "
+        "CAP_NET_BIND_SERVICE capability); use --port with a port above 1023, or leave out --port to "
+        "let the system pick a free one\n"
+    )
+    assert not (tmp_path / "r.toml").exists()
 
 
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -392,6 +427,32 @@ def test_demo_runs_both_modes_and_reports(
     assert "  per device: board-1 2, board-2 1\n" in out
     assert "6 passed" in out  # pytest's own output is streamed through
     assert out.splitlines()[-3].startswith("mode  results  wall s")
+
+
+def test_demo_says_its_files_are_temporary_unless_kept(
+    fake_engine: dict[str, str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Without --keep no vanishing path is printed; with --keep DIR the suite and rack stay there."""
+    options = DemoOptions(devices=1, seconds=0.01, plugin_args=("-p", "fake_engine"), env=fake_engine)
+    assert run_demo(options) == 0
+    out = capfd.readouterr().out
+    assert "suite and rack file in a temporary directory, removed at the end (--keep DIR keeps them)" in out
+    assert "testrack-demo-" not in out
+    keep = tmp_path / "kept"
+    assert run_demo(dataclasses.replace(options, keep=keep)) == 0
+    out = capfd.readouterr().out
+    assert f"suite and rack file in {keep} (kept)" in out
+    assert out.splitlines()[-1] == (
+        f"kept in {keep}: the suite, its rack file and its results; the simulated devices are gone, so to "
+        f"run it again start new ones with: testrack sim --devices 1 --rack-file {keep / 'testrack.toml'} "
+        f"--force, then in {keep}: pytest --rack-mode=each"
+    )
+    assert {"test_demo.py", "conftest.py", "pytest.ini", "testrack.toml"} <= {p.name for p in keep.iterdir()}
+    assert load_rack("testrack.toml", keep).devices[0].name == "board-1"
+    assert run_demo(dataclasses.replace(options, keep=keep)) == 0, "an earlier demo's directory is reused"
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(demo.DemoError, match=r"--keep .*kept holds other files \(notes.txt\); give a new"):
+        run_demo(dataclasses.replace(options, keep=keep))
 
 
 def test_demo_fails_when_the_tests_fail(

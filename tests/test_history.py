@@ -70,8 +70,8 @@ def test_last_summarises_the_run_per_device(recorded: Path) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("run 1: ") and "each mode on" in lines[0]
-    assert "outcome: tests_failed; 9 results: 8 passed, 1 failed" in lines
-    assert "board-2: 2 passed, 1 failed" in lines
+    assert "outcome: tests failed (exit code 1); 9 results: 1 failed, 8 passed" in lines
+    assert "board-2: 1 failed, 2 passed" in lines
     data = json.loads(run_testrack(recorded, "last", "--json").stdout)
     assert data["devices"]["board-1"] == {"passed": 3}
     assert data["run"]["mode"] == "each"
@@ -82,8 +82,9 @@ def test_failing_names_the_test_and_the_device_and_exits_1(recorded: Path) -> No
     out = run_testrack(recorded, "failing")
     assert out.returncode == 1
     assert out.stdout.splitlines() == [
-        "1 failing in run 1 (rerun them with pytest --rack-failed):",
-        "test_rec.py::test_board_2_breaks on board-2: failed: AssertionError: board-2 is broken",
+        "1 failing result: 1 test on 1 device, each failing until it passes there "
+        "(rerun them with pytest --rack-failed):",
+        "test_rec.py::test_board_2_breaks on board-2: failed in run 1: AssertionError: board-2 is broken",
     ]
     data = json.loads(run_testrack(recorded, "failing", "--json").stdout)
     assert [(f["nodeid"], f["device"]) for f in data["failing"]] == [
@@ -105,7 +106,7 @@ def test_history_follows_one_test_over_runs_and_devices(recorded: Path, pytester
     out = run_testrack(recorded, "history", "test_rec.py::test_board_2_breaks")
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    assert lines[0] == "test_rec.py::test_board_2_breaks: 6 results, 4 passed, 2 failed"
+    assert lines[0] == "test_rec.py::test_board_2_breaks: 6 results, 2 failed, 4 passed"
     assert lines[1].startswith("run    2") and lines[-1].startswith("run    1")
     data = json.loads(run_testrack(recorded, "history", "test_rec.py::test_ok", "--json").stdout)
     assert {r["device"] for r in data["results"]} == {"board-1", "board-2", "board-3"}
@@ -128,7 +129,7 @@ def test_rack_failed_reruns_only_failures_on_their_devices(recorded: Path, pytes
     """--rack-failed: only the failed test, only on the device it failed on."""
     result = pytester.runpytest_subprocess("-v", "-p", "no:cacheprovider", "--rack-failed")
     result.assert_outcomes(failed=1, deselected=2)
-    result.stdout.fnmatch_lines(["*--rack-failed: rerunning 1 test that failed in the last run*",
+    result.stdout.fnmatch_lines(["*--rack-failed: rerunning 1 failing test on the device it is failing on",
                                  "[[]board-2[]]*FAILED test_rec.py::test_board_2_breaks*"])  # fmt: skip
 
 
@@ -225,3 +226,99 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
+
+
+MIXED = """
+    import pytest
+
+    def test_a(device):
+        pass
+
+    def test_b(device):
+        pass
+
+    def test_skip(device):
+        pytest.skip("not here")
+
+    @pytest.mark.xfail
+    def test_xfail(device):
+        assert False
+
+    def test_fails(device):
+        assert False, "broken"
+
+    @pytest.fixture
+    def bad():
+        raise RuntimeError("setup broke")
+
+    def test_error(bad):
+        pass
+"""
+
+
+def test_last_says_the_outcome_in_words_and_counts_in_pytests_order(pytester, write_rack) -> None:
+    """outcome in words with the exit code; counts as pytest's summary line orders and words them."""
+    write_rack(boards(1))
+    pytester.makepyfile(test_mixed=MIXED)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(
+        passed=2, failed=1, skipped=1, xfailed=1, errors=1
+    )
+    out = run_testrack(pytester.path, "last")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[2:] == [
+        "outcome: tests failed (exit code 1); 6 results: 1 failed, 2 passed, 1 skipped, 1 xfailed, 1 error",
+        "board-1: 1 failed, 2 passed, 1 skipped, 1 xfailed, 1 error",
+    ]
+
+
+def test_counts_follow_pytest_then_testracks_own_outcomes() -> None:
+    """pytest's KNOWN_TYPES order and plurals, then crashed, timed out, unmatched, device errors."""
+    from testrack.history import counts, run_outcome
+
+    assert counts({"device_error": 2, "timeout": 1, "error": 2, "passed": 670, "zzz": 1, "crashed": 1,
+                   "skipped": 1, "failed": 1, "unmatched": 1, "xpassed": 1}) == (
+        "1 failed, 670 passed, 1 skipped, 1 xpassed, 2 errors, 1 crashed, 1 timed out, 1 unmatched, "
+        "2 device errors, 1 zzz"
+    )  # fmt: skip
+    assert counts({"error": 1, "device_error": 1}) == "1 error, 1 device error"
+    assert run_outcome("ok") == "passed (exit code 0)"
+    assert run_outcome("no_tests_collected") == "no tests collected (exit code 5)"
+    assert run_outcome(None) == "did not finish (no end recorded: killed, or still running)"
+
+
+def test_last_run_picks_a_run_by_number_last_or_uid(recorded: Path, pytester) -> None:
+    """testrack last --run RUN: a run number, `last`, or the start of its uid; a wrong one is one line."""
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "test_ok")
+    store = SQLiteStore(recorded / ".testrack" / "results.sqlite")
+    first_uid = store.runs()[-1].uid
+    store.close()
+    for spec, run_id in (("1", 1), ("last", 2), (first_uid[:8], 1)):
+        out = run_testrack(recorded, "last", "--run", spec)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"run {run_id}: ")
+    assert json.loads(run_testrack(recorded, "--json", "last", "--run", "1").stdout)["results"] == 9
+    assert run_testrack(recorded, "last").stdout.splitlines()[2].endswith("3 results: 3 passed")
+    missing = run_testrack(recorded, "last", "--run", "7")
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert missing.stderr == (
+        "testrack last: no run 7 in the store (runs are numbered 1 to 2); `testrack last` shows the newest\n"
+    )
+
+
+def test_global_options_work_before_the_command_too(recorded: Path, tmp_path: Path) -> None:
+    """testrack --json failing, testrack --store PATH last: as after the command."""
+    store = recorded / ".testrack" / "results.sqlite"
+    before = run_testrack(tmp_path, "--json", "--store", str(store), "failing")
+    after = run_testrack(tmp_path, "failing", "--json", "--store", str(store))
+    assert before.returncode == after.returncode == 1
+    assert json.loads(before.stdout) == json.loads(after.stdout)
+    assert json.loads(before.stdout)["failing"][0]["device"] == "board-2"
+    assert run_testrack(tmp_path, "--store", str(store), "last").stdout.startswith("run 1: ")
+
+
+def test_one_of_a_thing_is_singular(recorded: Path) -> None:
+    """1 result, 1 test, 1 device: no `1 results`."""
+    out = run_testrack(recorded, "slowest", "-n", "1")
+    assert out.stdout.splitlines()[0] == "slowest 1 test of run 1:"
+    out = run_testrack(recorded, "history", "test_rec.py::test_ok", "-n", "1")
+    assert out.stdout.splitlines()[0] == "test_rec.py::test_ok: 1 result, 1 passed"

@@ -122,3 +122,16 @@ def test_only_slots_of_devices_that_may_run_a_file_import_it() -> None:
     jobs = _jobs("p", 5, 1.0, frozenset({"phone"})) + _jobs("b", 5, 1.0, frozenset({"board"}))
     plan = plan_imports(jobs, slots, {"p": 0.5, "b": 0.5}, {"p": "gw0", "b": "gw0"})
     assert plan == {"gw0": ["b"], "gw1": ["p"]}
+
+
+def test_rerun_runs_a_test_on_every_device_it_is_failing_on_in_either_mode() -> None:
+    """--rack-failed: one job per failing device, in load mode too; gone devices are left out."""
+    tests = [info("t.py::a", 0)]
+    failing = {"t.py::a": {"b1", "p1", "gone"}}
+    load = plan_jobs(tests, {}, RACK, "load", {}, {"/t.py": "gw0"}, rerun=failing)
+    assert sorted(sorted(j.eligible) for j in load.jobs["gw0"]) == [["b1"], ["p1"]]
+    assert load.runs == 2
+    each = plan_jobs(tests, {"t.py::a": EVERYWHERE}, RACK, "each", {}, {}, rerun=failing)
+    assert sorted(sorted(j.eligible) for j in each.jobs[None]) == [["b1"], ["p1"]]
+    anywhere = plan_jobs(tests, {}, RACK, "load", {}, {}, rerun=failing, rerun_anywhere=True)
+    assert [j.eligible for j in anywhere.jobs[None]] == [frozenset(EVERYWHERE)]

@@ -153,7 +153,7 @@ def test_rerun_reports_reach_the_summary_and_the_store(pytester):
         [sys.executable, "-m", "testrack", "history", "test_f.py::test_flaky"],
         cwd=pytester.path, capture_output=True, text=True,
     )  # fmt: skip
-    assert "3 results, 2 rerun, 1 passed" in history.stdout, history.stdout
+    assert "3 results, 1 passed, 2 rerun" in history.stdout, history.stdout
 
 
 # -- pytest-timeout --------------------------------------------------------------------------------

@@ -529,17 +529,40 @@ def test_devices_json_invalid_json_names_the_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
-    ['{"devices": ["a"]}', '["a", 2]', '["a", ""]', '"192.168.1.10"'],
-    ids=["object", "number", "empty-string", "string"],
+    ("text", "what"),
+    [
+        ('{"devices": ["a"]}', "a devices.json must be a list of addresses, and this one is an object"),
+        ('"192.168.1.10"', "a devices.json must be a list of addresses, and this one is a string"),
+    ],
+    ids=["object", "string"],
 )
-def test_devices_json_not_a_list_of_strings(tmp_path: Path, text: str) -> None:
-    """devices.json must be a list of non-empty address strings; for more, write a testrack.toml."""
+def test_devices_json_not_a_list(tmp_path: Path, text: str, what: str) -> None:
+    """devices.json must be a list; the message says what it is instead, and the alternative."""
     path, message = load_error(tmp_path, text, "devices.json")
     assert message == (
-        f"{path}: a devices.json must be a list of non-empty address strings, for example "
-        '["192.168.1.10", "192.168.1.11"]; for names, kinds and attributes write a testrack.toml '
-        "instead"
+        f"{path}: {what}; for example "
+        '["192.168.1.10", "192.168.1.11"]; for names, kinds and '
+        "attributes write a testrack.toml instead"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "entries"),
+    [
+        ('["127.0.0.11", 12, null]', "entry #2 (12) is a number, entry #3 (null) is null"),
+        ('["a", ""]', 'entry #2 ("") is an empty string'),
+        ('[true, {"address": "a"}, ["b"], 1, 2]',
+         'entry #1 (true) is a boolean, entry #2 ({"address": "a"}) is an object, entry #3 (["b"]) is a list '
+         "(and 2 more)"),
+    ],
+    ids=["number-and-null", "empty-string", "many"],
+)  # fmt: skip
+def test_devices_json_names_each_bad_entry(tmp_path: Path, text: str, entries: str) -> None:
+    """A bad entry is named by its place and value, with why it is not an address and the fix."""
+    path, message = load_error(tmp_path, text, "devices.json")
+    assert message == (
+        f"{path}: {entries}; each entry must be an address in quotes, for example "
+        '["192.168.1.10", "192.168.1.11"]; for names, kinds and attributes write a testrack.toml instead'
     )
 
 

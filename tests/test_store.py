@@ -19,7 +19,7 @@ from testrack.store import (
     StoreError,
     find_store,
 )
-from testrack.store.base import median_durations, median_import_costs
+from testrack.store.base import Trouble, failing_results, median_durations, median_import_costs
 from testrack.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -260,23 +260,91 @@ def test_a_version_2_store_is_migrated_and_keeps_its_data(tmp_path: Path) -> Non
     reopened.close()
 
 
-def test_a_store_from_a_newer_testrack_is_refused_with_the_fix(tmp_path: Path) -> None:
-    """Opening a store with a schema newer than this testrack knows says: upgrade, or another store."""
+def test_a_store_from_a_newer_testrack_is_refused_and_says_so(tmp_path: Path) -> None:
+    """A store with a schema newer than this testrack knows: refused, naming both versions."""
     path = tmp_path / "new.sqlite"
     db = sqlite3.connect(path)
+    db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StoreError, match=rf"written by a newer testrack \(schema v{SCHEMA_VERSION + 1}; "
-                       rf"this one knows up to v{SCHEMA_VERSION}\); upgrade testrack"):  # fmt: skip
+    with pytest.raises(StoreError) as caught:
         SQLiteStore(path)
+    assert caught.value.trouble is Trouble.NEWER
+    assert str(caught.value) == (
+        f"the results store {path} was written by a newer testrack (schema v{SCHEMA_VERSION + 1}; "
+        f"this one knows up to v{SCHEMA_VERSION})"
+    )
 
 
-def test_a_file_that_is_not_a_store_is_refused_with_the_fix(tmp_path: Path) -> None:
-    """A corrupt or foreign file is named, with the fix (move it away)."""
+@pytest.mark.parametrize(
+    ("content", "cause"),
+    [
+        (b"this is not a database at all, not even close" * 50, "not an SQLite database"),
+        (None, "an SQLite database without testrack's tables"),
+    ],
+    ids=["text", "foreign-database"],
+)
+def test_a_file_that_is_not_a_store_is_refused_and_left_unchanged(
+    tmp_path: Path, content: bytes | None, cause: str
+) -> None:
+    """Another file, or another program's database, is named as not a store, and not written."""
     path = tmp_path / "results.sqlite"
-    path.write_bytes(b"this is not a database at all, not even close" * 50)
-    with pytest.raises(StoreError, match=r"not a usable testrack results store .*; move .* away"):
-        SQLiteStore(path)
+    if content is None:
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE contacts (name TEXT)")
+        db.commit()
+        db.close()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    for read_only in (False, True):
+        with pytest.raises(StoreError) as caught:
+            SQLiteStore(path, read_only=read_only)
+        assert caught.value.trouble is Trouble.NOT_A_STORE
+        assert str(caught.value) == f"{path} is not a testrack results store ({cause})"
+    assert path.read_bytes() == before
+
+
+def test_directories_are_made_only_when_asked(tmp_path: Path) -> None:
+    """make_directory=False (a path the user gave) refuses a missing directory; a directory is no file."""
+    with pytest.raises(StoreError) as caught:
+        SQLiteStore(tmp_path / "no" / "such" / "x.sqlite", make_directory=False)
+    assert caught.value.trouble is Trouble.NO_DIRECTORY
+    assert str(caught.value) == (
+        f"the directory {tmp_path / 'no' / 'such'} of the results store {tmp_path / 'no/such/x.sqlite'} "
+        "does not exist"
+    )
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(StoreError) as caught:
+        SQLiteStore(tmp_path)
+    assert caught.value.trouble is Trouble.IS_DIRECTORY
+
+
+def test_a_read_only_store_reads_and_refuses_writes_without_touching_the_file(tmp_path: Path) -> None:
+    """read_only: every read works, a write is a READ_ONLY StoreError, and the file is unchanged."""
+    path = tmp_path / "results.sqlite"
+    writer = SQLiteStore(path)
+    run = writer.begin_run(RunInfo("u", 1.0, "load", "r", "c"))
+    writer.add_results(run, [_result("t.py::a")])
+    writer.close()
+    before = path.read_bytes()
+    reader = SQLiteStore(path, read_only=True)
+    assert [r.nodeid for r in reader.results(run)] == ["t.py::a"]
+    with pytest.raises(StoreError) as caught:
+        reader.finish_run(run, 2.0, "ok")
+    assert caught.value.trouble is Trouble.READ_ONLY
+    reader.close()
+    assert path.read_bytes() == before
+
+
+def test_an_empty_file_is_no_store_to_read(tmp_path: Path) -> None:
+    """Read-only, an empty file says it holds no run; opened to write, it becomes a store."""
+    path = tmp_path / "results.sqlite"
+    path.touch()
+    with pytest.raises(StoreError, match=r"is not a testrack results store \(it is empty"):
+        SQLiteStore(path, read_only=True)
+    SQLiteStore(path).close()
+    SQLiteStore(path, read_only=True).close()
 
 
 def test_find_store_looks_in_parent_directories(tmp_path: Path) -> None:
@@ -286,3 +354,29 @@ def test_find_store_looks_in_parent_directories(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     assert find_store(deep) == tmp_path / ".testrack" / "results.sqlite"
     assert find_store(tmp_path.parent / "elsewhere") is None
+
+
+def test_failing_results_are_the_pairs_whose_newest_result_failed(store) -> None:
+    """Per (test, device), the newest pass, skip or failure decides; a device error says nothing;
+    other devices do not count; the running run is left out."""
+    first = store.begin_run(RunInfo("uid-1", 1.0, "each", "r", "c"))
+    store.add_results(first, [
+        _result("t.py::a", "b1", "failed", message="boom"), _result("t.py::a", "b2", "failed"),
+        _result("t.py::b", "b1", "error"), _result("t.py::c", "b1", "failed"),
+    ])  # fmt: skip
+    second = store.begin_run(RunInfo("uid-2", 2.0, "load", "r", "c"))
+    store.add_results(second, [
+        _result("t.py::a", "b2", "passed"), _result("t.py::b", "b1", "device_error"),
+        _result("t.py::c", "b1", "skipped"), _result("t.py::a", "b1", "timeout"),
+    ])  # fmt: skip
+    failing = failing_results(store)
+    assert [(r.nodeid, r.device, r.outcome, r.run_id) for r in failing] == [
+        ("t.py::a", "b1", "timeout", second),
+        ("t.py::b", "b1", "error", first),
+    ]
+    assert [(r.nodeid, r.device, r.message) for r in failing_results(store, exclude_run=second)] == [
+        ("t.py::a", "b1", "boom"),
+        ("t.py::a", "b2", None),
+        ("t.py::b", "b1", None),
+        ("t.py::c", "b1", None),
+    ]

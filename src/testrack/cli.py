@@ -30,7 +30,7 @@ from testrack.demo import DemoError, DemoOptions, run_demo
 from testrack.rack import MODES, RACK_FILE, Device, dump_rack
 from testrack.report import command as report_command
 from testrack.sim import SimRack, SimStartError
-from testrack.store import Store
+from testrack.store import Store, StoreError
 
 __all__ = ["COMMANDS", "CliError", "Command", "ExitCode", "build_parser", "main"]
 
@@ -95,7 +95,8 @@ _device_count = _number(
     f"is not a number of devices; give a whole number from 1 to {MAX_SIM_DEVICES}, for example --devices 3",
 )  # fmt: skip
 _port = _number(
-    int, 0, 65535, "is not a TCP port; give 1024..65535, or 0 to let the system pick a free one"
+    int, 0, 65535,
+    "is not a TCP port; give 1..65535 (below 1024 only as root), or 0 to let the system pick a free one",
 )  # fmt: skip
 _seconds = _number(
     float, 1e-9, 3600, "is not a duration; give seconds above 0, for example --seconds 0.5"
@@ -190,8 +191,9 @@ def _start(sim: SimRack) -> None:
             raise CliError(f"{exc}; or simulate fewer devices with --devices") from None
         if exc.errno == errno.EACCES:
             raise CliError(
-                f"permission denied for port {exc.port}; use --port with a port above 1023, "
-                "or leave out --port to let the system pick a free one"
+                f"permission denied for port {exc.port}: ports below 1024 need root (or the "
+                "CAP_NET_BIND_SERVICE capability); use --port with a port above 1023, or leave out "
+                "--port to let the system pick a free one"
             ) from None
         raise CliError(str(exc)) from None
 
@@ -259,13 +261,18 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--seconds", type=_seconds, default=2.0, metavar="S",
         help="how long each of the 3 tests keeps its device busy (default: 2.0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR",
+        help="write the suite and rack file into DIR (new or empty) and leave them there "
+        "(default: a temporary directory, removed at the end)",
+    )  # fmt: skip
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """Run the demo suite on simulated devices in each mode, then in load mode, and compare."""
     try:
         with _sigterm_as_interrupt():
-            passed = run_demo(DemoOptions(devices=args.devices, seconds=args.seconds)) == 0
+            passed = run_demo(DemoOptions(devices=args.devices, seconds=args.seconds, keep=args.keep)) == 0
     except (DemoError, SimStartError) as exc:
         raise CliError(str(exc)) from None
     return ExitCode.OK if passed else ExitCode.TESTS_FAILED
@@ -274,12 +281,23 @@ def run_demo_command(args: argparse.Namespace) -> int:
 # -- testrack last / failing / slowest / history (and trust) -------------------------------
 
 
+_STORE_HELP = "the results store (default: the nearest .testrack/results.sqlite above the current directory)"
+_JSON_HELP = "print JSON instead of text"
+
+
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: given after the command they override the same options given before it
+    # (testrack --json failing), instead of resetting them to their defaults.
+    parser.add_argument("--store", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=_STORE_HELP)
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_JSON_HELP)
+
+
+def _add_last_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--store", type=Path, metavar="PATH",
-        help="the results store (default: the nearest .testrack/results.sqlite above the current directory)",
+        "--run", metavar="RUN", default="last", dest="run_spec",
+        help="which run: its number, `last` (the default), or the start of its uid",
     )  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_store_arguments(parser)
 
 
 _positive = _number(int, 1, float("inf"), "is not a positive whole number")
@@ -300,16 +318,22 @@ def _history_command(
     query: Callable[[Store, argparse.Namespace], dict[str, Any]],
     render: Callable[[dict[str, Any]], list[str]],
     failed: Callable[[dict[str, Any]], bool] = lambda data: False,
+    writes: Callable[[argparse.Namespace], bool] = lambda args: False,
 ) -> Callable[[argparse.Namespace], int]:
+    """A command that reads the store (read-only, unless ``writes``) and prints what ``query``
+    found, as text or JSON. A store that fails while being read is one line, as at open."""
+
     def run(args: argparse.Namespace) -> int:
         try:
-            store = history.open_for_reading(args.store, Path.cwd())
+            store = history.open_for_reading(args.store, Path.cwd(), write=writes(args))
             try:
                 data = query(store, args)
             finally:
                 store.close()
         except history.HistoryError as exc:
             raise CliError(str(exc)) from None
+        except StoreError as exc:
+            raise CliError(history.store_problem(exc, given=args.store is not None)) from None
         if args.json:
             print(json.dumps(data, indent=2))
         else:
@@ -374,13 +398,14 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "last",
-        "summarise the last recorded run, per device",
-        _add_store_arguments,
-        _history_command(lambda store, args: history.last(store), history.format_last),
+        "summarise the last recorded run (or the one --run names), per device",
+        _add_last_arguments,
+        _history_command(lambda store, args: history.last(store, args.run_spec), history.format_last),
     ),
     Command(
         "failing",
-        "list what failed in the last run, and on which device (exit code 1 if anything did)",
+        "list every test still failing, on each device where its latest result is a failure "
+        "(exit code 1 if any)",
         _add_store_arguments,
         _history_command(
             lambda store, args: history.failing(store),
@@ -406,7 +431,7 @@ COMMANDS: tuple[Command, ...] = (
         "trust",
         "forget the identity pinned for DEVICE, so that the next run pins what it reports then",
         _add_trust_arguments,
-        _history_command(_trust_query, _format_trust),
+        _history_command(_trust_query, _format_trust, writes=lambda args: not args.list),
         epilog=_TRUST_EPILOG,
     ),
     Command(
@@ -419,6 +444,12 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+#: The commands that read the results store and take --store and --json.
+_STORE_COMMANDS = ("last", "failing", "slowest", "history", "trust")
+_STORE_USERS = ", ".join(_STORE_COMMANDS[:-1]) + " and " + _STORE_COMMANDS[-1]
+_STORE_READERS = ", ".join(_STORE_COMMANDS) + " and report"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="testrack",
@@ -426,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Tests run with pytest: pytest --rack testrack.toml [--rack-mode load|each]",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--store", type=Path, metavar="PATH", help=_STORE_HELP + f"; for {_STORE_USERS}")
+    parser.add_argument("--json", action="store_true", help=_JSON_HELP + f"; for {_STORE_USERS}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         sub = subparsers.add_parser(
@@ -449,6 +482,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE_ERROR
     if args.command is None:
         parser.print_help(sys.stderr)
+        return ExitCode.USAGE_ERROR
+    wrong = [
+        (option, users)
+        for option, given, commands, users in (
+            ("--json", args.json, _STORE_COMMANDS, _STORE_USERS),
+            ("--store", args.store is not None, (*_STORE_COMMANDS, "report"), _STORE_READERS),
+        )
+        if given and args.command not in commands
+    ]
+    if wrong:
+        option, users = wrong[0]
+        print(
+            f"testrack: error: {option} goes with {users}, not with {args.command}; see testrack --help",
+            file=sys.stderr,
+        )
         return ExitCode.USAGE_ERROR
     try:
         return int(args.run(args))

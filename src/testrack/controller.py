@@ -777,23 +777,38 @@ class Controller:
         return kept or units
 
     def _rack_failed_filter(self, units: list[FileUnit]) -> list[FileUnit]:
-        """``--rack-failed``: only files holding a test that failed in the last recorded run."""
+        """``--rack-failed``: only files holding a test still failing on some device."""
         if not (self.config.getoption("rack_failed") or self.config.getoption("rack_failed_anywhere")):
             return units
+        anywhere = bool(self.config.getoption("rack_failed_anywhere"))
+        option = "--rack-failed-anywhere" if anywhere else "--rack-failed"
         failures = self.recorder.last_failures()
         if failures is None:
+            if self.recorder.problem:
+                raise pytest.UsageError(f"{option}: no earlier run to rerun from: {self.recorder.problem}")
             raise pytest.UsageError(
-                f"--rack-failed: no earlier run in the results store ({self.recorder.location}); "
+                f"{option}: no earlier run in the results store ({self.recorder.location}); "
                 "run the suite once without it first"
             )
         self.rerun = failures
         files = {nodeid.split("::")[0] for nodeid in failures}
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            what = f"{len(failures)} test{'s' if len(failures) != 1 else ''}" if failures else "nothing"
-            reporter.write_line(f"testrack: --rack-failed: rerunning {what} that failed in the last run")
-        nodeids = self.collection.unit_nodeids
-        return [u for u in units if nodeids.get(u.key, "").split("::")[0] in files]
+            tests = f"{len(failures)} failing test{'s' if len(failures) != 1 else ''}"
+            if not failures:
+                what = "nothing failed in the last runs; nothing to rerun"
+            elif anywhere:
+                where = "on every matching device" if self.mode == "each" else "once, on any matching device"
+                what = f"rerunning {tests} {where}"
+            elif len(failures) == 1:
+                (devices,) = failures.values()
+                on = "the device" if len(devices) == 1 else f"the {len(devices)} devices"
+                what = f"rerunning {tests} on {on} it is failing on"
+            else:
+                runs = sum(len(devices) for devices in failures.values())
+                what = f"rerunning {tests}, each on every device it is failing on ({runs} runs)"
+            reporter.write_line(f"testrack: {option}: {what}")
+        return [u for u in units if self.collection.unit_nodeids.get(u.key, "").split("::")[0] in files]
 
 
 def _drive(wrapper: Any) -> None:

@@ -27,6 +27,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TextIO
 
+from testrack.history import counts, plural
 from testrack.rack import RACK_FILE
 from testrack.sim import SimRack
 
@@ -73,6 +74,8 @@ class DemoOptions:
     """How pytest loads testrack (``-p ...``); None: as an installed testrack would be found."""
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Extra environment for the pytest runs."""
+    keep: Path | None = None
+    """Where to write (and leave) the suite and rack file; None: a temporary directory."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +172,9 @@ def format_mode(run: ModeRun) -> list[str]:
     if run.report is None:
         lines = [head + f"no JUnit report: pytest exited with code {run.returncode} before writing one"]
     else:
-        outcomes = ", ".join(f"{n} {o}" for o, n in sorted(run.report.outcomes.items()))
+        outcomes = counts(run.report.outcomes)
         lines = [
-            head + f"{len(run.report.cases)} results ({outcomes or 'none'}) in {run.wall_s:.2f} s wall"
+            head + f"{plural(len(run.report.cases), 'result')} ({outcomes}) in {run.wall_s:.2f} s wall"
             f" (ideal {run.ideal_s:.2f} s)",
             "  per device: "
             + (", ".join(f"{name} {n}" for name, n in run.report.per_device.items()) or "none"),
@@ -233,23 +236,56 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         raise DemoError(f"--seconds {options.seconds}: give a positive number, for example 0.5")
     stream = out or sys.stdout
     plugin_args, env = _how_to_load_testrack(options)
-    with (
-        tempfile.TemporaryDirectory(prefix="testrack-demo-") as tmp,
-        SimRack(options.devices) as sim,
-    ):
-        suite = Path(tmp)
+    if options.keep is not None:
+        _prepare_keep(options.keep)
+    with contextlib.ExitStack() as stack:
+        if options.keep is None:
+            suite = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="testrack-demo-")))
+            where = "suite and rack file in a temporary directory, removed at the end (--keep DIR keeps them)"
+        else:
+            suite = options.keep.resolve()
+            where = f"suite and rack file in {suite} (kept)"
+        sim = stack.enter_context(SimRack(options.devices))
         _copy_suite(suite, options.seconds)
         sim.write_rack(suite / RACK_FILE)
         names = [d.name for d in sim.devices]
         _say(
             stream,
-            f"testrack demo: {DEMO_TESTS} tests, each keeps its device busy {options.seconds:g} s; "
-            f"{len(names)} simulated device{'s' if len(names) > 1 else ''} ({', '.join(names)})",
-            f"suite and rack file in {suite}",
+            f"testrack demo: {plural(DEMO_TESTS, 'test')}, each keeps its device busy {options.seconds:g} s; "
+            f"{plural(len(names), 'simulated device')} ({', '.join(names)})",
+            where,
         )
         runs = [_run_mode(mode, suite, options, plugin_args, env, stream) for mode in DEMO_MODES]
     _say(stream, "", *format_table(runs))
+    if options.keep is not None:
+        _say(
+            stream,
+            "",
+            f"kept in {suite}: the suite, its rack file and its results; the simulated devices are gone, "
+            f"so to run it again start new ones with: testrack sim --devices {options.devices} "
+            f"--rack-file {suite / RACK_FILE} --force, then in {suite}: pytest --rack-mode=each",
+        )
     return 0 if all(run.passed for run in runs) else 1
+
+
+def _prepare_keep(directory: Path) -> None:
+    """``--keep DIR``: a new or empty directory, or one holding only an earlier demo's files."""
+    if directory.exists() and not directory.is_dir():
+        raise DemoError(f"--keep {directory} is a file; give a new or empty directory")
+    demo_files = {*SUITE_FILES, RACK_FILE, ".testrack", "__pycache__"} | {
+        f"junit-{m}.xml" for m in DEMO_MODES
+    }
+    if directory.is_dir():
+        others = sorted(p.name for p in directory.iterdir() if p.name not in demo_files)
+        if others:
+            raise DemoError(
+                f"--keep {directory} holds other files ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}); give a new or empty directory"
+            )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoError(f"--keep {directory}: cannot create it ({exc.strerror})") from None
 
 
 def _run_mode(

@@ -14,16 +14,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testrack.store import Pin, Result, Run, SQLiteStore, Store, StoreError, find_store
-from testrack.store.base import FAILING, last_run
+from testrack.store import DEFAULT_PATH, Pin, Result, Run, SQLiteStore, Store, StoreError, find_store
+from testrack.store.base import Trouble, failing_results, last_run
+from testrack.store.sqlite import describe
 
 
 class HistoryError(Exception):
     """Nothing to show, and why (the message names the store and the next step)."""
 
 
-def open_for_reading(path: Path | None, cwd: Path) -> SQLiteStore:
-    """The store named with ``--store``, or the nearest ``.testrack/results.sqlite`` above ``cwd``."""
+def open_for_reading(path: Path | None, cwd: Path, *, write: bool = False) -> SQLiteStore:
+    """The store named with ``--store``, or the nearest ``.testrack/results.sqlite`` above ``cwd``.
+
+    Opened read-only (``testrack last`` works on a store this user may not write) unless
+    ``write`` (``testrack trust DEVICE``). A store from an older testrack is brought up to date
+    first when this user may write it; the next run would do the same.
+    """
+    given = path is not None
     if path is None:
         path = find_store(cwd)
         if path is None:
@@ -31,12 +38,61 @@ def open_for_reading(path: Path | None, cwd: Path) -> SQLiteStore:
                 f"no testrack results in {cwd} or its parents: run pytest with a rack first "
                 "(results go to <rootdir>/.testrack/results.sqlite), or name a store with --store PATH"
             )
+    elif path.is_dir():
+        inside = path / DEFAULT_PATH
+        what = f"--store {inside}" if inside.is_file() else "the path of a results store file"
+        raise HistoryError(f"--store {path} is a directory; give {what}")
     elif not path.is_file():
         raise HistoryError(f"--store {path}: no such file; give the path of a results.sqlite")
     try:
-        return SQLiteStore(path)
+        if write:
+            return SQLiteStore(path, make_directory=False)
+        try:
+            return SQLiteStore(path, read_only=True)
+        except StoreError as exc:
+            if exc.trouble is not Trouble.OLDER:
+                raise
+            try:
+                SQLiteStore(path, make_directory=False).close()  # migrates it
+            except StoreError as cannot:
+                if cannot.trouble is not Trouble.READ_ONLY:
+                    raise
+                raise HistoryError(
+                    f"{describe(Trouble.OLDER, path, exc.cause)}, and this user cannot write it "
+                    f"({cannot.cause}), so it cannot be brought up to date; run pytest (or this command) "
+                    "once as a user who can write it"
+                ) from None
+            return SQLiteStore(path, read_only=True)
     except StoreError as exc:
-        raise HistoryError(str(exc)) from None
+        raise HistoryError(store_problem(exc, given)) from None
+
+
+def store_problem(exc: StoreError, given: bool = True) -> str:
+    """What the ``testrack`` commands say about a store they cannot use: the cause and the fix,
+    naming their own option (``--store``). ``given``: the user named the file."""
+    path = Path(exc.path) if exc.path else Path("results.sqlite")
+    what = describe(exc.trouble, path, exc.cause)
+    match exc.trouble:
+        case Trouble.DAMAGED:
+            aside = f"{path}.damaged"
+            fix = (
+                f"move it aside (mv {path} {aside}; sqlite3 {aside} .recover may rescue its history): "
+                "the next pytest run starts a new store"
+            )
+        case Trouble.NOT_A_STORE if given:
+            what = f"--store {path} is not a testrack results store ({exc.cause})"
+            fix = "give the path of a results store (a run keeps it in <rootdir>/.testrack/results.sqlite)"
+        case Trouble.NOT_A_STORE:
+            fix = "move it away (the next pytest run starts a new store there), or name one with --store PATH"
+        case Trouble.READ_ONLY:
+            fix = "this command changes the store: run it as a user who can write it, or make it writable"
+        case Trouble.UNREADABLE:
+            fix = "make it readable for this user, or run this as its owner"
+        case Trouble.NEWER:
+            fix = "upgrade testrack to read it"
+        case _:
+            fix = "name another store with --store PATH"
+    return f"{what}; {fix}"
 
 
 def _last(store: Store) -> Run:
@@ -104,14 +160,15 @@ def _result_dict(result: Result) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- last
 
 
-def last(store: Store) -> dict[str, Any]:
-    run = _last(store)
-    results = store.results(run.id)
+def last(store: Store, run: str | None = None) -> dict[str, Any]:
+    """The run ``run`` names (default: the newest), its outcome and its results per device."""
+    found = resolve_run(store, run)
+    results = store.results(found.id)
     devices: dict[str, Counter[str]] = {}
     for result in results:
         devices.setdefault(result.device, Counter())[result.outcome] += 1
     return {
-        "run": _run_dict(run),
+        "run": _run_dict(found),
         "results": len(results),
         "outcomes": dict(Counter(r.outcome for r in results)),
         "devices": {name: dict(counts) for name, counts in sorted(devices.items())},
@@ -121,39 +178,95 @@ def last(store: Store) -> dict[str, Any]:
 def format_last(data: dict[str, Any]) -> list[str]:
     run = data["run"]
     took = f"{run['finished'] - run['started']:.2f} s" if run["finished"] else "did not finish"
-    outcome = run["outcome"] or "interrupted (no end recorded)"
     lines = [
         f"run {run['id']}: {_when(run['started'])}, {took}, {run['mode']} mode on {run['rack']}",
         f"command: {run['command']}",
-        f"outcome: {outcome}; {data['results']} results: {_counts(data['outcomes'])}",
+        f"outcome: {run_outcome(run['outcome'])}; {plural(data['results'], 'result')}: "
+        f"{counts(data['outcomes'])}",
     ]
-    lines += [f"{name}: {_counts(counts)}" for name, counts in data["devices"].items()]
+    lines += [f"{name}: {counts(per_device)}" for name, per_device in data["devices"].items()]
     return lines
 
 
-def _counts(counts: dict[str, int]) -> str:
-    if not counts:
+#: pytest's exit codes, by the name a run's outcome is stored under, in words.
+_EXIT_WORDS = {
+    "ok": ("passed", 0),
+    "tests_failed": ("tests failed", 1),
+    "interrupted": ("interrupted", 2),
+    "internal_error": ("internal error", 3),
+    "usage_error": ("usage error", 4),
+    "no_tests_collected": ("no tests collected", 5),
+}
+
+
+def run_outcome(outcome: str | None) -> str:
+    """A run's stored outcome in words, with pytest's exit code."""
+    if outcome is None:
+        return "did not finish (no end recorded: killed, or still running)"
+    if outcome in _EXIT_WORDS:
+        words, code = _EXIT_WORDS[outcome]
+        return f"{words} (exit code {code})"
+    return outcome.replace("_", " ")
+
+
+#: The order and words of pytest's summary line (``KNOWN_TYPES`` in ``_pytest/terminal.py``),
+#: then testrack's own outcomes; anything else follows in alphabetical order.
+_ORDER = (
+    "failed", "passed", "skipped", "deselected", "xfailed", "xpassed", "warnings", "error",
+    "crashed", "timeout", "unmatched", "device_error",
+)  # fmt: skip
+_NOUNS = {"error": "error", "warnings": "warning", "device_error": "device error"}
+_WORDS = {"timeout": "timed out"}
+
+
+def counts(by_outcome: dict[str, int]) -> str:
+    """``{"passed": 670, "failed": 1}`` as pytest says it: ``1 failed, 670 passed``."""
+    if not by_outcome:
         return "none"
-    return ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    rank = {name: i for i, name in enumerate(_ORDER)}
+    ordered = sorted(by_outcome.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+    parts = []
+    for outcome, count in ordered:
+        if outcome in _NOUNS:
+            parts.append(plural(count, _NOUNS[outcome]))
+        else:
+            parts.append(f"{count} {_WORDS.get(outcome, outcome)}")
+    return ", ".join(parts)
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 test``, ``2 tests`` (``many``: the plural when it is not noun + s)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
 
 
 # ---------------------------------------------------------------------------------- failing
 
 
 def failing(store: Store) -> dict[str, Any]:
+    """Every (test, device) pair still failing: its latest result on that device, over all runs,
+    is a failure. ``run`` is the newest run; each row says the run it last failed in."""
     run = _last(store)
-    failed = [r for r in store.results(run.id) if r.outcome in FAILING]
-    return {"run": _run_dict(run), "failing": [_result_dict(r) for r in failed]}
+    rows = [dict(_result_dict(r), run=r.run_id) for r in failing_results(store)]
+    return {"run": _run_dict(run), "failing": rows}
 
 
 def format_failing(data: dict[str, Any]) -> list[str]:
     rows = data["failing"]
     if not rows:
-        return [f"nothing failed in run {data['run']['id']}"]
-    lines = [f"{len(rows)} failing in run {data['run']['id']} (rerun them with pytest --rack-failed):"]
+        return [
+            f"nothing is failing: every test passed or was skipped where it last ran (newest run: "
+            f"{data['run']['id']})"
+        ]
+    tests = len({row["nodeid"] for row in rows})
+    devices = len({row["device"] for row in rows})
+    lines = [
+        f"{plural(len(rows), 'failing result')}: {plural(tests, 'test')} on {plural(devices, 'device')}, "
+        "each failing until it passes there (rerun them with pytest --rack-failed):"
+    ]
     for row in rows:
         why = f": {row['message']}" if row["message"] else ""
-        lines.append(f"{row['nodeid']} on {row['device']}: {row['outcome']}{why}")
+        outcome = _WORDS.get(row["outcome"], row["outcome"])
+        lines.append(f"{row['nodeid']} on {row['device']}: {outcome} in run {row['run']}{why}")
     return lines
 
 
@@ -169,7 +282,7 @@ def slowest(store: Store, count: int) -> dict[str, Any]:
 def format_slowest(data: dict[str, Any]) -> list[str]:
     rows = data["slowest"]
     width = max((len(r["nodeid"]) for r in rows), default=0)
-    lines = [f"slowest tests of run {data['run']['id']}:"]
+    lines = [f"slowest {plural(len(rows), 'test')} of run {data['run']['id']}:"]
     lines += [f"{r['duration']:9.3f} s  {r['nodeid'].ljust(width)}  {r['device']}" for r in rows]
     return lines
 
@@ -202,7 +315,7 @@ def _similar(store: Store, nodeid: str) -> Sequence[str]:
 def format_history(data: dict[str, Any]) -> list[str]:
     rows = data["results"]
     outcomes = Counter(r["outcome"] for r in rows)
-    lines = [f"{data['nodeid']}: {len(rows)} results, {_counts(dict(outcomes))}"]
+    lines = [f"{data['nodeid']}: {plural(len(rows), 'result')}, {counts(dict(outcomes))}"]
     for row in rows:
         lines.append(
             f"run {row['run']:>4}  {_when(row['run_started'])}  {row['device']:<16} "

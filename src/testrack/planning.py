@@ -59,10 +59,12 @@ def plan_jobs(
 
     ``collected_on`` maps a test to the devices whose workers collected it (each
     mode runs a test only where it was collected); ``rerun`` (``--rack-failed``)
-    maps a test to the devices it failed on, which are the only ones it goes to
-    unless ``rerun_anywhere``. ``segments`` (when an ordering option reordered the
-    session) names each test's contiguous run of its module: the unit the dispatcher keeps
-    together, in order, instead of the whole module.
+    maps a test to the devices it is failing on: it runs once on every one of them
+    (one job per device, in load mode too: each must pass there to stop failing).
+    With ``rerun_anywhere`` it runs as the mode says, once on any matching device
+    in load mode. ``segments`` (when an ordering option reordered the session) names
+    each test's contiguous run of its module: the unit the dispatcher keeps together,
+    in order, instead of the whole module.
     """
     estimates = estimate_durations([(i.test.nodeid, i.unit) for i in infos], history)
     plan = Plan(jobs={}, unrunnable=[], runs=0)
@@ -83,12 +85,14 @@ def plan_jobs(
         if not eligible:
             plan.unrunnable.append((info, explain.unmatched(test.requirements, rack)))
             continue
+        per_device = mode == "each"
         if rerun is not None and not rerun_anywhere:
             where = rerun.get(test.nodeid, set())
             eligible = [name for name in eligible if name in where]
             if not eligible:
                 plan.unrunnable.append((info, explain.failed_elsewhere(where, rack)))
                 continue
+            per_device = True
         estimate = estimates[test.nodeid]
         guessed = test.nodeid not in history
         held_by = (scopes or {}).get(info.unit, ())
@@ -96,19 +100,14 @@ def plan_jobs(
         if segments is not None:
             queue = segments[test.nodeid]
             held_by = (queue,)  # plain pytest re-enters what the order makes it re-enter
-        if mode == "each":
-            jobs = [
-                Job(test.nodeid, info.unit, info.index, frozenset([n]), estimate, guessed, held_by, queue)
-                for n in eligible
-            ]
-            plan.jobs.setdefault(None, []).extend(jobs)
-            plan.runs += len(jobs)
-        else:
-            job = Job(
-                test.nodeid, info.unit, info.index, frozenset(eligible), estimate, guessed, held_by, queue
-            )
-            plan.jobs.setdefault(home.get(info.unit), []).append(job)
-            plan.runs += 1
+        # Each mode queues without a home (every worker imported every file); load mode
+        # queues at the slot that imported the file, whatever the devices.
+        batch = plan.jobs.setdefault(None if mode == "each" else home.get(info.unit), [])
+        where_to = [frozenset([name]) for name in eligible] if per_device else [frozenset(eligible)]
+        batch.extend(
+            Job(test.nodeid, info.unit, info.index, w, estimate, guessed, held_by, queue) for w in where_to
+        )
+        plan.runs += len(where_to)
     return plan
 
 

@@ -76,12 +76,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--rack-failed",
         action="store_true",
-        help="run only the tests that failed in the last recorded run, on the devices they failed on.",
+        help="run only the tests still failing (their latest result on a device is a failure), "
+        "once on every device each is failing on.",
     )
     group.addoption(
         "--rack-failed-anywhere",
         action="store_true",
-        help="like --rack-failed, but run them on any matching device.",
+        help="like --rack-failed, but run them as the mode says: in load mode once, on any matching device.",
     )
     group.addoption(
         "--rack-timeout",

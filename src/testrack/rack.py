@@ -210,11 +210,22 @@ def _parse_json(text: str, path: Path) -> Rack:
             f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); a devices.json is a list of "
             'addresses, for example ["192.168.1.10", "192.168.1.11"]'
         ) from None
-    if not isinstance(data, list) or not all(isinstance(a, str) and a for a in data):
+    example = '["192.168.1.10", "192.168.1.11"]'
+    instead = f"for names, kinds and attributes write a {RACK_FILE} instead"
+    if not isinstance(data, list):
         raise RackError(
-            f"{path}: a devices.json must be a list of non-empty address strings, for example "
-            '["192.168.1.10", "192.168.1.11"]; for names, kinds and attributes write a '
-            f"{RACK_FILE} instead"
+            f"{path}: a devices.json must be a list of addresses, and this one is {_json_kind(data)}; "
+            f"for example {example}; {instead}"
+        )
+    bad = [
+        f"entry #{index} ({json.dumps(entry)}) is {_json_kind(entry)}"
+        for index, entry in enumerate(data, start=1)
+        if not (isinstance(entry, str) and entry.strip())
+    ]
+    if bad:
+        listed = ", ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise RackError(
+            f"{path}: {listed}; each entry must be an address in quotes, for example {example}; {instead}"
         )
     if not data:
         raise _empty(path, "add at least one address to the list")
@@ -228,6 +239,21 @@ def _parse_json(text: str, path: Path) -> Rack:
         seen.add(address)
     devices = tuple(Device(name=a, kind="device", address=a) for a in data)
     return Rack(devices, source=str(path))
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, in words (for saying why it is not an address)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
 
 
 def _empty(path: Path, fix: str) -> RackError:

@@ -9,18 +9,30 @@ never the run. The history it reads back gives the scheduler its estimates and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from testrack import messages as m
-from testrack.store import ImportCost, MemoryStore, Result, RunInfo, SQLiteStore, Store, StoreError
-from testrack.store.base import FAILING, median_durations, median_import_costs
+from testrack.store import (
+    DEFAULT_PATH,
+    ImportCost,
+    MemoryStore,
+    Result,
+    RunInfo,
+    SQLiteStore,
+    Store,
+    StoreError,
+)
+from testrack.store.base import Trouble, failing_results, median_durations, median_import_costs
+from testrack.store.sqlite import describe, unwritable_reason, writable
 from testrack.summary import worse
 
 #: How many recent runs the scheduler learns durations and import costs from.
@@ -111,16 +123,32 @@ def _line(text: str, first: bool) -> str | None:
 
 
 class Recorder:
-    """The controller's side of the store: one run, written as it happens."""
+    """The controller's side of the store: one run, written as it happens.
+
+    Whatever the store does, the run goes on: a damaged default store is moved aside and a
+    new one made (once per run), a read-only store is still read but not written, and any
+    other failure stops the recording, not the run. ``problem`` says what happened and what
+    to do, for the end of the run's summary.
+    """
 
     def __init__(self, store: Store | None, location: str) -> None:
         self.store = store
         self.location = location
         self.run_id = 0
-        self.problem: str | None = None
+        self._problems: list[str] = []
         # Health checks pin identities from their own threads.
         self._lock = threading.RLock()
-        self._pins: dict[str, str] = {}  # when there is no store
+        self._pins: dict[str, str] = {}  # pinned this run, when the store cannot keep them
+        self._info: RunInfo | None = None
+        self._recorded = False  # whether any result was written (to say what is lost)
+        self._writable = store is not None
+        #: The default store's path: the only store testrack may move aside and make anew.
+        self._renewable: Path | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """What went wrong with the store and what to do, one line per problem; None if nothing."""
+        return "\ntestrack: ".join(self._problems) if self._problems else None
 
     @classmethod
     def open(cls, spec: str | None, rootdir: Path) -> Recorder:
@@ -129,98 +157,267 @@ class Recorder:
             return cls(None, "off")
         if spec == "memory":
             return cls(MemoryStore(), "memory")
-        path = Path(spec) if spec else rootdir / ".testrack" / "results.sqlite"
-        if not path.is_absolute():
-            path = rootdir / path
-        try:
-            return cls(SQLiteStore(path), str(path))
-        except StoreError as exc:
+        if not spec:
+            path = rootdir / DEFAULT_PATH
             recorder = cls(None, str(path))
-            recorder.problem = f"{exc}; this run is not recorded"
-            return recorder
+            try:
+                path.parent.mkdir(exist_ok=True)  # the default directory, and nothing above it
+            except OSError as exc:
+                recorder._problems.append(
+                    f"cannot create {path.parent} for the results store ({exc.strerror}): this run is "
+                    f"not recorded; make {rootdir} writable, or keep results elsewhere with "
+                    "--rack-store PATH (or --rack-store off)"
+                )
+                return recorder
+            recorder._renewable = path
+        else:
+            path = Path(spec)
+            if not path.is_absolute():
+                path = rootdir / path
+            recorder = cls(None, str(path))
+        recorder._connect(path)
+        return recorder
+
+    def _connect(self, path: Path) -> None:
+        """Open the store for the run; if it cannot be written, open it to read, or not at all."""
+        if not path.exists() and path.parent.is_dir() and not writable(path):
+            self._problems.append(
+                f"cannot create the results store {path} ({unwritable_reason(path)}): this run is not "
+                f"recorded; make {path.parent} writable, or choose another store with --rack-store PATH"
+            )
+            return
+        try:
+            if path.exists() and not writable(path):
+                raise StoreError("", Trouble.READ_ONLY, str(path), unwritable_reason(path))
+            self.store, self._writable = SQLiteStore(path, make_directory=False), True
+        except StoreError as exc:
+            if exc.trouble is Trouble.READ_ONLY:
+                self._open_read_only(path, exc.cause)
+            elif not self._renew(exc):
+                self._problems.append(_unusable(exc, path))
+
+    def _open_read_only(self, path: Path, why: str) -> None:
+        """Keep the history (scheduling, --rack-failed) of a store this process cannot write."""
+        try:
+            self.store, self._writable = SQLiteStore(path, read_only=True), False
+        except StoreError as exc:
+            if exc.trouble is Trouble.OLDER:
+                self._problems.append(
+                    f"{describe(Trouble.OLDER, path, exc.cause)}, and this process cannot write it ({why}), "
+                    "so it cannot be brought up to date: this run is not recorded; run pytest once as a "
+                    "user who can write it, or choose another store with --rack-store PATH"
+                )
+            else:
+                self._problems.append(_unusable(exc, path))
+            return
+        self._problems.append(
+            f"the results store {path} is read-only for this process ({why}): this run is not recorded "
+            "(its history is still used; the data in it is fine); to record runs, make it writable for "
+            "this user or run as its owner, or choose another store with --rack-store PATH"
+        )
+
+    def _renew(self, exc: StoreError) -> bool:
+        """A damaged default store: move it (and its log) aside, start a new one, and say so.
+
+        Only the default store, and once per run; a store named with --rack-store is the
+        user's to move. The run goes on recording into the new store (its earlier results are
+        in the old one, with everything before)."""
+        path = self._renewable
+        if path is None or exc.trouble not in (Trouble.DAMAGED, Trouble.NOT_A_STORE):
+            return False
+        self._renewable = None
+        old, self.store = self.store, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.close()
+        try:
+            aside = move_aside(path)
+        except OSError as error:
+            self._problems.append(
+                f"{describe(exc.trouble, path, exc.cause)}, and moving it aside failed ({error.strerror}): "
+                f"this run is not recorded; move {path} away yourself (the next run starts a new store)"
+            )
+            return True
+        what = describe(Trouble.DAMAGED, path, exc.cause)
+        try:
+            store = SQLiteStore(path, make_directory=False)
+            if self._info is not None:
+                self.run_id = store.begin_run(self._info)
+        except StoreError as error:
+            self._problems.append(
+                f"{what}; it was moved to {aside}, and a new store could not be made ({error.cause}): "
+                "this run is not recorded"
+            )
+            return True
+        self.store, self._writable = store, True
+        recorded = "the rest of this run is" if self._recorded else "this run is"
+        self._problems.append(
+            f"{what}; it was moved to {aside} and {recorded} recorded in a new store at {path}; "
+            f"the history before this run stays in the damaged file (sqlite3 {aside} .recover may "
+            "rescue it); delete it when you no longer need it"
+        )
+        return True
 
     # ------------------------------------------------------------------ writing
 
     def begin(self, info: RunInfo) -> None:
-        self._guard(lambda store: setattr(self, "run_id", store.begin_run(info)))
+        self._info = info
+
+        def begin(store: Store) -> None:
+            self.run_id = store.begin_run(info)
+
+        self._write(begin)
 
     def results(self, results: Sequence[Result]) -> None:
         if results:
-            self._guard(lambda store: store.add_results(self.run_id, results))
+            self._write(lambda store: store.add_results(self.run_id, results))
+            self._recorded = True
 
     def imports(self, worker: str, device: str, units: Iterable[m.CollectedUnit]) -> None:
         costs = [ImportCost(u.key, worker, device, u.seconds) for u in units]
-        self._guard(lambda store: store.add_imports(self.run_id, costs))
+        self._write(lambda store: store.add_imports(self.run_id, costs))
 
     def finish(self, outcome: str) -> None:
         """Record the end, then close the store from a (joined) thread: SQLite checkpoints its
         log on close, which need not hold up the summary."""
-        self._guard(lambda store: store.finish_run(self.run_id, time.time(), outcome))
+        self._write(lambda store: store.finish_run(self.run_id, time.time(), outcome))
         with self._lock:
             store, self.store = self.store, None
         if store is not None:
-            threading.Thread(target=store.close, name="testrack-store-close").start()
+            threading.Thread(target=_close, args=(store,), name="testrack-store-close").start()
 
     def quarantine(self, device: str, reason: str) -> None:
-        self._guard(lambda store: store.add_quarantine(self.run_id, device, reason, time.time()))
+        self._write(lambda store: store.add_quarantine(self.run_id, device, reason, time.time()))
 
     def verify_identity(self, device: str, identity: str) -> str | None:
         """Pin ``identity`` on first use; when it differs from the pin, say so and how to accept it."""
         with self._lock:
-            if self.store is None:
-                pinned = self._pins.setdefault(device, identity)
-                if pinned == identity:
+            pin = self._guard(lambda store: store.pinned_identity(device), None)
+            if pin is not None:
+                if pin.identity == identity:
                     return None
+                return _identity_changed(device, pin.identity, identity, pin.pinned, pin.run_id)
+            pinned = self._pins.setdefault(device, identity)  # this run's pin, whatever the store does
+            if pinned != identity:
                 return _identity_changed(device, pinned, identity, None, None)
-            try:
-                pin = self.store.pinned_identity(device)
-                if pin is None:
-                    self.store.pin_identity(device, identity, time.time(), self.run_id or None)
-                    return None
-            except Exception:
-                return None  # an unusable store cannot pin; the check itself decides
-            if pin.identity == identity:
-                return None
-            return _identity_changed(device, pin.identity, identity, pin.pinned, pin.run_id)
+            self._write(lambda store: store.pin_identity(device, identity, time.time(), self.run_id or None))
+            return None
 
-    def _guard(self, action: object) -> None:
+    def _write(self, action: Callable[[Store], None]) -> None:
+        with self._lock:
+            if self._writable:
+                self._guard(action, None)
+
+    def _guard(self, action: Callable[[Store], T], default: T) -> T:
+        """``action(store)``, or ``default`` when there is no store or it fails; a failure is
+        said once, and a damaged default store is replaced and the action tried again."""
         with self._lock:
             if self.store is None:
-                return
+                return default
             try:
-                action(self.store)  # type: ignore[operator]
-            except Exception as exc:  # a full disk or a locked file must not cost the run
-                self.problem = (
-                    f"the results store {self.location} failed ({exc}); results from here on are not "
-                    "recorded (the run goes on)"
-                )
-                self.store = None
+                return action(self.store)
+            except Exception as exc:  # a damaged file, a full disk or a locked one must not cost the run
+                if isinstance(exc, StoreError) and self._renew(exc):
+                    return self._guard(action, default)
+                self._fail(exc)
+                return default
+
+    def _fail(self, exc: Exception) -> None:
+        path = Path(self.location)
+        if isinstance(exc, StoreError) and exc.trouble is Trouble.READ_ONLY:
+            self._writable = False  # still readable; a read failing later says so itself
+            lost = "results from here on are not recorded" if self._recorded else "this run is not recorded"
+            self._problems.append(
+                f"the results store {path} is read-only for this process ({exc.cause}): {lost} (the run "
+                "goes on); make it writable for this user, or choose another store with --rack-store PATH"
+            )
+            return
+        store, self.store, self._writable = self.store, None, False
+        if store is not None:
+            _close(store)
+        if isinstance(exc, StoreError) and exc.trouble is Trouble.DAMAGED:
+            self._problems.append(_unusable(exc, path, mid_run=self._recorded))
+            return
+        cause = exc.cause if isinstance(exc, StoreError) else str(exc)
+        lost = "results from here on are not recorded" if self._recorded else "this run is not recorded"
+        self._problems.append(f"the results store {path} failed ({cause}); {lost} (the run goes on)")
 
     # ------------------------------------------------------------------ reading
 
     def durations(self) -> dict[str, float]:
-        if self.store is None:
-            return {}
-        return median_durations(self.store.timings(HISTORY_RUNS))
+        return self._guard(lambda store: median_durations(store.timings(HISTORY_RUNS)), {})
 
     def import_costs(self) -> dict[str, float]:
-        if self.store is None:
-            return {}
-        return median_import_costs(self.store.import_costs(HISTORY_RUNS))
+        return self._guard(lambda store: median_import_costs(store.import_costs(HISTORY_RUNS)), {})
 
     def last_failures(self) -> dict[str, set[str]] | None:
-        """Per test, the devices it failed on in the newest finished-or-interrupted run before this one."""
-        if self.store is None:
-            return None
-        for run in self.store.runs(limit=5):
-            if run.id == self.run_id:
-                continue
-            failed: dict[str, set[str]] = {}
-            for result in self.store.results(run.id):
-                if result.outcome in FAILING:
-                    failed.setdefault(result.nodeid, set()).add(result.device)
-            return failed
-        return None
+        """Per test, every device it is failing on (see ``failing_results``: its newest result
+        there, over all earlier runs, is a failure); None if the store holds no earlier run."""
+
+        def read(store: Store) -> dict[str, set[str]] | None:
+            if not any(run.id != self.run_id for run in store.runs(limit=2)):
+                return None
+            failing: dict[str, set[str]] = {}
+            for result in failing_results(store, exclude_run=self.run_id or None):
+                failing.setdefault(result.nodeid, set()).add(result.device)
+            return failing
+
+        return self._guard(read, None)
+
+
+T = TypeVar("T")
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged store (and its log files, so that SQLite finds them beside it) to
+    ``<name>.damaged-<date>-<time>``; return the new name."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    number = 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{number}")
+    path.rename(aside)
+    for suffix in ("-wal", "-shm"):
+        log = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            log.rename(aside.with_name(aside.name + suffix))
+    return aside
+
+
+def _unusable(exc: StoreError, path: Path, mid_run: bool = False) -> str:
+    """What to say about a store the run cannot use (and did not replace), with the fix."""
+    not_recorded = (
+        "results from here on are not recorded (the run goes on)" if mid_run else ("this run is not recorded")
+    )
+    what = describe(exc.trouble, path, exc.cause)
+    match exc.trouble:
+        case Trouble.DAMAGED:
+            fix = (
+                f"move it aside (sqlite3 FILE .recover may rescue its history): the next run with "
+                f"--rack-store {path} starts a new store; or give another file with --rack-store PATH"
+            )
+        case Trouble.NOT_A_STORE:
+            what = f"--rack-store {path} is not a testrack results store ({exc.cause})"
+            fix = "give a new file name or an existing results store with --rack-store PATH"
+        case Trouble.NEWER:
+            fix = "upgrade testrack, or choose another store with --rack-store PATH"
+        case Trouble.IS_DIRECTORY:
+            what = f"--rack-store {path} is a directory"
+            fix = f"give a file in it, such as --rack-store {path / 'results.sqlite'}"
+        case Trouble.NO_DIRECTORY:
+            what = f"--rack-store {path}: the directory {path.parent} does not exist"
+            fix = f"create it first (mkdir -p {path.parent}), or give a path in an existing directory"
+        case Trouble.UNREADABLE:
+            fix = "make it readable for this user, or choose another store with --rack-store PATH"
+        case _:
+            fix = "choose another store with --rack-store PATH (or --rack-store off)"
+    return f"{what}: {not_recorded}; {fix}"
+
+
+def _close(store: Store) -> None:
+    with contextlib.suppress(Exception):  # a store that fails to close has nothing more to lose
+        store.close()
 
 
 def _identity_changed(device: str, pinned: str, now: str, when: float | None, run: int | None) -> str:

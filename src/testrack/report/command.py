@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{', '.join(LOGGING)} (default: no)",
     )  # fmt: skip
     parser.add_argument(
-        "--store", type=Path, metavar="PATH",
+        "--store", type=Path, metavar="PATH", default=argparse.SUPPRESS,
         help="the results store (default: the nearest .testrack/results.sqlite above the current directory)",
     )  # fmt: skip
 

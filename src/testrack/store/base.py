@@ -13,13 +13,46 @@ devices a run took out of service, and why (a :class:`Quarantine`).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import statistics
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+
+class Trouble(enum.Enum):
+    """Why a store cannot be used: each asks for a different fix, so callers say different things."""
+
+    UNUSABLE = "unusable"
+    """Anything else (a locked file, a full disk): the message has SQLite's words."""
+    DAMAGED = "damaged"
+    """The file is a store, but its pages are damaged: its history is (partly) lost."""
+    NOT_A_STORE = "not a store"
+    """The file is not a testrack results store at all (another file, another database)."""
+    READ_ONLY = "read-only"
+    """The store can be read but not written by this process; the data in it is fine."""
+    UNREADABLE = "unreadable"
+    """This process may not open the file (permissions)."""
+    NEWER = "newer"
+    """Written by a newer testrack, with a schema this one does not know."""
+    OLDER = "older"
+    """Written by an older testrack, and read-only here, so it cannot be brought up to date."""
+    IS_DIRECTORY = "is a directory"
+    NO_DIRECTORY = "no such directory"
+    """The file's directory does not exist (and is not made silently)."""
 
 
 class StoreError(Exception):
-    """The store cannot be used; the message says which file and what to do."""
+    """The store cannot be used. ``trouble`` says why, ``cause`` in the backend's own words, so
+    that the caller can name its own option in the fix (``--rack-store`` for a run,
+    ``--store`` for the ``testrack`` commands)."""
+
+    def __init__(
+        self, message: str, trouble: Trouble = Trouble.UNUSABLE, path: str | None = None, cause: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.trouble = trouble
+        self.path = path
+        self.cause = cause or message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +135,10 @@ class Quarantine:
 
 #: Outcomes that mean "this test did not pass on this device".
 FAILING = ("failed", "error", "crashed", "timeout", "unmatched")
+#: Outcomes that end a failure on a device: as pytest's ``--lf`` forgets a test that passed
+#: or was skipped. Anything else (a DeviceError's retry, another plugin's word) says nothing.
+CLEARING = ("passed", "skipped", "xfailed", "xpassed")
+CONCLUSIVE = FAILING + CLEARING
 #: Outcomes whose duration says how long the test takes (a skip says nothing).
 TIMED = ("passed", "failed", "error", "xfailed", "xpassed")
 
@@ -163,6 +200,31 @@ class Store(Protocol):
         """The devices ``run_id`` quarantined, in the order it did."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class FailingResults(Protocol):
+    """What a backend may offer to answer :func:`failing_results` in one query."""
+
+    def failing_results(self, exclude_run: int | None = None) -> list[Result]: ...
+
+
+def failing_results(store: Store, exclude_run: int | None = None) -> list[Result]:
+    """Every (test, device) pair that is failing: its newest result on that device (over all
+    runs; passes, skips and failures count, a DeviceError's retry does not) is a failure. A
+    test stays failing on a device until it passes (or is skipped) there. Sorted by test, then
+    device; each result carries the run it last failed in. ``exclude_run``: the run going on."""
+    if isinstance(store, FailingResults):
+        return store.failing_results(exclude_run)
+    newest: dict[tuple[str, str], Result] = {}
+    for run in store.runs():  # newest first
+        if run.id == exclude_run:
+            continue
+        for result in reversed(store.results(run.id)):
+            if result.outcome in CONCLUSIVE:
+                newest.setdefault((result.nodeid, result.device), result)
+    failing = [result for result in newest.values() if result.outcome in FAILING]
+    return sorted(failing, key=lambda result: (result.nodeid, result.device))
 
 
 def median_durations(timings: Iterable[tuple[str, str, float]]) -> dict[str, float]:

@@ -9,20 +9,40 @@ date, one transaction per step, when it is opened.
 One connection serves every thread of the process (the run loop, a health check, the
 thread that closes the store): a lock makes each transaction and each read whole, so
 two threads never share a transaction.
+
+Every SQLite error leaves as a :class:`StoreError` whose ``trouble`` says what kind of
+problem it is (damaged, read-only, not a store, ...), so the run and the ``testrack``
+commands can each say what to do, naming their own options. A store opened
+``read_only`` (the commands that only read) never writes, not even its log: SQLite's
+``mode=ro``, or ``immutable`` when the directory is not writable and no log is pending.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import pwd
 import sqlite3
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from testrack.store.base import ImportCost, Pin, Quarantine, Result, Run, RunInfo, StoreError
+from testrack.store.base import (
+    CONCLUSIVE,
+    FAILING,
+    ImportCost,
+    Pin,
+    Quarantine,
+    Result,
+    Run,
+    RunInfo,
+    StoreError,
+    Trouble,
+)
 
 DEFAULT_PATH = Path(".testrack") / "results.sqlite"
 
@@ -86,10 +106,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+#: The tables some version of testrack made; a database with others is not a results store.
+_OWN_TABLES = frozenset({"runs", "results", "imports", "identities", "quarantines"})
 
 _RESULT_COLUMNS = "nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id"
 _RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome"
 _PIN_COLUMNS = "device, identity, pinned, run_id"
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# SQLite's primary result codes (the low byte of an extended code).
+_PERM, _READONLY, _CORRUPT, _CANTOPEN, _NOTADB = 3, 8, 11, 14, 26
 
 
 def find_store(start: Path) -> Path | None:
@@ -105,33 +131,158 @@ def open_store(path: Path) -> SQLiteStore:
     return SQLiteStore(path)
 
 
+def describe(trouble: Trouble, path: Path, cause: str) -> str:
+    """What is wrong with the store at ``path``, without the fix (the caller knows its options)."""
+    match trouble:
+        case Trouble.DAMAGED:
+            return f"the results store {path} is damaged ({cause})"
+        case Trouble.NOT_A_STORE:
+            return f"{path} is not a testrack results store ({cause})"
+        case Trouble.READ_ONLY:
+            return f"the results store {path} is read-only for this process ({cause})"
+        case Trouble.UNREADABLE:
+            return f"cannot read the results store {path} ({cause})"
+        case Trouble.IS_DIRECTORY:
+            return f"{path} is a directory, not a results store file"
+        case Trouble.NO_DIRECTORY:
+            return f"the directory {path.parent} of the results store {path} does not exist"
+        case Trouble.NEWER | Trouble.OLDER:
+            return f"the results store {path} was written by {cause}"
+        case _:
+            return f"cannot use the results store {path} ({cause})"
+
+
+def unwritable_reason(path: Path) -> str:
+    """Why this process cannot write ``path``, as far as the file system tells."""
+    user = _user(os.geteuid())
+    target = path if path.exists() else path.parent
+    with contextlib.suppress(OSError):
+        if os.statvfs(target).f_flag & os.ST_RDONLY:
+            return f"{target} is on a read-only file system"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"the file is not writable by {user}; it belongs to {_owner(path)}"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"its directory {path.parent} is not writable by {user}; it belongs to {_owner(path.parent)}"
+    return "SQLite could open it for reading only"
+
+
+def writable(path: Path) -> bool:
+    """Whether this process may write the store at ``path`` (and the log files beside it)."""
+    directory_ok = os.access(path.parent, os.W_OK | os.X_OK)
+    return directory_ok and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _owner(path: Path) -> str:
+    try:
+        return _user(path.stat().st_uid)
+    except OSError:
+        return "someone else"
+
+
 class SQLiteStore:
-    """Implements :class:`~testrack.store.base.Store` on one SQLite file."""
+    """Implements :class:`~testrack.store.base.Store` on one SQLite file.
 
-    def __init__(self, path: Path) -> None:
+    ``read_only``: open for reading only (``testrack last`` and friends), without writing
+    anything, the log included. ``make_directory``: create the file's directory if missing
+    (the run does this for its default ``.testrack/`` only, never for a path it was given).
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False, make_directory: bool = True) -> None:
         self.path = path
-        fix = f"move {path} away (a new store is made on the next run) or choose another with --rack-store"
+        self.read_only = read_only
+        # Any thread, one at a time (self._lock); the last one (closing it) may not be the first.
+        self._lock = threading.RLock()
+        if path.is_dir():
+            raise self._trouble(Trouble.IS_DIRECTORY, "a directory")
+        if not path.parent.is_dir():
+            if read_only or not make_directory:
+                raise self._trouble(Trouble.NO_DIRECTORY, "no such directory")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._trouble(
+                    Trouble.UNUSABLE, f"cannot create {path.parent}: {exc.strerror}"
+                ) from None
+        if read_only and not path.is_file():
+            raise self._trouble(Trouble.UNUSABLE, "no such file")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Any thread, one at a time (self._lock); the last one (closing it) may not be the first.
-            self._lock = threading.RLock()
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: not a usable testrack results store ({exc}); {fix}") from None
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot open the results store ({exc.strerror}); {fix}") from None
+            self._db = self._connect_read_only() if read_only else self._connect()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        try:
+            with self._errors():
+                version = self._check()  # before anything is written: it may be someone else's file
+                if not read_only:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._db.execute("PRAGMA foreign_keys=ON")
+                    self._migrate(version)
+        except BaseException:
+            self._db.close()
+            raise
 
-    def _migrate(self) -> None:
-        version = self._version()
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: written by a newer testrack (schema v{version}; this one knows up to "
-                f"v{SCHEMA_VERSION}); upgrade testrack, or choose another store with --rack-store"
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """``mode=ro``: reads the log too, but needs its index file, which SQLite makes beside
+        the store; in a directory this process cannot write, ``immutable`` reads the file
+        alone, which is right only when no log is waiting to be merged into it."""
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.Error as exc:
+            db.close()
+            if _is(exc, _CORRUPT, _NOTADB) or os.access(self.path.parent, os.W_OK):
+                raise
+        log = self.path.with_name(self.path.name + "-wal")
+        if log.exists() and log.stat().st_size > 0:
+            raise self._trouble(
+                Trouble.READ_ONLY,
+                f"{unwritable_reason(self.path)}, and its log {log} holds results not yet merged into it, "
+                "which SQLite can read only with write access to the directory",
             )
+        db = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check(self) -> int:
+        """The store's schema version; refuse what is not a testrack store, or is one from a
+        newer testrack, or (read-only: it cannot be brought up to date) from an older one."""
+        version = self._version()
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version == 0 and tables - _OWN_TABLES:
+            raise self._trouble(Trouble.NOT_A_STORE, "an SQLite database without testrack's tables")
+        if version > 0 and "runs" not in tables:
+            raise self._trouble(Trouble.NOT_A_STORE, "an SQLite database without testrack's tables")
+        if version > SCHEMA_VERSION:
+            raise self._trouble(
+                Trouble.NEWER,
+                f"a newer testrack (schema v{version}; this one knows up to v{SCHEMA_VERSION})",
+            )
+        if version < SCHEMA_VERSION and self.read_only:
+            if version == 0:
+                raise self._trouble(Trouble.NOT_A_STORE, "it is empty: no run was ever recorded in it")
+            raise self._trouble(
+                Trouble.OLDER, f"an older testrack (schema v{version}; this one reads v{SCHEMA_VERSION})"
+            )
+        return version
+
+    def _migrate(self, version: int) -> None:
+        """Bring the store from ``version`` up to date, one transaction per step."""
         while version < SCHEMA_VERSION:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -143,7 +294,8 @@ class SQLiteStore:
                     self._db.execute(f"PRAGMA user_version = {version}")
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
 
     def _version(self) -> int:
@@ -237,6 +389,21 @@ class SQLiteStore:
         )
         return [Result(*row) for row in rows]
 
+    def failing_results(self, exclude_run: int | None = None) -> list[Result]:
+        """What :func:`~testrack.store.base.failing_results` computes, in one query: each failure
+        that no later pass, skip or failure of the same test on the same device follows. The
+        outer scan keeps only failures; the inner one walks the test's own rows by index."""
+        failing, conclusive = ", ".join("?" * len(FAILING)), ", ".join("?" * len(CONCLUSIVE))
+        exclude = -1 if exclude_run is None else exclude_run
+        rows = self._read(
+            f"SELECT {_RESULT_COLUMNS} FROM results f WHERE f.outcome IN ({failing}) AND f.run_id != ? "
+            "AND NOT EXISTS (SELECT 1 FROM results later WHERE later.nodeid = f.nodeid "
+            f"AND later.device = f.device AND later.id > f.id AND later.outcome IN ({conclusive}) "
+            "AND later.run_id != ?) ORDER BY nodeid, device",
+            (*FAILING, exclude, *CONCLUSIVE, exclude),
+        )
+        return [Result(*row) for row in rows]
+
     def timings(self, runs: int) -> list[tuple[str, str, float]]:
         return self._read(
             "SELECT nodeid, outcome, duration FROM results WHERE run_id IN "
@@ -288,17 +455,82 @@ class SQLiteStore:
         return [Quarantine(*row) for row in rows]
 
     def close(self) -> None:
-        with self._lock:
+        """Close; SQLite merges its log into the file here. A damaged store may refuse that:
+        nothing is lost by not merging, so closing never raises."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.close()
 
     # ------------------------------------------------------------------ helpers
 
     def _read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+        with self._lock, self._errors():
             return self._db.execute(sql, parameters).fetchall()
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: one durable step, rolled back on error, and the
+        connection held by this thread until then."""
+        with self._lock, self._errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # a failed COMMIT (a full disk) leaves it open too
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """An SQLite error as a StoreError that says what kind of trouble it is."""
+        cause = str(exc)
+        if _is(exc, _CORRUPT):
+            return self._trouble(Trouble.DAMAGED, cause)
+        if _is(exc, _NOTADB):
+            if self._has_magic():  # it was a store once: its first page is damaged
+                return self._trouble(Trouble.DAMAGED, cause)
+            return self._trouble(Trouble.NOT_A_STORE, "not an SQLite database")
+        if _is(exc, _READONLY):
+            return self._trouble(Trouble.READ_ONLY, unwritable_reason(self.path))
+        if _is(exc, _CANTOPEN, _PERM):
+            if self.path.exists() and not os.access(self.path, os.R_OK):
+                return self._trouble(Trouble.UNREADABLE, f"the file is not readable by {_user(os.geteuid())}")
+            if not writable(self.path):
+                return self._trouble(Trouble.READ_ONLY, unwritable_reason(self.path))
+        return self._trouble(Trouble.UNUSABLE, cause)
+
+    def _has_magic(self) -> bool:
+        try:
+            with self.path.open("rb") as file:
+                return file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+        except OSError:
+            return False
+
+    def _trouble(self, trouble: Trouble, cause: str) -> StoreError:
+        return StoreError(describe(trouble, self.path, cause), trouble, str(self.path), cause)
+
+
+def _is(exc: sqlite3.Error, *codes: int) -> bool:
+    """Whether SQLite reported one of ``codes`` (its primary result codes)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in codes
+    text = str(exc)  # Python 3.10: SQLite's own words for each code
+    words = {
+        _PERM: "access permission denied",
+        _READONLY: "readonly database",
+        _CORRUPT: "malformed",
+        _CANTOPEN: "unable to open database file",
+        _NOTADB: "not a database",
+    }
+    return any(words[code] in text for code in codes)
 
 
 def _with_details(result: Result, longrepr: bytes | None, sections: bytes | None) -> Result:
@@ -323,34 +555,3 @@ def _unpack_sections(blob: bytes | None) -> tuple[tuple[str, str], ...]:
     if not blob:
         return ()
     return tuple((str(title), str(text)) for title, text in json.loads(zlib.decompress(blob)))
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one durable step, rolled back on error, and the
-    connection held by this thread until then."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._db = db
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if exc_type is None:
-                try:
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:  # a failed COMMIT (a full disk) leaves it open
-                        self._db.execute("ROLLBACK")
-                    raise
-            else:
-                self._db.execute("ROLLBACK")
-        finally:
-            self._lock.release()
