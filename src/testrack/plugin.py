@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import hookspecs
+from testrack import explain, hookspecs
+from testrack.devices import Devices
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
+from testrack.scheduling.requests import declaration, first_assignment, shortfall
 
 #: sys.path before any conftest touched it; workers start from the same one.
 _STARTUP_SYS_PATH = tuple(sys.path)
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 rack_key = pytest.StashKey[Rack]()
 launcher_key: pytest.StashKey[Launcher] = pytest.StashKey()
+#: On a multi-device test's item, set by the worker before the test runs: its granted devices.
+devices_key = pytest.StashKey[Devices]()
 
 OFF = ("off", "no", "none")
 
@@ -159,6 +163,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "device(kind=None, **attrs): run the test only on devices of this kind whose attrs "
         "match (a list of values means any of them)",
     )
+    config.addinivalue_line(
+        "markers",
+        "devices(**roles) or devices(N, **requirement): run the test on several devices at once, "
+        'by role (server={"kind": "host"}, client={"kind": "phone", "count": 2}) or N alike; '
+        "the devices fixture gives them",
+    )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # a testrack or xdist worker: the controller is elsewhere
         if workerinput.get("testrack") and not config.pluginmanager.hasplugin("xdist"):
@@ -244,10 +254,46 @@ def device(request: pytest.FixtureRequest) -> Device:
     workerinput: dict[str, Any] | None = getattr(request.config, "workerinput", None)
     if workerinput and isinstance(workerinput.get("device"), dict):
         return Device.from_dict(workerinput["device"])
-    rack = request.config.stash.get(rack_key, None)
+    return _plain_rack(request.config).devices[0]
+
+
+@pytest.fixture
+def devices(request: pytest.FixtureRequest, device: Device) -> Devices:
+    """All the devices of the test, by role and by position (``@pytest.mark.devices``).
+
+    ``devices[0]`` is ``device``. A test without the marker gets its one device.
+    """
+    given: Devices | None = request.node.stash.get(devices_key, None)
+    if given is not None:
+        return given
+    declared = declaration(request.node)
+    if declared.error is not None:
+        pytest.fail(declared.error, pytrace=False)
+    if declared.request is None:
+        return Devices(None, [device])
+    workerinput: dict[str, Any] | None = getattr(request.config, "workerinput", None)
+    if workerinput and workerinput.get("testrack"):
+        pytest.fail(
+            f"this worker was not sent the devices of {request.node.nodeid} "
+            f"({declared.request.describe()}); the controller must send them with the test",
+            pytrace=False,
+        )
+    # One process, no controller: any matching set of the rack, starting with `device`.
+    rack = _plain_rack(request.config)
+    chosen = first_assignment(declared.request, rack.devices, first=device.name)
+    if chosen is None:
+        short = shortfall(declared.request, rack.devices)
+        assert short is not None
+        pytest.fail(explain.unsatisfiable(short, rack), pytrace=False)
+    return Devices(declared.request, chosen)
+
+
+def _plain_rack(config: pytest.Config) -> Rack:
+    """The rack of a run without workers; the fixtures fail with the fix when there is none."""
+    rack = config.stash.get(rack_key, None)
     if rack is None:
         try:
-            rack = discover_rack(request.config.rootpath)
+            rack = discover_rack(config.rootpath)
         except RackError as exc:
             pytest.fail(str(exc), pytrace=False)
     if rack is None:
@@ -256,7 +302,7 @@ def device(request: pytest.FixtureRequest) -> Device:
             "or add a testrack.toml with [[devices]] to the project root",
             pytrace=False,
         )
-    return rack.devices[0]
+    return rack
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Pure scheduling: which device may run a test, and which test a free slot runs next.
+"""Pure scheduling: which devices may run a test, and which tests start next, on which slots.
 
 Nothing here starts a process or touches pytest's runtime; it is tested as plain
 functions and objects (see ``tests/test_scheduling.py``).
@@ -13,17 +13,24 @@ from testrack.scheduling.estimates import (
     lpt_makespan,
 )
 from testrack.scheduling.matching import Requirement, describe_requirements, matches
+from testrack.scheduling.requests import DeviceRequest, Role, Shortfall, declaration, eligibility, shortfall
 
 __all__ = [
     "DEFAULT_ESTIMATE",
     "DEFAULT_IMPORT_COST",
+    "DeviceRequest",
     "Dispatcher",
     "Job",
     "Requirement",
+    "Role",
+    "Shortfall",
     "Slot",
+    "declaration",
     "describe_requirements",
+    "eligibility",
     "estimate_durations",
     "lower_bound",
     "lpt_makespan",
     "matches",
+    "shortfall",
 ]
