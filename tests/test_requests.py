@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from testrack import Devices, explain
+from testrack import messages as m
 from testrack.rack import Device, Rack
 from testrack.scheduling.matching import requirement_from_marker
 from testrack.scheduling.requests import (
@@ -167,6 +169,14 @@ def test_count_is_reserved_and_attrs_reach_an_attribute_named_count() -> None:
 def test_bad_markers_say_what_to_write(args: tuple[Any, ...], kwargs: dict[str, Any], text: str) -> None:
     """Every malformed marker is refused with the marker as written and the fix."""
     assert error(*args, **kwargs) == text
+
+
+def test_a_request_pickles_inside_a_collected_test() -> None:
+    """The request travels from worker to controller in CollectedTest.devices, unchanged."""
+    test = m.CollectedTest("t.py::test_call", ("t.py", 3, "test_call"), (), devices=req(2, kind="phone"))
+    assert pickle.loads(pickle.dumps(test)) == test
+    run = m.Run(("t.py::test_call",), devices=(PHONES[1], PHONES[0]))
+    assert pickle.loads(pickle.dumps(run)).devices == (PHONES[1], PHONES[0])
 
 
 # -- declaration(item): which marker applies -------------------------------------------------------
