@@ -114,10 +114,6 @@ def _ns(seconds: float) -> int:
 _DEFAULT_NS = _ns(DEFAULT_ESTIMATE)
 
 
-def _estimate_ns(request: Pending) -> int:
-    return max(1, _ns(request.estimate)) if request.estimate > 0 else _DEFAULT_NS
-
-
 def allocate(
     slots: Sequence[SlotState],
     queue: Iterable[Pending],
@@ -242,18 +238,23 @@ class _Decider:
 
     def _match(self, positions: tuple[frozenset[str], ...], usable: set[str]) -> list[str] | None:
         """Distinct usable devices for every position, preferring unreserved ones, then rack order."""
+        key = self._preference if self.reserved else self.rank.__getitem__
         if len(positions) == 1:
-            options = positions[0] & usable
+            options = usable.intersection(positions[0])
+            return [min(options, key=key)] if options else None
+        taken: list[str] = []
+        for eligible in positions:  # greedily, each position its best device nobody took yet
+            options = usable.intersection(eligible)
+            options.difference_update(taken)
             if not options:
-                return None
-            return [min(options, key=self._preference)]
-        candidates = []
-        for eligible in positions:
-            options = eligible & usable
-            if not options:
-                return None
-            candidates.append(sorted(options, key=self._preference))
-        owner: dict[str, int] = {}
+                break
+            taken.append(min(options, key=key))
+        else:
+            return taken
+        candidates = [sorted(eligible & usable, key=key) for eligible in positions]
+        if not all(candidates):
+            return None
+        owner: dict[str, int] = {}  # the greedy pass ran out: Kuhn's augmenting paths
 
         def augment(position: int, visited: set[str]) -> bool:
             for name in candidates[position]:
@@ -266,7 +267,7 @@ class _Decider:
 
         for position in range(len(positions)):
             best = next((name for name in candidates[position] if name not in owner), None)
-            if best is not None:  # the best device nobody holds: positions take devices in order
+            if best is not None:
                 owner[best] = position
             elif not augment(position, set()):
                 return None
@@ -276,23 +277,26 @@ class _Decider:
         return taken
 
     def _preference(self, device: str) -> tuple[bool, int]:
+        """Devices whose free slots are all reserved last, then rack order."""
         return (device not in self.open_devices, self.rank[device])
 
     def _grant(self, request: Pending, devices: list[str], allowed: bool) -> None:
-        estimate = _estimate_ns(request)
+        estimate = max(1, _ns(request.estimate)) if request.estimate > 0 else _DEFAULT_NS
+        reserved = self.reserved
         chosen = []
         for device in devices:
             free = self.free[device]
-            slot = next((s for s in free if s not in self.reserved), None)
-            if slot is None:
-                assert allowed, "a reserved slot was taken by a test that may not backfill"
-                slot = free[0]
+            slot = free[0]
+            if reserved and slot in reserved:
+                slot = next((s for s in free if s not in reserved), slot)
+                assert allowed or slot not in reserved, "a reserved slot went to a test that may not have it"
             free.remove(slot)
             self.ready[slot] = estimate
             chosen.append(slot)
             if not free:
                 self.free_devices.discard(device)
-            if all(s in self.reserved for s in free):
+                self.open_devices.discard(device)
+            elif reserved and all(s in reserved for s in free):
                 self.open_devices.discard(device)
         self.grants.append(Grant(request.id, tuple(chosen), tuple(devices)))
 
@@ -342,8 +346,8 @@ class _Decider:
         by then is reserved: the reservation leans on what is busy anyway and leaves
         what is free to the backfill.
         """
-        first_free = {d: min(self.ready[s] for s in slots) for d, slots in self.slots_of.items()}
-        wanted = frozenset[str]().union(*positions) & first_free.keys()
+        wanted = frozenset[str]().union(*positions) & self.slots_of.keys()
+        first_free = {d: min(self.ready[s] for s in self.slots_of[d]) for d in wanted}
         order = sorted(wanted, key=lambda d: (first_free[d], self.rank[d]))
         owner: dict[str, int] = {}
         bottleneck = -1
