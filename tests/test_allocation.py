@@ -279,8 +279,18 @@ def order(request: str) -> int:
     return int(request[1:])
 
 
-def simulate(rack: Sequence[SimDevice], tests: Sequence[SimTest], margin: float = BACKFILL_MARGIN) -> int:
-    """Run ``tests`` on ``rack`` as the run loop would, checking every promise; return the decisions.
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    decisions: int
+    #: When the last test ended.
+    makespan: float
+    #: The longest any test waited at the head of the queue, and its bound.
+    longest_head_wait: float
+    its_bound: float
+
+
+def simulate(rack: Sequence[SimDevice], tests: Sequence[SimTest], margin: float = BACKFILL_MARGIN) -> Outcome:
+    """Run ``tests`` on ``rack`` as the run loop would, checking every promise.
 
     Tests join the queue at their arrival times, in order; a decision is taken
     whenever tests end or arrive, as the run loop takes one whenever slots free up
@@ -297,6 +307,7 @@ def simulate(rack: Sequence[SimDevice], tests: Sequence[SimTest], margin: float 
     served: set[str] = set()
     now = 0.0
     decisions = 0
+    longest = (0.0, 0.0)
     while next_arrival < len(arrivals) or queue or occupant:
         while next_arrival < len(arrivals) and arrivals[next_arrival].arrival <= now:
             queue[arrivals[next_arrival].request.id] = arrivals[next_arrival]
@@ -330,6 +341,7 @@ def simulate(rack: Sequence[SimDevice], tests: Sequence[SimTest], margin: float 
                 tight = max(waiting.longest_actual, waiting.ready_in + waiting.overrun)
                 bound = max(waiting.longest_actual, waiting.longest_estimated) + waiting.overrun
                 assert now - waiting.since <= tight + 1e-6 <= bound + 2e-6, (grant.request, now, waiting)
+                longest = max(longest, (now - waiting.since, bound))
         if reservation is not None:
             waiting = heads.get(reservation.request)
             if waiting is None:
@@ -364,7 +376,7 @@ def simulate(rack: Sequence[SimDevice], tests: Sequence[SimTest], margin: float 
                 del occupant[s]
             served.add(running.test.request.id)
     assert served == {t.request.id for t in tests}
-    return decisions
+    return Outcome(decisions, now, *longest)
 
 
 @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
