@@ -8,10 +8,12 @@ whose worker runs the test, so ``device`` and ``devices[0]`` are the same device
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from testrack.rack import Device
-from testrack.scheduling.requests import DeviceRequest
+
+if TYPE_CHECKING:  # not at run time: `import testrack` stays free of the scheduling package
+    from testrack.scheduling.requests import DeviceRequest
 
 
 class Devices(Sequence[Device]):

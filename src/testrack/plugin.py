@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import explain, hookspecs
+from testrack import hookspecs
 from testrack.devices import Devices
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
-from testrack.scheduling.requests import declaration, first_assignment, shortfall
 
 #: sys.path before any conftest touched it; workers start from the same one.
 _STARTUP_SYS_PATH = tuple(sys.path)
@@ -266,6 +265,9 @@ def devices(request: pytest.FixtureRequest, device: Device) -> Devices:
     given: Devices | None = request.node.stash.get(devices_key, None)
     if given is not None:
         return given
+    from testrack import explain  # here, not at the top: plain pytest runs never need them
+    from testrack.scheduling.requests import declaration, first_assignment, shortfall
+
     declared = declaration(request.node)
     if declared.error is not None:
         pytest.fail(declared.error, pytrace=False)
