@@ -162,12 +162,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "device(kind=None, **attrs): run the test only on devices of this kind whose attrs "
         "match (a list of values means any of them)",
     )
-    config.addinivalue_line(
-        "markers",
-        "devices(**roles) or devices(N, **requirement): run the test on several devices at once, "
-        'by role (server={"kind": "host"}, client={"kind": "phone", "count": 2}) or N alike; '
-        "the devices fixture gives them",
-    )
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # a testrack or xdist worker: the controller is elsewhere
         if workerinput.get("testrack") and not config.pluginmanager.hasplugin("xdist"):
@@ -253,7 +247,19 @@ def device(request: pytest.FixtureRequest) -> Device:
     workerinput: dict[str, Any] | None = getattr(request.config, "workerinput", None)
     if workerinput and isinstance(workerinput.get("device"), dict):
         return Device.from_dict(workerinput["device"])
-    return _plain_rack(request.config).devices[0]
+    rack = request.config.stash.get(rack_key, None)
+    if rack is None:
+        try:
+            rack = discover_rack(request.config.rootpath)
+        except RackError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    if rack is None:
+        pytest.fail(
+            "the device fixture needs a rack: run with --rack FILE (or --rack local:N), "
+            "or add a testrack.toml with [[devices]] to the project root",
+            pytrace=False,
+        )
+    return rack.devices[0]
 
 
 @pytest.fixture
@@ -291,7 +297,7 @@ def devices(request: pytest.FixtureRequest, device: Device) -> Devices:
 
 
 def _plain_rack(config: pytest.Config) -> Rack:
-    """The rack of a run without workers; the fixtures fail with the fix when there is none."""
+    """The rack of a run without workers (found as the device fixture finds it), or the fix."""
     rack = config.stash.get(rack_key, None)
     if rack is None:
         try:
