@@ -6,9 +6,10 @@ PYTEST_DONT_REWRITE: workers import testrack before their pytest session starts,
 so pytest must not try (and warn about failing) to rewrite its asserts.
 """
 
+from testrack.devices import Devices
 from testrack.errors import DeviceError
 from testrack.hookspecs import hookimpl
 from testrack.rack import Device, Rack, RackError, discover_rack, load_rack
 
-__all__ = ["Device", "DeviceError", "Rack", "RackError", "discover_rack", "hookimpl", "load_rack"]
+__all__ = ["Device", "DeviceError", "Devices", "Rack", "RackError", "discover_rack", "hookimpl", "load_rack"]
 __version__ = "0.1.0.dev0"

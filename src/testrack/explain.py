@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from testrack.rack import Rack
 from testrack.scheduling import Requirement, describe_requirements
+from testrack.scheduling.requests import Shortfall
 
 
 def unmatched(requirements: Iterable[Requirement], rack: Rack) -> str:
@@ -18,6 +19,25 @@ def unmatched(requirements: Iterable[Requirement], rack: Rack) -> str:
         f"no device in the rack can run this test: it needs {describe_requirements(requirements)}, "
         f"and the rack ({rack.source}) has {rack.describe_kinds()}. Add a matching device to the "
         "rack or change the test's @pytest.mark.device marker."
+    )
+
+
+def unsatisfiable(short: Shortfall, rack: Rack) -> str:
+    """A multi-device test no set of the rack's devices can serve: which roles fall short, by how much."""
+    described = [role.describe() for role in short.roles]
+    if len(described) == 1:
+        needs = described[0]
+    else:
+        needs = f"{short.needed} different devices for {', '.join(described[:-1])} and {described[-1]}"
+    count = len(short.matching)
+    if count == 0:
+        has = "none that matches"
+    else:
+        has = f"only {count} that match{'es' if count == 1 else ''} ({', '.join(short.matching)})"
+    return (
+        f"no set of devices in the rack can run this test: it needs {needs}, and the rack "
+        f"({rack.source}) has {has}; its devices are {rack.describe_kinds()}. Add matching devices "
+        "to the rack or change the test's @pytest.mark.devices marker."
     )
 
 

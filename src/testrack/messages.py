@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeAlias
 
+from testrack.rack import Device
+from testrack.scheduling.requests import DeviceRequest
+
 SerializedReport = dict[str, Any]
 
 
@@ -39,6 +42,9 @@ class CollectedTest:
     requirement_error: str | None = None
     #: Seconds from ``@pytest.mark.rack_timeout(S)``; None: the run's ``--rack-timeout``.
     timeout: float | None = None
+    #: ``@pytest.mark.devices``: the devices the test needs at once, by role (then
+    #: ``requirements`` is empty). From ``scheduling.requests.declaration(item)``.
+    devices: DeviceRequest | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +184,9 @@ class Run:
     """Append these tests to the worker's queue, to run in this order."""
 
     nodeids: tuple[str, ...]
+    #: For a multi-device test (then ``nodeids`` is that one test): its devices by position,
+    #: this worker's device first. The worker builds the ``devices`` fixture from them.
+    devices: tuple[Device, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

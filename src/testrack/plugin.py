@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from testrack import hookspecs
+from testrack.devices import Devices
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
 from testrack.report import plugin as report_plugin
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 rack_key = pytest.StashKey[Rack]()
 local_device_key = pytest.StashKey[Device]()
 launcher_key: pytest.StashKey[Launcher] = pytest.StashKey()
+#: On a multi-device test's item, set by the worker before the test runs: its granted devices.
+devices_key = pytest.StashKey[Devices]()
 
 OFF = ("off", "no", "none")
 
@@ -432,6 +435,57 @@ def device(request: pytest.FixtureRequest) -> Device:
             pytrace=False,
         )
     return rack.devices[0]
+
+
+@pytest.fixture
+def devices(request: pytest.FixtureRequest, device: Device) -> Devices:
+    """All the devices of the test, by role and by position (``@pytest.mark.devices``).
+
+    ``devices[0]`` is ``device``. A test without the marker gets its one device.
+    """
+    given: Devices | None = request.node.stash.get(devices_key, None)
+    if given is not None:
+        return given
+    from testrack import explain  # here, not at the top: plain pytest runs never need them
+    from testrack.scheduling.requests import declaration, first_assignment, shortfall
+
+    declared = declaration(request.node)
+    if declared.error is not None:
+        pytest.fail(declared.error, pytrace=False)
+    if declared.request is None:
+        return Devices(None, [device])
+    workerinput: dict[str, Any] | None = getattr(request.config, "workerinput", None)
+    if workerinput and workerinput.get("testrack"):
+        pytest.fail(
+            f"this worker was not sent the devices of {request.node.nodeid} "
+            f"({declared.request.describe()}); the controller must send them with the test",
+            pytrace=False,
+        )
+    # One process, no controller: any matching set of the rack, starting with `device`.
+    rack = _plain_rack(request.config)
+    chosen = first_assignment(declared.request, rack.devices, first=device.name)
+    if chosen is None:
+        short = shortfall(declared.request, rack.devices)
+        assert short is not None
+        pytest.fail(explain.unsatisfiable(short, rack), pytrace=False)
+    return Devices(declared.request, chosen)
+
+
+def _plain_rack(config: pytest.Config) -> Rack:
+    """The rack of a run without workers (found as the device fixture finds it), or the fix."""
+    rack = config.stash.get(rack_key, None)
+    if rack is None:
+        try:
+            rack = discover_rack(config.rootpath)
+        except RackError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    if rack is None:
+        pytest.fail(
+            "the device fixture needs a rack: run with --rack FILE (or --rack local:N), "
+            "or add a testrack.toml with [[devices]] to the project root",
+            pytrace=False,
+        )
+    return rack
 
 
 @pytest.fixture

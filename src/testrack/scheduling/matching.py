@@ -10,7 +10,7 @@ matches ``device(features="wifi")``). A test with several ``device`` markers
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from testrack.rack import Device
@@ -32,13 +32,22 @@ def requirement_from_marker(args: Sequence[Any], kwargs: Mapping[str, Any]) -> R
         if "kind" in items:
             raise ValueError("@pytest.mark.device got the kind both positionally and as kind=; give it once")
         items["kind"] = args[0]
+    return requirement_from_items(items, lambda shown: f"@pytest.mark.device({shown})")
+
+
+def requirement_from_items(items: Mapping[str, Any], where: Callable[[str], str]) -> Requirement:
+    """``{key: value or list of values}`` as a requirement; ``where("key=value")`` names a bad one.
+
+    Shared by ``@pytest.mark.device`` and the roles of ``@pytest.mark.devices``, so that both
+    accept and refuse exactly the same values.
+    """
     out = []
     for key in sorted(items):
         value = items[key]
         values = tuple(value) if isinstance(value, (list, tuple, set, frozenset)) else (value,)
         if not values or not all(isinstance(v, _SCALARS) for v in values):
             raise ValueError(
-                f"@pytest.mark.device({key}={value!r}): values must be strings, numbers or booleans "
+                f"{where(f'{key}={value!r}')}: values must be strings, numbers or booleans "
                 "(or a list of them, meaning any of them)"
             )
         out.append(
