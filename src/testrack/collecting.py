@@ -210,7 +210,12 @@ class Collection:
         ctl.dispatcher.add(jobs)
         if ctl.mode == "load" and not lazy and not ctl.sequential:
             self.import_more(plan_imports(jobs, ctl.slots, self.import_seconds, self.home))
-        session.testscollected = plan.runs if ctl.mode == "each" else len(ctl.tests)
+        seen: set[str] = set()
+        for job in jobs:
+            if job.nodeid in seen:
+                ctl.replay.several.add(job.nodeid)
+            seen.add(job.nodeid)
+        session.testscollected = plan.runs  # progress counts test-device runs
         reporter = ctl.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and ctl.config.get_verbosity() >= 0:
             reporter.write_line(self.describe(len(infos)))

@@ -237,6 +237,8 @@ class Controller:
         quarantined = self.health.quarantined()
         outcomes = self.replay.outcomes
         dead = self.faults.dead_slots
+        if self.recorder.problem and self.recorder.problem not in self.problems:
+            self.problems.append(self.recorder.problem)
         if not (outcomes or dead or self.problems or self.notes or quarantined):
             return
         names = [d.name for d in self.rack.devices]
@@ -276,8 +278,8 @@ class Controller:
                 elif name in gone:
                     extra = f" (no workers: {gone[name]})"
                 _write(terminalreporter, f"{name}: {format_counts(counts[name])}{extra}")
-        if self.recorder.problem:
-            self.problems.append(self.recorder.problem)
+        if self.recorder.problem and self.recorder.problem not in self.problems:
+            self.problems.append(self.recorder.problem)  # the store failed while the summary was made
         for note in self.notes:
             terminalreporter.write_line(f"testrack: {note}")
         for problem in self.problems:

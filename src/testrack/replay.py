@@ -39,6 +39,9 @@ class Replay:
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
         self.each = ctl.mode == "each"
+        #: Tests that run on several devices in a load-mode run (--rack-failed: once on every
+        #: device a test is failing on): named per device as in each mode.
+        self.several: set[str] = set()
         #: Per test, per device: the worst outcome of its phases.
         self.outcomes: dict[str, dict[str, str]] = {}
         #: What ran on each device (test ids), for the each-mode ``--lf`` bookkeeping.
@@ -50,7 +53,7 @@ class Replay:
         ``test_x@board-2``, or ``test_x[1@board-2]`` for a parametrized test: pytest reads a
         node id's last ``[...]`` as its parameters, so the device goes inside them.
         """
-        if not (self.each and device):
+        if not (device and (self.each or nodeid in self.several)):
             return nodeid
         if nodeid.endswith("]") and "[" in nodeid.rsplit("::", 1)[-1]:
             return f"{nodeid[:-1]}@{device}]"
@@ -204,8 +207,8 @@ class Replay:
         hook.pytest_runtest_logfinish(nodeid=shown, location=test.location)
 
     def fix_last_failed(self) -> None:
-        """Each mode: ``--lf`` remembers tests (not test@device), failed if they failed anywhere."""
-        if not self.each:
+        """``--lf`` remembers tests (not test@device), failed if they failed on any device."""
+        if not (self.each or self.several):
             return
         lfplugin = self.ctl.config.pluginmanager.get_plugin("lfplugin")
         lastfailed = getattr(lfplugin, "lastfailed", None)
