@@ -59,6 +59,8 @@ SHUTDOWN_GRACE = 30.0
 INTERRUPT_GRACE = 10.0
 #: How long a finished run waits for device checks still under way.
 CHECK_WAIT_AT_END = 10.0
+#: A test known to take this long (seconds) has the reports before it sent first (worker.FLUSH_AFTER).
+LONG_TEST = 0.05
 
 
 class Phase(enum.Enum):
@@ -339,8 +341,9 @@ class Controller:
         self.collection.header.extend(line for group in reversed(lines) for line in _as_lines(group))
         by_id = {info.test.nodeid: info for info in infos}
         kept = [by_id[item.nodeid] for item in items]
+        remaining = {item.nodeid for item in items}
         for info in infos:
-            if info.test.nodeid not in {i.nodeid for i in items}:
+            if info.test.nodeid not in remaining:  # deselected by --lf
                 self.tests.pop(info.test.nodeid, None)
         return [dataclasses.replace(info, index=k) for k, info in enumerate(kept)]
 
@@ -577,7 +580,8 @@ class Controller:
             if missing:
                 self.collection.send(worker, missing)
         worker.assigned.extend(jobs)
-        self.send(worker, m.Run(tuple(j.nodeid for j in jobs)))
+        long = tuple(j.nodeid for j in jobs if not j.guessed and j.estimate >= LONG_TEST)
+        self.send(worker, m.Run(tuple(j.nodeid for j in jobs), long))
 
     def finish_job(self, worker: WorkerHandle, nodeid: str) -> None:
         """A test's reports are all in: it leaves the worker's queue (in order)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -63,8 +64,9 @@ class Faults:
             return info.test.timeout, "@pytest.mark.rack_timeout"
         return self.timeout, "--rack-timeout"
 
-    @property
+    @functools.cached_property
     def limits_apply(self) -> bool:
+        """Some test has a time limit (asked once the tests are known: the loop asks often)."""
         return bool(self.timeout) or any(i.test.timeout for i in self.ctl.tests.values())
 
     def enforce_limits(self) -> float | None:

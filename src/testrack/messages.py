@@ -184,6 +184,8 @@ class Run:
     """Append these tests to the worker's queue, to run in this order."""
 
     nodeids: tuple[str, ...]
+    #: Those whose history says they run long: what finished before them is sent first.
+    long: tuple[str, ...] = ()
     #: For a multi-device test (then ``nodeids`` is that one test): its devices by position,
     #: this worker's device first. The worker builds the ``devices`` fixture from them.
     devices: tuple[Device, ...] = ()

@@ -19,8 +19,9 @@ from testrack.scheduling.dispatch import _weight
 
 #: An import this cheap (seconds) is made by every slot that may run the file: balance is worth more.
 CHEAP_IMPORT = 0.005
-#: How many slots' worth of work a file's importers are planned for, beyond its even share.
-IMPORT_SLACK = 1.5
+#: How many slots' worth of work a file's importers are planned for, beyond its even share: a
+#: little more, so that work can still move at the end, but every import is paid by a worker.
+IMPORT_SLACK = 1.2
 
 
 @dataclasses.dataclass

@@ -46,8 +46,9 @@ from testrack.scheduling.matching import requirement_from_marker
 from testrack.scoreboard import Scoreboard
 from testrack.trace import trace
 
-#: Flush buffered reports when the oldest has waited this long (seconds).
-FLUSH_AFTER = 0.02
+#: Reports travel in batches: a batch goes once its oldest report has waited this long (seconds),
+#: before a test expected to run longer, after a failure, and whenever the worker waits.
+FLUSH_AFTER = 0.05
 #: A test shorter than this is "tiny": ask for work two tests ahead, not one.
 TINY_TEST = 0.01
 #: What a worker says when a test used pytest-benchmark's fixture (it turns itself off in workers).
@@ -92,6 +93,8 @@ class WorkerSession:
         self._interrupted = False
         self.log_relay: relay.LogRelay | None = None
         self.benchmarked = False
+        #: Tests the controller expects to run longer than FLUSH_AFTER (from their history).
+        self.long_tests: set[str] = set()
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -136,6 +139,15 @@ class WorkerSession:
         signal.signal(signal.SIGINT, self._on_interrupt)
         self._stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
 
+    @pytest.hookimpl(trylast=True, specname="pytest_configure")
+    def pytest_configure_last(self, config: pytest.Config) -> None:
+        """No terminal here: the controller shows everything. Without the reporter, the worker
+        spends nothing on each report's progress letter nor on plugins' terminal summaries
+        (hypothesis imports itself whole for one, in every worker)."""
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            config.pluginmanager.unregister(reporter)
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self._stdout is not None:  # the terminal reporter keeps writing to devnull
@@ -166,8 +178,12 @@ class WorkerSession:
         self.loop()
         return True
 
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         assert self.config is not None
+        # What the terminal reporter would ask (there is none here); plugins settle the report's
+        # outcome there (pytest's subtests fail a test whose subtests failed).
+        self.config.hook.pytest_report_teststatus(report=report, config=self.config)
         data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
         if not self.buffer:
             self.buffered_since = time.monotonic()
@@ -320,6 +336,13 @@ class WorkerSession:
 
     def run_one(self, nodeid: str, nextitem: pytest.Item | None) -> None:
         assert self.config is not None
+        if self.buffer and (
+            nodeid in self.long_tests
+            or self.last_duration >= FLUSH_AFTER
+            or time.monotonic() - self.buffered_since >= FLUSH_AFTER
+        ):
+            self.flush()  # what finished must not wait for a long test
+        failures = self.failures
         self.board.start(nodeid)
         start = time.monotonic()
         item = self.items.get(nodeid)
@@ -334,7 +357,7 @@ class WorkerSession:
             self.stopping = True  # --sw, or a plugin that stops the session: as pytest's own loop
         self.last_duration = now - start
         self.finished.append(nodeid)
-        if self.last_duration >= TINY_TEST or now - self.buffered_since >= FLUSH_AFTER:
+        if self.failures > failures or now - self.buffered_since >= FLUSH_AFTER:
             self.flush()
 
     def handle(self, message: m.ToWorker | None) -> None:
@@ -343,8 +366,9 @@ class WorkerSession:
                 pass  # the controller is gone; the loop ends
             case m.Collect(paths=paths):
                 self.collect(paths)
-            case m.Run(nodeids=nodeids):
+            case m.Run(nodeids=nodeids, long=long):
                 self.queue.extend(nodeids)
+                self.long_tests.update(long)
                 self.asked = False
             case m.Finish():
                 self.finishing = True
@@ -471,6 +495,24 @@ def _picklable(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: (path, line) of test functions already described: a parametrized function's cases share it.
+_PLACES: dict[int, tuple[Any, str, int | None]] = {}
+
+
+def _location(item: pytest.Item) -> tuple[str, int | None, str]:
+    """``item.location``, without finding the source line of one function again for each of its
+    parametrized cases (for a file of 500 cases that was most of what describing it cost)."""
+    if not isinstance(item, pytest.Function) or type(item).reportinfo is not pytest.Function.reportinfo:
+        return item.location
+    obj = item.obj
+    known = _PLACES.get(id(obj))
+    if known is None or known[0] is not obj:
+        path, lineno, _ = item.location
+        _PLACES[id(obj)] = (obj, path, lineno)
+        return item.location
+    return (known[1], known[2], item.getmodpath())
+
+
 def describe(item: pytest.Item) -> m.CollectedTest:
     """What the controller needs from an item: its id, location, device requirements, time limit."""
     requirements = []
@@ -492,10 +534,9 @@ def describe(item: pytest.Item) -> m.CollectedTest:
                 "@pytest.mark.rack_timeout needs a positive number of seconds, "
                 f"got {limit.args or limit.kwargs}; write @pytest.mark.rack_timeout(30)"
             )
-    path, lineno, domain = item.location
     return m.CollectedTest(
         nodeid=item.nodeid,
-        location=(path, lineno, domain),
+        location=_location(item),
         requirements=tuple(requirements),
         requirement_error=error,
         timeout=timeout,
@@ -519,11 +560,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # prestarted, then not needed: the controller went another way
     sys.path[:] = list(hello.sys_path)
     plugin = WorkerSession(conn, hello, board)
+    profile_dir = os.environ.get("TESTRACK_PROFILE")
+    profiler = None
+    if profile_dir:  # where a worker's CPU goes (docs/architecture.md); the controller: python -m cProfile
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)  # CPU, not time spent waiting
+        profiler.enable()
     try:
         code = pytest.main(list(hello.args), plugins=[plugin])
     except BaseException:
         conn.send(m.WorkerFailed(error=traceback.format_exc()))
         raise
+    finally:
+        if profiler is not None and profile_dir:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"worker-{os.getpid()}.prof"))
     return int(code)
 
 
