@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from testrack import messages as m
+from testrack.revision import code_revision
 from testrack.store import ImportCost, MemoryStore, Result, RunInfo, SQLiteStore, Store, StoreError
 from testrack.store.base import FAILING, median_durations, median_import_costs
 from testrack.summary import worse
@@ -81,9 +82,11 @@ def _line(text: str, first: bool) -> str | None:
 class Recorder:
     """The controller's side of the store: one run, written as it happens."""
 
-    def __init__(self, store: Store | None, location: str) -> None:
+    def __init__(self, store: Store | None, location: str, root: Path | None = None) -> None:
         self.store = store
         self.location = location
+        #: The project's root: the code revision a run records is the one of its git tree.
+        self.root = root
         self.run_id = 0
         self.problem: str | None = None
         # Health checks pin identities from their own threads.
@@ -96,12 +99,12 @@ class Recorder:
         if spec in ("off", "none", "no"):
             return cls(None, "off")
         if spec == "memory":
-            return cls(MemoryStore(), "memory")
+            return cls(MemoryStore(), "memory", rootdir)
         path = Path(spec) if spec else rootdir / ".testrack" / "results.sqlite"
         if not path.is_absolute():
             path = rootdir / path
         try:
-            return cls(SQLiteStore(path), str(path))
+            return cls(SQLiteStore(path), str(path), rootdir)
         except StoreError as exc:
             recorder = cls(None, str(path))
             recorder.problem = f"{exc}; this run is not recorded"
@@ -110,6 +113,9 @@ class Recorder:
     # ------------------------------------------------------------------ writing
 
     def begin(self, info: RunInfo) -> None:
+        """Record the run; its code revision is looked up here unless ``info`` brings one."""
+        if self.store is not None and info.revision is None and self.root is not None:
+            info = dataclasses.replace(info, revision=code_revision(self.root))
         self._guard(lambda store: setattr(self, "run_id", store.begin_run(info)))
 
     def results(self, results: Sequence[Result]) -> None:

@@ -77,11 +77,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX quarantines_by_run ON quarantines (run_id)",
     ),
+    (  # v5: the code revision each run ran (git commit, and a hash of the changes if dirty)
+        "ALTER TABLE runs ADD COLUMN revision TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RESULT_COLUMNS = "nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id"
-_RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome"
+_RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome, revision"
 _PIN_COLUMNS = "device, identity, pinned, run_id"
 
 
@@ -150,8 +153,8 @@ class SQLiteStore:
             if row is not None:
                 return int(row[0])
             cursor = self._db.execute(
-                "INSERT INTO runs (uid, started, mode, rack, command) VALUES (?, ?, ?, ?, ?)",
-                (info.uid, info.started, info.mode, info.rack, info.command),
+                "INSERT INTO runs (uid, started, mode, rack, command, revision) VALUES (?, ?, ?, ?, ?, ?)",
+                (info.uid, info.started, info.mode, info.rack, info.command, info.revision),
             )
             return int(cursor.lastrowid or 0)
 
@@ -224,6 +227,12 @@ class SQLiteStore:
             "SELECT module, worker, device, seconds FROM imports WHERE run_id IN "
             "(SELECT id FROM runs ORDER BY id DESC LIMIT ?)",
             (runs,),
+        )
+        return [ImportCost(*row) for row in rows]
+
+    def imports(self, run_id: int) -> list[ImportCost]:
+        rows = self._read(
+            "SELECT module, worker, device, seconds FROM imports WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
         return [ImportCost(*row) for row in rows]
 
