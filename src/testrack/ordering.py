@@ -203,6 +203,8 @@ class WorkerSequence:
     device: str
     tests: tuple[str, ...]
     """Every test the slot ran, in the order it ran them (a test retried on it appears twice)."""
+    outcomes: tuple[str, ...]
+    """The stored outcome of each of ``tests``."""
     processes: tuple[int, ...]
     """Index into ``tests`` where each worker process began: ``(0,)``, or more after a crash."""
     imports: tuple[str, ...]
@@ -226,7 +228,7 @@ def replay_sequences(
     gives the files each slot imported, in that order, as the run recorded them (collection
     unit keys); without it, each test file in the order its first test ran.
     """
-    rows: dict[str, list[list[tuple[int, str]]]] = {}
+    rows: dict[str, list[list[tuple[int, str, str]]]] = {}
     devices: dict[str, str] = {}
     for result in results:
         if result.worker == "-":
@@ -235,17 +237,20 @@ def replay_sequences(
         processes = rows.setdefault(result.worker, [])
         if not processes or result.position <= processes[-1][-1][0]:
             processes.append([])
-        processes[-1].append((result.position, result.nodeid))
+        processes[-1].append((result.position, result.nodeid, result.outcome))
     imported: dict[str, dict[str, None]] = {}
     for cost in imports or ():
         imported.setdefault(cost.worker, {})[cost.module] = None
     out: dict[str, WorkerSequence] = {}
     for worker, processes in rows.items():
-        tests: list[str] = []
+        ran: list[tuple[int, str, str]] = []
         starts: list[int] = []
         for process in processes:
-            starts.append(len(tests))
-            tests.extend(nodeid for _position, nodeid in sorted(process, key=lambda row: row[0]))
+            starts.append(len(ran))
+            ran.extend(sorted(process, key=lambda row: row[0]))
+        tests = tuple(nodeid for _, nodeid, _ in ran)
         files = imported.get(worker) or dict.fromkeys(module_of(nodeid) for nodeid in tests)
-        out[worker] = WorkerSequence(worker, devices[worker], tuple(tests), tuple(starts), tuple(files))
+        out[worker] = WorkerSequence(
+            worker, devices[worker], tests, tuple(o for _, _, o in ran), tuple(starts), tuple(files)
+        )
     return out

@@ -5,7 +5,8 @@ every run records its revision. A clean tree is its commit (40 hex digits); a di
 its own revision, ``<commit>-dirty-<12 hex>``, where the hash covers every changed tracked
 file: its status, the blobs git knows for it, and the bytes now on disk (what ``git diff HEAD``
 would show). Untracked files are left out, as ``git stash`` leaves them: a results store or a
-build directory that nobody ignored must not make every run a revision of its own.
+build directory that nobody ignored must not make every run a revision of its own; so are
+files under ``.testrack/``, should someone have committed the results store.
 
 It costs one ``git status`` and reads only the changed files; anything that goes wrong (no
 git, not a repository, no commit yet, a timeout) gives None, never a failed run.
@@ -75,7 +76,9 @@ def revision_from_status(output: bytes, toplevel: Path | None) -> str | None:
             oid = field.removeprefix(b"# branch.oid ").decode("ascii", "replace")
             commit = oid if oid != "(initial)" else None
         elif field[:2] in (b"1 ", b"u "):
-            changes.append(_entry(field, _path(field, 8 if field[:1] == b"1" else 10), toplevel))
+            path = _path(field, 8 if field[:1] == b"1" else 10)
+            if not _ours(path):
+                changes.append(_entry(field, path, toplevel))
         elif field[:2] == b"2 ":
             origin = fields[i] if i < len(fields) else b""
             i += 1  # a rename or copy is followed by the path it came from
@@ -86,6 +89,12 @@ def revision_from_status(output: bytes, toplevel: Path | None) -> str | None:
         return commit
     digest = hashlib.sha256(b"\0\0".join(sorted(changes))).hexdigest()
     return f"{commit}{DIRTY}{digest[:12]}"
+
+
+def _ours(path: bytes) -> bool:
+    """testrack's own results (``.testrack/``), should someone have committed them, change on
+    every run; they are not code."""
+    return b".testrack" in path.split(b"/")[:-1]
 
 
 def _path(field: bytes, spaces: int) -> bytes:
