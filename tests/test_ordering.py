@@ -272,4 +272,6 @@ def test_replay_keeps_a_test_its_worker_ran_twice() -> None:
         Result("a.py::u", "local", "gw0", "passed", 0, 0, 0, position=1),
         Result("a.py::t", "local", "gw0", "passed", 0, 0, 0, position=2),
     ]
-    assert replay_sequences(results)["gw0"].tests == ("a.py::t", "a.py::u", "a.py::t")
+    replay = replay_sequences(results)["gw0"]
+    assert replay.tests == ("a.py::t", "a.py::u", "a.py::t")
+    assert replay.outcomes == ("device_error", "passed", "passed")

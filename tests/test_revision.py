@@ -69,6 +69,11 @@ def test_untracked_files_do_not_change_the_revision(repo: Path) -> None:
     (repo / ".testrack" / "results.sqlite").write_bytes(b"anything")
     (repo / "notes.txt").write_text("scratch")
     assert code_revision(repo) == head
+    git(repo, "add", "-f", ".testrack/results.sqlite")  # committed by mistake: still not code
+    git(repo, "commit", "-q", "-m", "oops")
+    head = git(repo, "rev-parse", "HEAD")
+    (repo / ".testrack" / "results.sqlite").write_bytes(b"the next run")
+    assert code_revision(repo) == head
 
 
 def test_deleted_and_renamed_files_make_the_tree_dirty(repo: Path) -> None:

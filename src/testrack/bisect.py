@@ -95,6 +95,11 @@ class BisectResult:
     """The last set of earlier tests seen to reproduce the effect (the full prefix at first)."""
 
 
+def n_tests(n: int) -> str:
+    """``1 test``, ``2 tests``."""
+    return f"{n} test{'s' if n != 1 else ''}"
+
+
 def search_target(n: int, culprits: int = 1) -> int:
     """The issue's budget of search probes: d * (ceil(log2 n) + 1) + 2 (one: ceil(log2 n) + 3)."""
     return culprits * (_log2(n) + 1) + 2
@@ -192,7 +197,9 @@ def bisect(
 
 def _confirmation(mode: Mode, alone: int, full: int, times: int, before: int) -> str:
     bad = "failed" if mode is Mode.POLLUTED else "passed"
-    return f"alone it {bad} {alone} of {times} times; after the {before} tests before it, {full} of {times}"
+    return (
+        f"alone it {bad} {alone} of {times} times; after the {n_tests(before)} before it, {full} of {times}"
+    )
 
 
 def _every_culprit(prior: list[str], oracle: _Asks, kind: str = "search") -> list[tuple[str, ...]]:

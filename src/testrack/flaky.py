@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from testrack.bisect import n_tests
 from testrack.ordering import replay_sequences
 from testrack.revision import short
 from testrack.store import Run, Store
@@ -202,7 +203,7 @@ def classify(flaky: Flaky, evidence: Sequence[Seen]) -> None:
             runs = sorted({r.run for r in rows})
             flaky.kind = NONDETERMINISTIC
             flaky.why = (
-                f"passed and failed after the same {len(before)} tests on {device} "
+                f"passed and failed after the same {n_tests(len(before))} on {device} "
                 f"(runs {', '.join(map(str, runs))})"
             )
             return
@@ -281,7 +282,7 @@ def confirm(flaky: Flaky, rows: Sequence[Seen], run: RunTests) -> None:
         if replayed in FAILED:
             flaky.kind = ORDER
             flaky.why = (
-                f"run {failing.run}'s order ({len(failing.before)} tests before it) fails again; "
+                f"run {failing.run}'s order ({n_tests(len(failing.before))} before it) fails again; "
                 f"alone it passes (find the culprits: testrack bisect {nodeid} --run {failing.run})"
             )
         else:
@@ -293,7 +294,7 @@ def confirm(flaky: Flaky, rows: Sequence[Seen], run: RunTests) -> None:
         if replayed == "passed":
             flaky.kind = ORDER
             flaky.why = (
-                f"alone it fails; after the {len(passing.before)} tests before it in run {passing.run} "
+                f"alone it fails; after the {n_tests(len(passing.before))} before it in run {passing.run} "
                 f"it passes (find the setter: testrack bisect {nodeid} --run {passing.run} --brittle)"
             )
             return

@@ -23,6 +23,7 @@ from testrack.bisect import (
     Mode,
     Verdict,
     bisect,
+    n_tests,
     search_target,
 )
 from testrack.ordering import WorkerSequence, replay_sequences
@@ -164,7 +165,7 @@ class Report:
         also = f" (also on {', '.join(target.others)})" if target.others else ""
         lines = [
             f"{target.nodeid} {what} in run {target.run.id} on {target.sequence.device}{also} "
-            f"({target.sequence.worker}), after {len(target.prior)} tests in its worker process"
+            f"({target.sequence.worker}), after {n_tests(len(target.prior))} in its worker process"
         ]
         verdict = self.result.verdict
         polluted = self.mode is Mode.POLLUTED
@@ -190,7 +191,7 @@ class Report:
             lines.append(f"inconsistent evidence: {self.result.detail}")
             last = self.result.last_reproduced
             if last is not None:
-                lines.append(f"  last set that reproduced ({len(last)} tests): {self.reproduce(last)}")
+                lines.append(f"  last set that reproduced ({n_tests(len(last))}): {self.reproduce(last)}")
         counts = self.result.counts
         if verdict in (Verdict.FOUND, Verdict.INCONSISTENT):
             n = data["before"]
