@@ -15,12 +15,14 @@ binary search hold whatever happens between them, so a cleaner among the candida
 that undoes the pollution) can move the boundary but never make the search fail; every set
 reported was seen to reproduce, exactly as reported.
 
-Counting search probes (the confirmation apart), with L = ceil(log2 n) for n earlier tests:
-one polluter takes at most L + 2 (L to find it, 1 to see it acts alone, 1 to see nothing else
-does); d independent polluters at most d * (L + 2); a pair at most 2 L + 3. Each set found is
-probed once more at the end (a "verify" probe, counted apart): when it no longer reproduces,
-the evidence is inconsistent (a flaky victim) and the result says so, with the last set
-that reproduced. Cleaners are then looked for, with the same search, among the other tests.
+Counting search probes (the confirmation apart), with L = ceil(log2 n) for n earlier tests,
+each culprit test costs at most L + 1 (L to find it, 1 to see whether it acts alone) and
+"is there another?" costs 1 or 2 in all (see :func:`_every_culprit`): one polluter within
+L + 3, d culprit tests within d * (L + 1) + 2, the issue's targets (``tests/test_bisect.py``
+checks them exhaustively). Each set found is probed once more (a "verify" probe, counted
+apart): when it no longer reproduces, the evidence is inconsistent (a flaky victim) and the
+result says so, with the last set that reproduced. Cleaners are then looked for, with the
+same search, among the other tests of the worker (probes counted as "clean").
 """
 
 from __future__ import annotations
@@ -175,21 +177,27 @@ def bisect(
     if not any(full):
         return BisectResult(Verdict.NOT_REPRODUCED, [], counts, detail)
     culprits: list[Culprit] = []
+    candidates = prior
     try:
-        for tests in _every_culprit(prior, oracle):
-            culprits.append(Culprit(tests))
-        for culprit in culprits:
-            if not oracle.effect(culprit.tests, "verify", fresh=True):
-                raise _Inconsistent(
-                    f"{' '.join(culprit.tests)} reproduced once, then not when verified: "
-                    "the victim is flaky, so this set may be wrong"
-                )
-        pool = [t for t in prior if not any(t in c.tests for c in culprits)]
-        if cleaner_pool is not None:
-            pool = [t for t in dict.fromkeys(cleaner_pool) if not any(t in c.tests for c in culprits)]
-        if pool:
-            for culprit in culprits:
-                culprit.cleaners = _cleaners(culprit.tests, pool, oracle)
+        while True:
+            found = [Culprit(tests) for tests in _every_culprit(candidates, oracle)]
+            for culprit in found:
+                if not oracle.effect(culprit.tests, "verify", fresh=True):
+                    raise _Inconsistent(
+                        f"{' '.join(culprit.tests)} reproduced once, then not when verified: "
+                        "the victim is flaky, so this set may be wrong"
+                    )
+            culprits += found
+            blamed = {t for c in culprits for t in c.tests}
+            everyone = dict.fromkeys(prior if cleaner_pool is None else cleaner_pool)
+            pool = [t for t in everyone if t not in blamed]
+            for culprit in found:
+                culprit.cleaners = _cleaners(culprit.tests, pool, oracle) if pool else []
+            # A cleaner can hide a polluter that ran before it: look again without the cleaners.
+            cleaned = {t for c in culprits for s in c.cleaners for t in s}
+            candidates = [t for t in prior if t not in blamed and t not in cleaned]
+            if not found or not cleaned or not candidates or not oracle.effect(candidates, "clean"):
+                break
     except _Inconsistent as exc:
         return BisectResult(Verdict.INCONSISTENT, culprits, counts, str(exc), oracle.last_reproduced)
     return BisectResult(Verdict.FOUND, culprits, counts, detail, oracle.last_reproduced)
