@@ -213,3 +213,16 @@ def test_the_report_words_for_a_pair_a_cleaner_and_inconsistent_evidence() -> No
         "probes: 3 to search (target for 1 among 3: at most 5), 4 to confirm, 0 to verify, 0 for cleaners; "
         "7 in all",
     ]
+
+
+def test_a_probe_is_one_fresh_pytest_on_the_device(tmp_path: Path) -> None:
+    """One token per option (the rootdir never comes from the temp file's path); the device's
+    setup through --rack-device when the run was on a real device."""
+    from testrack.probing import ProbeRunner
+
+    command = ProbeRunner(tmp_path, "board-2").command(Path("/tmp/s.txt"), Path("/tmp/o.jsonl"))
+    assert command[1:] == [
+        "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--rootdir={tmp_path}", "--rack=off",
+        "--rack-device=board-2", "--rack-sequence=/tmp/s.txt", "--rack-outcomes=/tmp/o.jsonl",
+    ]  # fmt: skip
+    assert "--rack-device=board-2" not in ProbeRunner(tmp_path).command(Path("s"), Path("o"))

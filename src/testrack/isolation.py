@@ -217,8 +217,8 @@ def run_bisect(
 ) -> Report:
     """Find the culprits of ``nodeid`` in a stored run, probing in ``root``."""
     target = find_target(store, nodeid, run_spec, device, mode)
-    on = device
-    if on is None and not target.run.rack.startswith("local:"):
+    on = None
+    if not target.run.rack.startswith("local:"):
         on = target.sequence.device  # a real device: its environment and fixture matter
     runner = ProbeRunner(root, on)
     count = 0

@@ -84,6 +84,3 @@ class ProbeRunner:
         outcomes = self.run([*prefix, victim])
         return outcomes[-1][1] in FAILING
 
-
-def is_failure(outcome: str) -> bool:
-    return outcome in FAILING
