@@ -83,4 +83,3 @@ class ProbeRunner:
         """Run ``prefix`` then ``victim``; did the victim fail (or error, crash, time out)?"""
         outcomes = self.run([*prefix, victim])
         return outcomes[-1][1] in FAILING
-
