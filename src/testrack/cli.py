@@ -380,6 +380,129 @@ def run_report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+# -- testrack bisect ------------------------------------------------------------------------
+
+
+def _add_bisect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("nodeid", help="the test that failed, as pytest -v prints it")
+    parser.add_argument(
+        "--run", dest="run_spec", default="last", metavar="RUN",
+        help="the run it failed in: a run number, last (the default), or a run's uid",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", metavar="NAME",
+        help="the device it failed on (default: the first it failed on); probes run with its setup",
+    )  # fmt: skip
+    parser.add_argument(
+        "--brittle", action="store_true",
+        help="the opposite case: it fails alone and passed in the run; find the tests that set it up",
+    )  # fmt: skip
+    _add_store_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="say what each probe did, on stderr")
+
+
+_BISECT_EPILOG = (
+    "Every probe is a fresh pytest process (--rack off --rack-sequence) in the project's root\n"
+    "that runs some of the tests that ran before NODEID in its worker, in their order, then\n"
+    "NODEID. It first confirms (alone it passes, after all of them it fails: each twice, more\n"
+    "when its history says it is flaky), then finds every set of tests that makes it fail\n"
+    "(pairs that only do it together included), then the tests that undo each set (cleaners).\n"
+    "Exit code 0 when culprits were found, 1 when not (the output says why)."
+)
+
+
+def run_bisect_command(args: argparse.Namespace) -> int:
+    from testrack.bisect import Mode, Verdict
+    from testrack.isolation import root_of, run_bisect
+    from testrack.probing import ProbeError
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        store = history.open_for_reading(args.store, Path.cwd())
+        try:
+            report = run_bisect(
+                store,
+                root_of(store.path, Path.cwd()),
+                args.nodeid,
+                args.run_spec,
+                args.device,
+                Mode.BRITTLE if args.brittle else Mode.POLLUTED,
+                progress if args.verbose else None,
+            )
+        finally:
+            store.close()
+    except history.HistoryError as exc:
+        raise CliError(str(exc)) from None
+    except ProbeError as exc:
+        raise CliError(f"a probe failed to run, so nothing can be concluded: {exc}") from None
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return ExitCode.OK if report.result.verdict is Verdict.FOUND else ExitCode.TESTS_FAILED
+
+
+# -- testrack flaky -------------------------------------------------------------------------
+
+
+def _add_flaky_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--confirm", action="store_true",
+        help="run probes (fresh pytest processes) that tell order-dependent, non-idempotent and "
+        "nondeterministic tests apart",
+    )  # fmt: skip
+    parser.add_argument(
+        "--runs", type=_positive, default=200, metavar="N", help="how many recent runs to read (default: 200)"
+    )
+    _add_store_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="say what each probe did, on stderr")
+
+
+def run_flaky_command(args: argparse.Namespace) -> int:
+    from testrack import flaky
+    from testrack.isolation import root_of
+    from testrack.probing import ProbeError, ProbeRunner
+
+    try:
+        store = history.open_for_reading(args.store, Path.cwd())
+        try:
+            seen, runs = flaky.observations(store, args.runs)
+            found = flaky.find_flaky(store, args.runs)
+        finally:
+            store.close()
+        root = root_of(store.path, Path.cwd())
+        for test in found if args.confirm else []:
+            runner = ProbeRunner(root, flaky.device_for_probes(test, seen[test.nodeid], runs))
+
+            def probe(tests: Sequence[str], runner: ProbeRunner = runner) -> list[tuple[str, str]]:
+                outcomes = runner.run(tests)
+                if args.verbose:
+                    shown = ", ".join(outcome for _, outcome in outcomes[-2:])
+                    print(f"probe: {len(tests)} tests, the last ones {shown}", file=sys.stderr, flush=True)
+                return outcomes
+
+            flaky.confirm(test, seen[test.nodeid], probe)
+    except history.HistoryError as exc:
+        raise CliError(str(exc)) from None
+    except ProbeError as exc:
+        raise CliError(f"a --confirm probe failed to run: {exc}") from None
+    with_revision = sum(1 for run in runs if run.revision is not None)
+    if args.json:
+        data = {
+            "flaky": [f.as_dict() for f in found],
+            "runs": len(runs),
+            "runs_with_revision": with_revision,
+            "flaky_until_passes_in_a_row": flaky.CLEAR_AFTER,
+            "confirmed": bool(args.confirm),
+        }
+        print(json.dumps(data, indent=2))
+    else:
+        print("\n".join(flaky.format_flaky(found, len(runs), with_revision)))
+    return ExitCode.TESTS_FAILED if found else ExitCode.OK
+
+
 # -- wiring ----------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -441,11 +564,24 @@ COMMANDS: tuple[Command, ...] = (
         run_report,
         epilog=report_command.EPILOG,
     ),
+    Command(
+        "bisect",
+        "find every test that, run before NODEID in its worker, made it fail (or --brittle: pass)",
+        _add_bisect_arguments,
+        run_bisect_command,
+        epilog=_BISECT_EPILOG,
+    ),
+    Command(
+        "flaky",
+        "list tests that passed and failed on the same code revision, each with why (exit code 1 if any)",
+        _add_flaky_arguments,
+        run_flaky_command,
+    ),
 )
 
 
 #: The commands that read the results store and take --store and --json.
-_STORE_COMMANDS = ("last", "failing", "slowest", "history", "trust")
+_STORE_COMMANDS = ("last", "failing", "slowest", "history", "trust", "bisect", "flaky")
 _STORE_USERS = ", ".join(_STORE_COMMANDS[:-1]) + " and " + _STORE_COMMANDS[-1]
 _STORE_READERS = ", ".join(_STORE_COMMANDS) + " and report"
 

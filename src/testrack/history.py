@@ -140,6 +140,7 @@ def _run_dict(run: Run) -> dict[str, Any]:
         "rack": run.rack,
         "command": run.command,
         "outcome": run.outcome,
+        "revision": run.revision,
     }
 
 

@@ -104,6 +104,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default 0: a crashing test could take down another device).",
     )
     group.addoption(
+        "--rack-sequence",
+        metavar="FILE",
+        default=None,
+        help="run exactly the tests listed in FILE (one node id a line), in that order, repeats "
+        "included, in this process (implies --rack off).",
+    )
+    group.addoption(
+        "--rack-outcomes",
+        metavar="FILE",
+        default=None,
+        help="write one JSON line per test to FILE as it finishes: its node id and outcome "
+        "(implies --rack off).",
+    )
+    group.addoption(
         "--rack-mode",
         choices=MODES,
         default=None,
@@ -142,7 +156,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
         return (yield)
     ns = early_config.known_args_namespace
     spec = getattr(ns, "rack", None)
-    if spec is not None and spec.lower() in OFF:
+    single = getattr(ns, "rack_sequence", None) or getattr(ns, "rack_outcomes", None)
+    if (spec is not None and spec.lower() in OFF) or single:
         _apply_device_env(early_config)
         return (yield)
     listing = ("collectonly", "help", "version", "showfixtures", "show_fixtures_per_test", "markers")
@@ -216,6 +231,10 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     rack = _read_rack(config)
     if rack is None:
+        if config.getoption("rack_sequence") or config.getoption("rack_outcomes"):
+            from testrack.sequence import SequencePlugin
+
+            config.pluginmanager.register(SequencePlugin(config), "testrack-sequence")
         _check_rack_options(config)
         return
     config.stash[rack_key] = rack
@@ -254,6 +273,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _read_rack(config: pytest.Config) -> Rack | None:
     spec: str | None = config.getoption("rack")
+    wanted = {"--rack-sequence": "rack_sequence", "--rack-outcomes": "rack_outcomes"}
+    single = next((flag for flag, dest in wanted.items() if config.getoption(dest)), None)
+    if single is not None:
+        if spec is not None and spec.lower() not in OFF:
+            raise pytest.UsageError(
+                f"{single} runs the tests in this one process, but --rack {spec} asks for workers; "
+                "leave out one of them (or use --rack off)"
+            )
+        _play_one_device(config)
+        return None  # these run here, in one process, whatever rack the project has
     try:
         if spec is None:
             return discover_rack(config.rootpath)

@@ -21,6 +21,7 @@ from typing import TypeVar
 import pytest
 
 from testrack import messages as m
+from testrack.revision import code_revision
 from testrack.store import (
     DEFAULT_PATH,
     ImportCost,
@@ -131,9 +132,11 @@ class Recorder:
     to do, for the end of the run's summary.
     """
 
-    def __init__(self, store: Store | None, location: str) -> None:
+    def __init__(self, store: Store | None, location: str, root: Path | None = None) -> None:
         self.store = store
         self.location = location
+        #: The project's root: the code revision a run records is the one of its git tree.
+        self.root = root
         self.run_id = 0
         self._problems: list[str] = []
         # Health checks pin identities from their own threads.
@@ -156,10 +159,10 @@ class Recorder:
         if spec in ("off", "none", "no"):
             return cls(None, "off")
         if spec == "memory":
-            return cls(MemoryStore(), "memory")
+            return cls(MemoryStore(), "memory", rootdir)
         if not spec:
             path = rootdir / DEFAULT_PATH
-            recorder = cls(None, str(path))
+            recorder = cls(None, str(path), rootdir)
             try:
                 path.parent.mkdir(exist_ok=True)  # the default directory, and nothing above it
             except OSError as exc:
@@ -174,7 +177,7 @@ class Recorder:
             path = Path(spec)
             if not path.is_absolute():
                 path = rootdir / path
-            recorder = cls(None, str(path))
+            recorder = cls(None, str(path), rootdir)
         recorder._connect(path)
         return recorder
 
@@ -261,6 +264,9 @@ class Recorder:
     # ------------------------------------------------------------------ writing
 
     def begin(self, info: RunInfo) -> None:
+        """Record the run; its code revision is looked up here unless ``info`` brings one."""
+        if self.store is not None and info.revision is None and self.root is not None:
+            info = dataclasses.replace(info, revision=code_revision(self.root))
         self._info = info
 
         def begin(store: Store) -> None:

@@ -64,6 +64,8 @@ class RunInfo:
     mode: str
     rack: str
     command: str
+    revision: str | None = None
+    """The code it ran (:func:`testrack.revision.code_revision`); None outside git."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,8 @@ class Run:
     command: str
     finished: float | None = None
     outcome: str | None = None
+    revision: str | None = None
+    """The git commit it ran, ``<commit>-dirty-<hash of the changes>`` for a dirty tree, or None."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +185,9 @@ class Store(Protocol):
 
     def import_costs(self, runs: int) -> list[ImportCost]:
         """Every import measured in the newest ``runs`` runs."""
+
+    def imports(self, run_id: int) -> list[ImportCost]:
+        """The files ``run_id``'s workers imported, in the order they did (for replay)."""
 
     def pinned_identity(self, device: str) -> Pin | None:
         """The identity pinned for ``device``, or None if none is (yet)."""

@@ -25,7 +25,10 @@ class MemoryStore:
             for run in self._runs:
                 if run.uid == info.uid:
                     return run.id
-            run = Run(len(self._runs) + 1, info.uid, info.started, info.mode, info.rack, info.command)
+            run = Run(
+                len(self._runs) + 1, info.uid, info.started, info.mode, info.rack, info.command,
+                revision=info.revision,
+            )  # fmt: skip
             self._runs.append(run)
             return run.id
 
@@ -79,6 +82,10 @@ class MemoryStore:
         with self._lock:
             ids = {run.id for run in self.runs(limit=runs)}
             return [i for run_id, i in self._imports if run_id in ids]
+
+    def imports(self, run_id: int) -> list[ImportCost]:
+        with self._lock:
+            return [i for rid, i in self._imports if rid == run_id]
 
     def pinned_identity(self, device: str) -> Pin | None:
         with self._lock:

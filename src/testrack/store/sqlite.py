@@ -104,13 +104,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE results ADD COLUMN longrepr BLOB",
         "ALTER TABLE results ADD COLUMN sections BLOB",
     ),
+    (  # v5: the code revision each run ran (git commit, and a hash of the changes if dirty)
+        "ALTER TABLE runs ADD COLUMN revision TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The tables some version of testrack made; a database with others is not a results store.
 _OWN_TABLES = frozenset({"runs", "results", "imports", "identities", "quarantines"})
 
 _RESULT_COLUMNS = "nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id"
-_RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome"
+_RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome, revision"
 _PIN_COLUMNS = "device, identity, pinned, run_id"
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -309,8 +312,8 @@ class SQLiteStore:
             if row is not None:
                 return int(row[0])
             cursor = self._db.execute(
-                "INSERT INTO runs (uid, started, mode, rack, command) VALUES (?, ?, ?, ?, ?)",
-                (info.uid, info.started, info.mode, info.rack, info.command),
+                "INSERT INTO runs (uid, started, mode, rack, command, revision) VALUES (?, ?, ?, ?, ?, ?)",
+                (info.uid, info.started, info.mode, info.rack, info.command, info.revision),
             )
             return int(cursor.lastrowid or 0)
 
@@ -416,6 +419,12 @@ class SQLiteStore:
             "SELECT module, worker, device, seconds FROM imports WHERE run_id IN "
             "(SELECT id FROM runs ORDER BY id DESC LIMIT ?)",
             (runs,),
+        )
+        return [ImportCost(*row) for row in rows]
+
+    def imports(self, run_id: int) -> list[ImportCost]:
+        rows = self._read(
+            "SELECT module, worker, device, seconds FROM imports WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
         return [ImportCost(*row) for row in rows]
 
