@@ -137,13 +137,13 @@ def test_sim_reports_a_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture
         ),
         (
             ["--json", "sim"],
-            "testrack: error: --json goes with last, failing, slowest, history and trust, not with sim; "
-            "see testrack --help\n",
+            "testrack: error: --json goes with last, failing, slowest, history, trust, bisect and flaky, "
+            "not with sim; see testrack --help\n",
         ),
         (
             ["--store", "x.sqlite", "demo"],
-            "testrack: error: --store goes with last, failing, slowest, history, trust and report, "
-            "not with demo; see testrack --help\n",
+            "testrack: error: --store goes with last, failing, slowest, history, trust, bisect, flaky and "
+            "report, not with demo; see testrack --help\n",
         ),
         (
             ["sim", "--kind", "my board"],

@@ -249,14 +249,16 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     """A misspelt table ([[device]]) is named, with what a rack may contain."""
     path, message = load_error(tmp_path, ONE_DEVICE.replace("[[devices]]", "[[device]]"))
-    assert message == (f"{path}: unknown key device; a rack has [[devices]] tables and an optional mode")
+    assert message == (
+        f"{path}: unknown key device; a rack has [[devices]] tables and optional mode, random and seed"
+    )
 
 
 def test_several_unknown_top_level_keys(tmp_path: Path) -> None:
     """Several unknown keys are all listed, sorted, with the plural."""
     path, message = load_error(tmp_path, "zeta = 1\nalpha = 2\n" + ONE_DEVICE)
     assert message == (
-        f"{path}: unknown keys alpha, zeta; a rack has [[devices]] tables and an optional mode"
+        f"{path}: unknown keys alpha, zeta; a rack has [[devices]] tables and optional mode, random and seed"
     )
 
 
@@ -511,7 +513,7 @@ def test_pyproject_errors_use_the_tool_testrack_prefix(tmp_path: Path) -> None:
     )
     assert message == (
         f"{path}: unknown key tool.testrack.colour; a rack has [[tool.testrack.devices]] tables "
-        "and an optional tool.testrack.mode"
+        "and optional tool.testrack.mode, tool.testrack.random and tool.testrack.seed"
     )
 
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import explain
+from testrack import explain, sequencing
 from testrack import messages as m
 from testrack.collection import FileUnit, walk_files
 from testrack.planning import TestInfo, plan_imports, plan_jobs, segment
 from testrack.replay import node_key
-from testrack.scheduling import Dispatcher
+from testrack.scheduling import Dispatcher, Job
 from testrack.trace import trace
 from testrack.workers import State
 
@@ -66,7 +66,13 @@ class Collection:
         self.unit_nodeids = {unit.key: nodes[0].nodeid for unit, nodes in units}
         self.units = self.ctl.filter_units(self.units)
         keys = [u.key for u in self.units]
-        if self.ctl.mode == "each" or self.ctl.sequential:
+        replay = self.ctl.order.imports
+        if replay is not None:
+            # A replay imports what each worker imported then, in that order, and nothing else.
+            known = set(keys)
+            for worker in self.ctl.workers.values():
+                self.send(worker, [k for k in replay.get(worker.slot.id, ()) if k in known])
+        elif self.ctl.mode == "each" or self.ctl.sequential:
             for worker in self.ctl.workers.values():
                 self.send(worker, keys)
         else:
@@ -79,13 +85,23 @@ class Collection:
         alive = self.ctl.alive_workers()
         if not alive:
             return True
-        if self.ctl.mode == "load" and not self.ctl.sequential:
+        if self._pulls():
             return not self.to_collect and not any(w.collecting for w in alive)
         return not any(w.collecting for w in alive)
 
     def on_ready(self, worker: WorkerHandle) -> None:
-        if not self.done_collecting and self.ctl.mode == "load" and not self.ctl.sequential:
+        if self._pulls():
             self.feed(worker)
+
+    def _pulls(self) -> bool:
+        """Load mode's first collection pass: workers pull files in chunks."""
+        ctl = self.ctl
+        return (
+            not self.done_collecting
+            and ctl.mode == "load"
+            and not ctl.sequential
+            and ctl.order.replay is None
+        )
 
     def send(self, worker: WorkerHandle, keys: list[str]) -> None:
         """Have ``worker`` import ``keys`` (those it has not already)."""
@@ -132,7 +148,7 @@ class Collection:
             if report.nodeid not in self.reports:
                 self.reports[report.nodeid] = report
                 config.hook.pytest_collectreport(report=report)
-        if not self.done_collecting and self.ctl.mode == "load" and not self.ctl.sequential:
+        if self._pulls():
             self.feed(worker)
 
     def on_worker_lost(self, worker: WorkerHandle, how: str, output: str) -> None:
@@ -207,20 +223,48 @@ class Collection:
             else:
                 ctl.dispatcher.mark_imported(slot.id, worker.imported)
         jobs = [job for batch in plan.jobs.values() for job in batch]
-        ctl.dispatcher.add(jobs)
-        if ctl.mode == "load" and not lazy and not ctl.sequential:
-            self.import_more(plan_imports(jobs, ctl.slots, self.import_seconds, self.home))
+        if ctl.order.fixed:
+            self._fixed_order(jobs)
+        else:
+            ctl.dispatcher.add(jobs)
+            if ctl.mode == "load" and not lazy and not ctl.sequential:
+                self.import_more(plan_imports(jobs, ctl.slots, self.import_seconds, self.home))
         seen: set[str] = set()
         for job in jobs:
             if job.nodeid in seen:
                 ctl.replay.several.add(job.nodeid)
             seen.add(job.nodeid)
-        session.testscollected = plan.runs  # progress counts test-device runs
+        # Progress counts test-device runs (of a replay: those it replays).
+        session.testscollected = ctl.dispatcher.remaining if ctl.order.fixed else plan.runs
         reporter = ctl.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and ctl.config.get_verbosity() >= 0:
             reporter.write_line(self.describe(len(infos)))
             for line in self.header:
                 reporter.write_line(line)
+
+    def _fixed_order(self, jobs: list[Job]) -> None:
+        """A seed or a stored run gives each slot its sequence; each worker imports its files."""
+        ctl = self.ctl
+        if ctl.order.replay is not None:
+            dispatcher, missing = sequencing.replayed(jobs, ctl.slots, ctl.order)
+            if missing:
+                shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+                ctl.notes.append(
+                    f"{len(missing)} test{'s' if len(missing) != 1 else ''} of {ctl.order.source} "
+                    f"{'is' if len(missing) == 1 else 'are'} not collected now and not replayed: {shown}"
+                )
+        else:
+            dispatcher, unrunnable = sequencing.seeded(jobs, ctl.slots, ctl.order, ctl.mode)
+            for job in unrunnable:
+                dispatcher.requeue([job])  # no slot of its devices: reported as an orphan
+        ctl.dispatcher = dispatcher
+        for slot in ctl.slots:
+            worker = ctl.workers.get(slot.id)
+            if slot.id in ctl.faults.dead_slots:
+                dispatcher.drop_slot(slot.id, permanently=True)
+            elif worker is None or not worker.alive or worker.winding_down:
+                dispatcher.drop_slot(slot.id, permanently=False)
+        self.import_more({slot.id: dispatcher.modules_of(slot.id) for slot in ctl.slots})
 
     def import_more(self, plan: dict[str, list[str]]) -> None:
         """Send each worker the files the plan gives it beyond those it imported already."""

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from testrack import messages as m
-from testrack import nodes, relay
+from testrack import nodes, relay, sequencing
 from testrack.collecting import Collection, RemoteItem
 from testrack.collection import FileUnit
 from testrack.faults import Faults
@@ -48,6 +48,7 @@ from testrack.rack import Device, Rack
 from testrack.recorder import Recorder
 from testrack.replay import Replay
 from testrack.scheduling import Dispatcher, Job, Slot
+from testrack.scheduling.sequences import SequenceDispatcher
 from testrack.store import RunInfo
 from testrack.summary import device_counts, format_counts, matrix_lines
 from testrack.trace import trace
@@ -94,7 +95,7 @@ class Controller:
         self.sequential = sequential
         self.devices: dict[str, Device] = {d.name: d for d in rack.devices}
         self.slots: list[Slot] = launcher.slots[:1] if sequential else launcher.slots
-        self.dispatcher = Dispatcher(self.slots)
+        self.dispatcher: Dispatcher | SequenceDispatcher = Dispatcher(self.slots)
         self.workers: dict[str, WorkerHandle] = {}
         self.testrunuid = launcher.testrunuid
         self.echo_output = config.getoption("capture") == "no"
@@ -111,6 +112,9 @@ class Controller:
         self.problems: list[str] = []
         #: Each mode: tests a quarantined device did not run, by device.
         self.not_run: dict[str, list[str]] = {}
+        #: A seed or a stored run fixing each worker's sequence (decided at session start, once
+        #: every plugin is configured: pytest-randomly's seed may be the one).
+        self.order = sequencing.Order()
         self.health = Health(config, recorder, rack.devices)
         self.collection = Collection(self)
         self.replay = Replay(self)
@@ -132,6 +136,26 @@ class Controller:
 
     # ------------------------------------------------------------------ pytest hooks
 
+    def decide_order(self) -> None:
+        config = self.config
+        if config.getoption("rack_worker") and not config.getoption("rack_replay"):
+            raise pytest.UsageError(
+                "--rack-worker picks a worker of --rack-replay RUN; add --rack-replay RUN"
+            )
+        if config.getoption("rack_replay"):
+            if config.getoption("rack_seed") is not None or config.getoption("rack_random"):
+                raise pytest.UsageError(
+                    "--rack-replay runs a stored run's own order; leave out --rack-random/--rack-seed"
+                )
+            if self.recorder.store is None:
+                raise pytest.UsageError(
+                    f"--rack-replay needs the results store, and it is {self.recorder.location}: "
+                    "replay from the store the run was recorded in (--rack-store PATH)"
+                )
+            self.order = sequencing.from_store(config, self.recorder.store, self.slots, self.rack)
+        elif not self.sequential:
+            self.order = sequencing.choose(config, self.rack)
+
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         names = ", ".join(f"{d.name} x{d.capacity}" if d.capacity > 1 else d.name for d in self.rack.devices)
         count = len(self.slots)
@@ -141,6 +165,15 @@ class Controller:
         ]
         if self.sequential:
             lines.append(f"testrack: one worker, tests in collection order ({self.sequential})")
+        if self.order.seed is not None:
+            lines.append(
+                f"testrack: random order, seed {self.order.seed} (from {self.order.source}; "
+                f"--rack-seed {self.order.seed} repeats it)"
+            )
+        elif self.order.replay is not None:
+            lines.append(
+                f"testrack: replaying {self.order.source}: each worker runs the sequence it ran then"
+            )
         if self.lazy:
             lines.append(
                 "testrack: --rack-collect lazy: a worker imports a test file when it first gets one of "
@@ -152,6 +185,7 @@ class Controller:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         trace("controller: sessionstart")
         self.session = session
+        self.decide_order()
         # The workers wait for their Start: send it first, before the header and the store.
         factory = getattr(self.config, "_tmp_path_factory", None)
         if factory is not None:
@@ -167,6 +201,7 @@ class Controller:
                 mode=self.mode,
                 rack=self.rack.source,
                 command=shlex.join(["pytest", *map(str, self.config.invocation_params.args)]),
+                seed=self.order.seed,
             )
         )
         if threading.current_thread() is threading.main_thread():
@@ -226,6 +261,8 @@ class Controller:
             self._restore_signals()
         if self.not_run:
             session.testsfailed += 1  # a device that could not run its tests fails the run
+        if self.replay.flaky and not self.config.getoption("rack_flaky_ok", False):
+            session.testsfailed += 1  # flaky is not passing, unless --rack-flaky-ok says it is
         if session.shouldfail:
             # Tests already running when the limit was reached may have failed too;
             # the message keeps the count that stopped the run, as in plain pytest.
@@ -282,6 +319,22 @@ class Controller:
                 _write(terminalreporter, f"{name}: {format_counts(counts[name])}{extra}")
         if self.recorder.problem and self.recorder.problem not in self.problems:
             self.problems.append(self.recorder.problem)  # the store failed while the summary was made
+        if self.replay.flaky:
+            add_stats = getattr(terminalreporter, "_add_stats", None)
+            if add_stats is not None:
+                add_stats("flaky", [RunSlot(nodeid, where[1]) for nodeid, where in self.replay.flaky.items()])
+            ok = self.config.getoption("rack_flaky_ok", False)
+            for nodeid, (failed, passed) in self.replay.flaky.items():
+                terminalreporter.write_line(
+                    f"testrack: flaky: {nodeid} failed on {', '.join(failed)}, then passed on {passed}"
+                    + ("" if ok else " (the run fails; --rack-flaky-ok lets flaky tests pass)"),
+                    yellow=True,
+                )
+        if self.order.seed is not None:
+            seed = self.order.seed
+            terminalreporter.write_line(
+                f"testrack: random order, seed {seed}: pytest --rack-seed {seed} runs it again"
+            )
         for note in self.notes:
             terminalreporter.write_line(f"testrack: {note}")
         for problem in self.problems:
@@ -356,6 +409,8 @@ class Controller:
         if reporter is not None:
             worker.echo_to = reporter.write_line
         workerinput = dict(self.launcher.hello_for(slot).workerinput)
+        if self.order.fixed:
+            workerinput["testrack_ordered"] = True  # the order is the controller's, not a plugin's
         worker.node = nodes.WorkerNode(self.config, worker.label.id, workerinput)
         nodes.configure(worker.node)
         basetemp = str(self.basetemp / slot.id) if self.basetemp else None
@@ -373,6 +428,8 @@ class Controller:
         self.give_imports(worker, self.planned_for(dead))
 
     def planned_for(self, worker: WorkerHandle) -> list[str]:
+        if isinstance(self.dispatcher, SequenceDispatcher):
+            return self.dispatcher.modules_of(worker.slot.id)
         if self.mode == "each" or self.sequential:
             return [u.key for u in self.collection.units]
         return list(self.import_plan.get(worker.slot.id, worker.imported))
@@ -399,7 +456,7 @@ class Controller:
                 and self.health.state(slot.device) is not DeviceState.CHECKING
             ):
                 continue
-            mine = [j for j in left if slot.device in j.eligible]
+            mine = [j for j in left if slot.id in self.dispatcher.slots_for(j)]
             if not mine:
                 continue
             fresh = self.start_worker(slot, fresh=True)
@@ -508,6 +565,13 @@ class Controller:
         if node is not None:
             nodes.ready(node)
         self.collection.on_ready(worker)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_report_teststatus(self, report: Any) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+        """A ``rerun`` attempt (--rack-rerun-failed) reads as pytest-rerunfailures shows one."""
+        if getattr(report, "outcome", None) == "rerun" and report.when == "call":
+            return "rerun", "R", ("RERUN", {"yellow": True})
+        return None
 
     def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str) -> None:
         """Every warning this session shows, its own included: a worker's copy is not shown again."""

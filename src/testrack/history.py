@@ -141,6 +141,7 @@ def _run_dict(run: Run) -> dict[str, Any]:
         "command": run.command,
         "outcome": run.outcome,
         "revision": run.revision,
+        "seed": run.seed,
     }
 
 

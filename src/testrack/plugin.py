@@ -133,6 +133,57 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "balances better but lets a test that changes sys.modules affect later imports.",
     )
     group.addoption(
+        "--rack-random",
+        action="store_true",
+        help="run the tests in a random order fixed by a seed (chosen, printed and stored): each "
+        "worker's sequence depends only on the seed, the tests and the slots, so --rack-seed repeats it.",
+    )
+    group.addoption(
+        "--rack-seed",
+        type=_seed,
+        default=None,
+        metavar="N",
+        help="random order with this seed (implies --rack-random; a run prints its seed).",
+    )
+    group.addoption(
+        "--rack-random-bucket",
+        choices=("module", "class", "global"),
+        default=None,
+        help="what stays together in random order: module (default: modules are shuffled, and the "
+        "tests in each), class, or global (every test on its own).",
+    )
+    group.addoption(
+        "--rack-replay",
+        metavar="RUN",
+        default=None,
+        help="rerun a stored run's tests with each worker given exactly the sequence it ran (RUN: "
+        "a run number, last, or a run's uid).",
+    )
+    group.addoption(
+        "--rack-worker",
+        metavar="gwN",
+        default=None,
+        help="with --rack-replay: replay only this worker's sequence.",
+    )
+    group.addoption(
+        "--rack-replay-anywhere",
+        action="store_true",
+        help="with --rack-replay: run the sequences of devices that left the rack on other slots.",
+    )
+    group.addoption(
+        "--rack-rerun-failed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run a test that failed again, up to N times (on another device where one matches, in a "
+        "fresh worker); a test that then passes is flaky, and the run still fails unless --rack-flaky-ok.",
+    )
+    group.addoption(
+        "--rack-flaky-ok",
+        action="store_true",
+        help="with --rack-rerun-failed: a flaky test (failed, then passed on a rerun) does not fail the run.",
+    )
+    group.addoption(
         "--rack-device",
         metavar="NAME",
         default=None,
@@ -198,6 +249,18 @@ def _apply_device_env(early_config: pytest.Config) -> None:
     if device is not None:
         os.environ.update(device.env)
         os.environ["TESTRACK_DEVICE"] = device.name
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a seed; give a whole number >= 0, such as the one a random run printed"
+        )
+    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -302,6 +365,14 @@ _RACK_ONLY = {
     "rack_timeout": None,
     "rack_retry_crashed": 0,
     "rack_collect": "eager",
+    "rack_random": False,
+    "rack_seed": None,
+    "rack_random_bucket": None,
+    "rack_replay": None,
+    "rack_worker": None,
+    "rack_replay_anywhere": False,
+    "rack_rerun_failed": 0,
+    "rack_flaky_ok": False,
 }
 
 

@@ -37,7 +37,7 @@ RACK_FILE = "testrack.toml"
 MODES = ("load", "each")
 _DEVICE_FIELDS = {"name", "kind", "address", "capacity", "attrs", "env"}
 _REQUIRED_FIELDS = ("name", "kind", "address")
-_TOP_LEVEL_KEYS = {"devices", "mode"}
+_TOP_LEVEL_KEYS = {"devices", "mode", "random", "seed"}
 _ATTR_VALUE_TYPES = (str, int, float, bool)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
 
@@ -87,6 +87,9 @@ class Rack:
     devices: tuple[Device, ...]
     source: str
     mode: str | None = None
+    #: ``random = true`` / ``seed = N``: run in a seeded random order (as --rack-random / --rack-seed).
+    random: bool = False
+    seed: int | None = None
 
     @property
     def slots(self) -> int:
@@ -266,11 +269,22 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
         raise RackError(
             f"{path}: unknown key{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(prefix + k for k in unknown)}; a rack has [[{prefix}devices]] tables "
-            f"and an optional {prefix}mode"
+            f"and optional {prefix}mode, {prefix}random and {prefix}seed"
         )
     mode = data.get("mode")
     if mode is not None and mode not in MODES:
         raise RackError(f'{path}: {prefix}mode = {_toml_value(mode)} is not a mode; use "load" or "each"')
+    random = data.get("random", False)
+    if not isinstance(random, bool):
+        raise RackError(
+            f"{path}: {prefix}random = {_toml_value(random)} is not true or false; write random = true"
+        )
+    seed = data.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise RackError(
+            f"{path}: {prefix}seed = {_toml_value(seed)} is not a seed; use a whole number >= 0, "
+            "for example seed = 1234 (the one a random run printed)"
+        )
     raw = data.get("devices")
     if raw is None or raw == []:
         raise _empty(path, f"add a [[{prefix}devices]] table with name, kind and address")
@@ -290,7 +304,7 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
             )
         names[device.name] = index
         devices.append(device)
-    return Rack(tuple(devices), source=str(path), mode=mode)
+    return Rack(tuple(devices), source=str(path), mode=mode, random=random or seed is not None, seed=seed)
 
 
 def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str) -> Device:

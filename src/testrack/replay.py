@@ -12,6 +12,7 @@ time limit) are made here too, with the words from :mod:`testrack.explain`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
@@ -44,8 +45,13 @@ class Replay:
         self.several: set[str] = set()
         #: Per test, per device: the worst outcome of its phases.
         self.outcomes: dict[str, dict[str, str]] = {}
-        #: What ran on each device (test ids), for the each-mode ``--lf`` bookkeeping.
         self.stop_reason: str | bool = False
+        #: --rack-rerun-failed: how often a test may run again after failing, and did.
+        self.rerun_limit = int(ctl.config.getoption("rack_rerun_failed", 0) or 0)
+        self.reruns: dict[str, int] = {}
+        self.failed_on: dict[str, set[str]] = {}
+        #: Tests that failed, then passed on a rerun: the devices they failed on, where they passed.
+        self.flaky: dict[str, tuple[list[str], str]] = {}
 
     def display_id(self, nodeid: str, device: str | None) -> str:
         """The id a result is shown under: in each mode, the test on its device.
@@ -80,14 +86,24 @@ class Replay:
                 results.append(
                     attempt.result(report.nodeid, device, worker.slot.id, worker.tests_done, "rerun")
                 )
+                worker.tests_done += 1
                 worker.attempts[report.nodeid] = Attempt()
         finished = [nodeid for nodeid in message.finished if nodeid != timed_out]
         retried = {nodeid for nodeid in finished if ctl.faults.retry_device_error(worker, nodeid)}
         overtime = {nodeid: text for nodeid in finished if (text := self._over_limit(worker, nodeid))}
+        again = {
+            nodeid
+            for nodeid in finished
+            if nodeid not in retried and nodeid not in overtime and self._runs_again(worker, nodeid)
+        }
         # Stored before they are shown: what the user saw survives a killed controller.
         for nodeid in finished:
             attempt = worker.attempts.pop(nodeid, Attempt())
             outcome = "device_error" if nodeid in retried else "timeout" if nodeid in overtime else None
+            if nodeid in again:
+                outcome = "rerun"
+            elif nodeid in self.reruns and attempt.outcome in ("passed", "xfailed", "skipped"):
+                self.flaky[nodeid] = (sorted(self.failed_on.get(nodeid, ())), device)
             if nodeid in overtime:
                 attempt.message = overtime[nodeid].splitlines()[0]
             results.append(attempt.result(nodeid, device, worker.slot.id, worker.tests_done, outcome))
@@ -97,7 +113,11 @@ class Replay:
             nodeid = report.nodeid
             if nodeid in retried or nodeid in overtime or nodeid == timed_out:
                 continue  # the device failed, or the limit passed: reported otherwise below
+            if nodeid in again and report.failed:
+                report.outcome, outcome = "rerun", "rerun"  # as pytest-rerunfailures reports it
             self._show(worker, report, outcome)
+        for nodeid in again:
+            self._rerun(worker, nodeid)
         for nodeid in message.finished:
             if nodeid == timed_out:
                 continue  # reported when its worker is gone (it was killed for overrunning)
@@ -107,6 +127,26 @@ class Replay:
                     started = nodeid in worker.phases
                     self.synthetic(info, worker, overtime[nodeid], "call", started, "timeout", record=False)
             ctl.finish_job(worker, nodeid)
+
+    def _runs_again(self, worker: WorkerHandle, nodeid: str) -> bool:
+        """--rack-rerun-failed N: did this test fail, with reruns left?"""
+        attempt = worker.attempts.get(nodeid)
+        if not self.rerun_limit or attempt is None or attempt.outcome not in ("failed", "error"):
+            return False
+        return self.reruns.get(nodeid, 0) < self.rerun_limit
+
+    def _rerun(self, worker: WorkerHandle, nodeid: str) -> None:
+        """Queue a failed test again: on another device where one matches (each mode: the same
+        device), and so in another worker process than the one it failed in."""
+        job = next((j for j in worker.assigned if j.nodeid == nodeid), None)
+        if job is None:
+            return
+        device = worker.device.name
+        self.reruns[nodeid] = self.reruns.get(nodeid, 0) + 1
+        self.failed_on.setdefault(nodeid, set()).add(device)
+        others = job.eligible - {device} - set(self.ctl.health.quarantined())
+        again = dataclasses.replace(job, eligible=frozenset(others)) if others and not self.each else job
+        self.ctl.dispatcher.requeue([again])
 
     def _show(self, worker: WorkerHandle, report: Any, outcome: str | None) -> None:
         ctl = self.ctl

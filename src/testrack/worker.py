@@ -114,6 +114,8 @@ class WorkerSession:
         workerinput["basetemp"] = config.option.basetemp = start.basetemp
         config.workerinput = workerinput  # type: ignore[attr-defined]
         config.workeroutput = {}  # type: ignore[attr-defined]
+        if workerinput.get("testrack_ordered") and hasattr(config.option, "randomly_reorganize"):
+            config.option.randomly_reorganize = False  # the controller orders the run (its seed)
         # What belongs to the user's session goes to the controller: log records for the live
         # log and the log file, suite properties for the JUnit file.
         self.log_relay = relay.worker_log_relay(config)

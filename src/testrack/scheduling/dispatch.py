@@ -165,6 +165,10 @@ class Dispatcher:
     def slot_ids(self) -> list[str]:
         return list(self._slots)
 
+    def slots_for(self, job: Job) -> list[str]:
+        """Slots whose worker could run ``job`` (a fresh one, when no live worker may)."""
+        return [slot_id for slot_id, state in self._slots.items() if state.device in job.eligible]
+
     # ------------------------------------------------------------------ feeding
 
     def add(self, jobs: Iterable[Job], home: str | None = None) -> None:

@@ -66,6 +66,8 @@ class RunInfo:
     command: str
     revision: str | None = None
     """The code it ran (:func:`testrack.revision.code_revision`); None outside git."""
+    seed: int | None = None
+    """The seed of its random order (``--rack-random``, ``--rack-seed``); None: not random."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,8 @@ class Run:
     outcome: str | None = None
     revision: str | None = None
     """The git commit it ran, ``<commit>-dirty-<hash of the changes>`` for a dirty tree, or None."""
+    seed: int | None = None
+    """The seed of its random order, or None."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ class MemoryStore:
                     return run.id
             run = Run(
                 len(self._runs) + 1, info.uid, info.started, info.mode, info.rack, info.command,
-                revision=info.revision,
+                revision=info.revision, seed=info.seed,
             )  # fmt: skip
             self._runs.append(run)
             return run.id

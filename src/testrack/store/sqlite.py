@@ -106,6 +106,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (  # v5: the code revision each run ran (git commit, and a hash of the changes if dirty)
         "ALTER TABLE runs ADD COLUMN revision TEXT",
+        "ALTER TABLE runs ADD COLUMN seed INTEGER",  # and the seed of its random order
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -113,7 +114,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _OWN_TABLES = frozenset({"runs", "results", "imports", "identities", "quarantines"})
 
 _RESULT_COLUMNS = "nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id"
-_RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome, revision"
+_RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome, revision, seed"
 _PIN_COLUMNS = "device, identity, pinned, run_id"
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -312,8 +313,9 @@ class SQLiteStore:
             if row is not None:
                 return int(row[0])
             cursor = self._db.execute(
-                "INSERT INTO runs (uid, started, mode, rack, command, revision) VALUES (?, ?, ?, ?, ?, ?)",
-                (info.uid, info.started, info.mode, info.rack, info.command, info.revision),
+                "INSERT INTO runs (uid, started, mode, rack, command, revision, seed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (info.uid, info.started, info.mode, info.rack, info.command, info.revision, info.seed),
             )
             return int(cursor.lastrowid or 0)
 
