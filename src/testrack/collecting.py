@@ -210,6 +210,7 @@ class Collection:
         )
         ctl.unmatched.extend(plan.unrunnable)
         ctl.runs = plan.runs
+        ctl.gangs.add(plan.gangs)
         lazy = ctl.lazy and ctl.mode == "load" and not ctl.sequential
         ctl.dispatcher = Dispatcher(
             ctl.slots, import_cost=ctl.recorder.import_costs(), lazy=lazy, in_order=ordered
@@ -228,14 +229,21 @@ class Collection:
         else:
             ctl.dispatcher.add(jobs)
             if ctl.mode == "load" and not lazy and not ctl.sequential:
-                self.import_more(plan_imports(jobs, ctl.slots, self.import_seconds, self.home))
+                imports = plan_imports(jobs, ctl.slots, self.import_seconds, self.home)
+                for slot in ctl.slots:  # a test on several devices runs in its first device's worker
+                    imports.setdefault(slot.id, []).extend(
+                        m for m in ctl.gangs.modules(slot.device) if m not in imports.get(slot.id, [])
+                    )
+                self.import_more(imports)
         seen: set[str] = set()
         for job in jobs:
             if job.nodeid in seen:
                 ctl.replay.several.add(job.nodeid)
             seen.add(job.nodeid)
-        # Progress counts test-device runs (of a replay: those it replays).
-        session.testscollected = ctl.dispatcher.remaining if ctl.order.fixed else plan.runs
+        # Progress counts test-device runs (of a replay: those it replays), and the tests
+        # reported without running (no device can take them).
+        runs = ctl.dispatcher.remaining + len(plan.gangs) if ctl.order.fixed else plan.runs
+        session.testscollected = runs + len(plan.unrunnable)
         reporter = ctl.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and ctl.config.get_verbosity() >= 0:
             reporter.write_line(self.describe(len(infos)))

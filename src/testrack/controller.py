@@ -42,6 +42,7 @@ from testrack import nodes, relay, sequencing
 from testrack.collecting import Collection, RemoteItem
 from testrack.collection import FileUnit
 from testrack.faults import Faults
+from testrack.gangs import Gangs
 from testrack.health import DeviceState, Health
 from testrack.planning import TestInfo
 from testrack.rack import Device, Rack
@@ -117,6 +118,7 @@ class Controller:
         self.order = sequencing.Order()
         self.health = Health(config, recorder, rack.devices)
         self.collection = Collection(self)
+        self.gangs = Gangs(self)
         self.replay = Replay(self)
         self.faults = Faults(self)
         self._selector = selectors.DefaultSelector()
@@ -630,13 +632,32 @@ class Controller:
         if state is DeviceState.QUARANTINED:
             self.shutdown_worker(worker)
             return
+        gangs = self.gangs
+        kept = False
+        if gangs.active:
+            worker.wants_work = True  # idle and asking: the allocator may lend this slot
+            gangs.start()
+            if not worker.wants_work:
+                return  # it was given a test on several devices
+            if not worker.assigned and gangs.holds(worker):
+                return  # lent to such a test, or kept for the first one waiting: it waits, idle
+            worker.wants_work = False
+            kept = gangs.reservation is not None and worker.slot.id in gangs.reservation.slots
         jobs: list[Job] = []
-        if not (worker.assigned and self.reserve_would_starve(worker)):
+        if not kept and not (worker.assigned and self.reserve_would_starve(worker)):
             jobs = self.dispatcher.take(worker.slot.id)
         if jobs:
             self.assign(worker, jobs)
+        elif not worker.assigned and gangs.pending and gangs.may_need(worker):
+            worker.wants_work = True  # idle: a test on several devices may need it soon
         else:
             self.finish_worker(worker)
+
+    def assign_gang(self, worker: WorkerHandle, job: Job, devices: list[Device]) -> None:
+        """A test on several devices, to the worker of its first; the others are lent meanwhile."""
+        worker.wants_work = False
+        worker.assigned.append(job)
+        self.send(worker, m.Run((job.nodeid,), devices=tuple(devices)))
 
     def assign(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         if self.dispatcher.lazy:
@@ -660,6 +681,9 @@ class Controller:
         started = worker.phases.pop(nodeid, None) is not None
         if started:
             self.replay.logfinish(worker, nodeid, worker.device.name)
+        if self.gangs.running:
+            self.gangs.finished(worker, nodeid)
+            self.feed_idle()  # the slots it had borrowed take work again
 
     def finish_worker(self, worker: WorkerHandle) -> None:
         """No more work for this worker: it runs what it holds, then ends its session."""
@@ -702,14 +726,13 @@ class Controller:
             return not any(
                 w.state in (State.READY, State.STARTING) and w.assigned for w in self.workers.values()
             )
-        if self.dispatcher.remaining:
+        if self.dispatcher.remaining or self.gangs.active:
             if self.alive_workers():
                 return False
             self.restart_for_leftovers()
+            self.gangs.start()
             if self.alive_workers():
                 return False
-            for job in self.dispatcher.unreachable():
-                self.faults.dead_slots.setdefault(f"({job.nodeid})", "no worker could take it")
             self._orphan_all()
             return True
         if any(w.assigned for w in self.alive_workers()):

@@ -138,6 +138,12 @@ class Faults:
             output = dump
         ctl.node_down(worker, f"worker {how}")
         crashed, lost = self.what_was_running(worker)
+        borrowed = ctl.gangs.worker_gone(worker)  # a test on several devices: they are free again
+        if borrowed:
+            how += f" (its test also had {', '.join(borrowed)})"
+            if running:
+                for name in borrowed:
+                    ctl.health.check(name)
         if lost:
             ctl.notes.append(
                 f"{worker.label.id} ({worker.device.name}) {how} after finishing {len(lost)} "

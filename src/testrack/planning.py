@@ -42,6 +42,27 @@ class Plan:
     jobs: dict[str | None, list[Job]]
     unrunnable: list[tuple[TestInfo, str]]
     runs: int
+    #: Tests that need several devices at once, one per run (each mode: per set of devices).
+    gangs: list[Gang] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gang:
+    """One run of a test on several devices: the devices each position may take (each mode:
+    one pinned device per position), and its estimate."""
+
+    nodeid: str
+    module: str
+    index: int
+    positions: tuple[frozenset[str], ...]
+    estimate: float = 0.0
+    guessed: bool = False
+
+    @property
+    def key(self) -> str:
+        """Its id in the allocation queue (each mode runs a test on several sets of devices)."""
+        pinned = ["|".join(sorted(p)) for p in self.positions]
+        return f"{self.nodeid}@" + "+".join(pinned)
 
 
 def plan_jobs(
@@ -76,6 +97,9 @@ def plan_jobs(
         test = info.test
         if test.requirement_error:
             plan.unrunnable.append((info, test.requirement_error))
+            continue
+        if test.devices is not None:
+            _plan_gang(plan, info, rack, mode, estimates[test.nodeid], test.nodeid not in history)
             continue
         eligible = [
             d.name
@@ -171,3 +195,24 @@ def segment(infos: Sequence[TestInfo]) -> dict[str, str]:
             previous = info.unit
         out[info.test.nodeid] = f"{info.unit}#{runs[info.unit]}"
     return out
+
+
+def _plan_gang(plan: Plan, info: TestInfo, rack: Rack, mode: str, estimate: float, guessed: bool) -> None:
+    """A test on several devices: all of them at once, in load mode on any matching set, in
+    each mode on as few sets as give every device every role it can take."""
+    from testrack.scheduling.each import each_runs
+    from testrack.scheduling.requests import eligibility, shortfall
+
+    request = info.test.devices
+    assert request is not None
+    short = shortfall(request, rack.devices)
+    if short is not None:
+        plan.unrunnable.append((info, explain.unsatisfiable(short, rack)))
+        return
+    if mode == "each":
+        sets = [tuple(frozenset([name]) for name in run) for run in each_runs(request, rack.devices)]
+    else:
+        sets = [eligibility(request, rack.devices)]
+    for positions in sets:
+        plan.gangs.append(Gang(info.test.nodeid, info.unit, info.index, positions, estimate, guessed))
+        plan.runs += 1

@@ -106,7 +106,10 @@ class Replay:
                 self.flaky[nodeid] = (sorted(self.failed_on.get(nodeid, ())), device)
             if nodeid in overtime:
                 attempt.message = overtime[nodeid].splitlines()[0]
-            results.append(attempt.result(nodeid, device, worker.slot.id, worker.tests_done, outcome))
+            result = attempt.result(nodeid, device, worker.slot.id, worker.tests_done, outcome)
+            results.append(result)
+            # A test on several devices is a result on each of them (its first device ran it).
+            results.extend(dataclasses.replace(result, device=d) for d in self._others(worker, nodeid))
             worker.tests_done += 1
         ctl.recorder.results(results)
         for report, outcome in zip(reports, outcomes, strict=True):
@@ -148,14 +151,23 @@ class Replay:
         again = dataclasses.replace(job, eligible=frozenset(others)) if others and not self.each else job
         self.ctl.dispatcher.requeue([again])
 
+    def _others(self, worker: WorkerHandle, nodeid: str) -> tuple[str, ...]:
+        """The other devices of the test on several devices this worker runs, if it is one."""
+        run = self.ctl.gangs.running.get(worker.slot.id)
+        return run.devices[1:] if run is not None and run.gang.nodeid == nodeid else ()
+
     def _show(self, worker: WorkerHandle, report: Any, outcome: str | None) -> None:
         ctl = self.ctl
         hook = ctl.config.hook
         device = worker.device.name
         nodeid = report.nodeid
-        report.node = worker.label  # read by the terminal and junitxml, as with xdist
+        others = self._others(worker, nodeid)
+        # read by the terminal and junitxml, as with xdist
+        report.node = self.ctl.gangs.running[worker.slot.id].label if others else worker.label
         report.user_properties.append(("device", device))
-        shown = self.display_id(nodeid, device)
+        if others:
+            report.user_properties.append(("devices", ",".join((device, *others))))
+        shown = self.display_id(nodeid, "+".join((device, *others)))
         if shown != nodeid:
             report.nodeid = shown
         phases = worker.phases.get(nodeid)
@@ -168,7 +180,8 @@ class Replay:
             relay.replay_logs(ctl.config, logs, report.when)
         if outcome is not None and outcome != "rerun":
             per_device = self.outcomes.setdefault(nodeid, {})
-            per_device[device] = worse(per_device.get(device), outcome)
+            for name in (device, *others):
+                per_device[name] = worse(per_device.get(name), outcome)
         hook.pytest_runtest_logreport(report=report)
         session = ctl.session
         if not self.stop_reason and session is not None and session.shouldfail:
@@ -192,6 +205,8 @@ class Replay:
     def logfinish(self, worker: WorkerHandle | None, nodeid: str, device: str | None) -> None:
         info = self.ctl.tests.get(nodeid)
         location = info.test.location if info else (nodeid.split("::")[0], None, nodeid)
+        if worker is not None and device is not None:
+            device = "+".join((device, *self._others(worker, nodeid)))
         self.ctl.config.hook.pytest_runtest_logfinish(
             nodeid=self.display_id(nodeid, device), location=location
         )

@@ -41,8 +41,10 @@ from _pytest.warnings import catch_warnings_for_item
 from testrack import messages as m
 from testrack import relay
 from testrack.collection import FileUnit, matches_selector, walk_files
+from testrack.devices import Devices
 from testrack.errors import DeviceError
-from testrack.scheduling.matching import requirement_from_marker
+from testrack.plugin import devices_key
+from testrack.scheduling.requests import declaration
 from testrack.scoreboard import Scoreboard
 from testrack.trace import trace
 
@@ -95,6 +97,8 @@ class WorkerSession:
         self.benchmarked = False
         #: Tests the controller expects to run longer than FLUSH_AFTER (from their history).
         self.long_tests: set[str] = set()
+        #: Tests on several devices given to this worker, and their devices by position.
+        self.gangs: dict[str, tuple[Any, ...]] = {}
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -351,6 +355,9 @@ class WorkerSession:
         if item is None:
             self.report_missing(nodeid)
         else:
+            gang = self.gangs.pop(nodeid, None)
+            if gang is not None:
+                item.stash[devices_key] = Devices(declaration(item).request, list(gang))
             self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         now = time.monotonic()
         self.board.finish()
@@ -368,7 +375,9 @@ class WorkerSession:
                 pass  # the controller is gone; the loop ends
             case m.Collect(paths=paths):
                 self.collect(paths)
-            case m.Run(nodeids=nodeids, long=long):
+            case m.Run(nodeids=nodeids, long=long, devices=devices):
+                if devices:  # a test on several devices: its devices fixture, by role and position
+                    self.gangs[nodeids[0]] = devices
                 self.queue.extend(nodeids)
                 self.long_tests.update(long)
                 self.asked = False
@@ -517,13 +526,8 @@ def _location(item: pytest.Item) -> tuple[str, int | None, str]:
 
 def describe(item: pytest.Item) -> m.CollectedTest:
     """What the controller needs from an item: its id, location, device requirements, time limit."""
-    requirements = []
-    error = None
-    for mark in item.iter_markers("device"):
-        try:
-            requirements.append(requirement_from_marker(mark.args, mark.kwargs))
-        except ValueError as exc:
-            error = str(exc)
+    declared = declaration(item)
+    error = declared.error
     timeout = None
     limit = item.get_closest_marker("rack_timeout")
     if limit is not None:
@@ -539,9 +543,10 @@ def describe(item: pytest.Item) -> m.CollectedTest:
     return m.CollectedTest(
         nodeid=item.nodeid,
         location=_location(item),
-        requirements=tuple(requirements),
+        requirements=declared.requirements,
         requirement_error=error,
         timeout=timeout,
+        devices=declared.request,
     )
 
 

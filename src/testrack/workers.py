@@ -61,6 +61,16 @@ class WorkerLabel:
             f"[{label}] device {device.name} (kind {device.kind}, address {device.address})"
         )
 
+    @classmethod
+    def joint(cls, labels: list[WorkerLabel], devices: list[Device]) -> WorkerLabel:
+        """A test on several devices reads ``[phone-1+phone-2]``, each device named above a failure."""
+        label = cls.__new__(cls)
+        label.id = "+".join(each.id for each in labels)
+        label.gateway = label
+        described = ", ".join(f"{d.name} (kind {d.kind}, address {d.address})" for d in devices)
+        label._workerinfocache = f"[{label.id}] devices {described}"
+        return label
+
     def __repr__(self) -> str:
         return f"<worker {self.id}>"
 

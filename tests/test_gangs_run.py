@@ -1,0 +1,218 @@
+"""Tests on several devices at once (``@pytest.mark.devices``), run by real rack sessions.
+
+Every test of these suites writes down which devices it held and when; the checks read that
+log, so a test that shared a device with another one, or got the wrong devices, shows up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import boards, results
+from testrack.rack import Device
+from testrack.store import SQLiteStore
+
+#: Every test of a suite logs its devices and times here (one JSON line, appended).
+LOGGING_CONFTEST = """
+import json, os, time
+import pytest
+
+LOG = os.path.join(os.path.dirname(__file__), "held.jsonl")
+
+@pytest.fixture(autouse=True)
+def _held(request):
+    names = []
+    if "devices" in request.fixturenames:
+        names = [d.name for d in request.getfixturevalue("devices")]
+    elif "device" in request.fixturenames:
+        names = [request.getfixturevalue("device").name]
+    start = time.monotonic()
+    yield
+    end = time.monotonic()
+    line = json.dumps({"test": request.node.nodeid, "devices": names, "start": start, "end": end})
+    with open(LOG, "a") as log:
+        log.write(line + "\\n")
+"""
+
+
+def held(pytester: pytest.Pytester) -> list[dict]:
+    path = pytester.path / "held.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def overlaps(entries: list[dict]) -> list[tuple[str, str, str]]:
+    """(device, test, test) for every two tests that held one device at the same time."""
+    found = []
+    for i, a in enumerate(entries):
+        for b in entries[i + 1 :]:
+            for name in set(a["devices"]) & set(b["devices"]):
+                if a["start"] < b["end"] and b["start"] < a["end"]:
+                    found.append((name, a["test"], b["test"]))
+    return found
+
+
+def test_load_mode_gives_a_test_all_its_devices_and_nobody_else_meanwhile(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """Tests on two boards run among single-board tests: each gets two distinct boards,
+    and no other test uses either board while it runs."""
+    write_rack(boards(4))
+    pytester.makeconftest(LOGGING_CONFTEST)
+    pytester.makepyfile(
+        test_pairs="""
+        import time, pytest
+
+        @pytest.mark.parametrize("i", range(3))
+        @pytest.mark.devices(2, kind="board")
+        def test_pair(devices, device, i):
+            assert len({d.name for d in devices}) == 2
+            assert device == devices[0]
+            time.sleep(0.3)
+
+        @pytest.mark.parametrize("i", range(12))
+        def test_single(device, i):
+            time.sleep(0.1)
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "-v")
+    result.assert_outcomes(passed=15)
+    entries = held(pytester)
+    assert len(entries) == 15
+    pairs = [e for e in entries if "::test_pair[" in e["test"]]
+    assert len(pairs) == 3 and all(len(set(e["devices"])) == 2 for e in pairs)
+    assert overlaps(entries) == []
+    # The terminal names every device of the test, as xdist names its worker.
+    shown = {device for device, _word, nodeid in results(result.outlines) if "::test_pair[" in nodeid}
+    assert shown and all(len(label.split("+")) == 2 for label in shown)
+
+
+def test_roles_get_the_devices_that_match_them(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """Named roles with their own requirements: a host and two phones, by role and in order."""
+    write_rack([Device("host-1", "host", "127.0.0.9:1"), *boards(3, kind="phone")])
+    pytester.makeconftest(LOGGING_CONFTEST)
+    pytester.makepyfile(
+        test_call="""
+        import pytest
+
+        @pytest.mark.devices(server={"kind": "host"}, client={"kind": "phone", "count": 2})
+        def test_call(devices, device):
+            assert devices["server"].kind == "host"
+            clients = devices["client"]
+            assert [d.kind for d in clients] == ["phone", "phone"]
+            assert clients[0].name != clients[1].name
+            assert device == devices["server"] == devices[0]
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml")
+    result.assert_outcomes(passed=1)
+    (entry,) = held(pytester)
+    assert entry["devices"][0] == "host-1" and len(set(entry["devices"][1:])) == 2
+
+
+def test_each_mode_gives_every_device_every_role(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """In each mode a test on two boards runs on sets that cover every board of the rack;
+    the matrix has a result for each board, and single-board tests still run on all."""
+    write_rack(boards(3), mode="each")
+    pytester.makeconftest(LOGGING_CONFTEST)
+    pytester.makepyfile(
+        test_each="""
+        import pytest
+
+        @pytest.mark.devices(first={"kind": "board"}, second={"kind": "board"})
+        def test_link(devices):
+            assert devices["first"].name != devices["second"].name
+
+        def test_alone(device):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml")
+    assert result.ret == 0
+    entries = held(pytester)
+    links = [e["devices"] for e in entries if "test_link" in e["test"]]
+    alone = sorted(e["devices"][0] for e in entries if "test_alone" in e["test"])
+    assert alone == ["board-1", "board-2", "board-3"]
+    for role in (0, 1):  # every board took every role at least once
+        assert {names[role] for names in links} == {"board-1", "board-2", "board-3"}
+    assert overlaps(entries) == []
+
+
+def test_a_test_no_set_of_devices_can_run_is_an_error_that_says_why(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    write_rack(boards(2))
+    pytester.makepyfile(
+        test_big="""
+        import pytest
+
+        @pytest.mark.devices(3, kind="board")
+        def test_three(devices):
+            pass
+
+        def test_other(device):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*needs 3 devices with kind='board'*has only 2 that match (board-1, board-2)*"]
+    )
+    assert "Traceback" not in result.stdout.str() and "INTERNALERROR" not in result.stdout.str()
+
+
+def test_a_crash_in_a_test_on_several_devices_names_them_and_the_run_goes_on(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """The worker of a two-board test dies: the test is reported with both boards, and the
+    other tests run, on the borrowed board too."""
+    write_rack(boards(3))
+    pytester.makepyfile(
+        test_crash="""
+        import os, time, pytest
+
+        @pytest.mark.devices(2, kind="board")
+        def test_dies(devices):
+            os._exit(3)
+
+        @pytest.mark.parametrize("i", range(9))
+        def test_after(device, i):
+            time.sleep(0.05)
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "-v")
+    result.assert_outcomes(passed=9, failed=1)
+    result.stdout.fnmatch_lines(["*exited with code 3 (its test also had board-*) while running this test*"])
+    assert len({device for device, _word, nodeid in results(result.outlines) if "test_after" in nodeid}) >= 2
+
+
+def test_the_store_keeps_a_result_for_each_device_of_the_test(
+    pytester: pytest.Pytester, write_rack: Callable[..., None], tmp_path: Path
+) -> None:
+    """History knows each device took part: a failure on a pair is a failure on both."""
+    write_rack(boards(2))
+    pytester.makepyfile(
+        test_pair="""
+        import pytest
+
+        @pytest.mark.devices(2, kind="board")
+        def test_pair(devices):
+            assert False, "the link is down"
+        """
+    )
+    store = tmp_path / "history.db"
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--rack-store", str(store))
+    result.assert_outcomes(failed=1)
+    opened = SQLiteStore(store, read_only=True)
+    (run,) = opened.runs()
+    rows = opened.results(run.id)
+    opened.close()
+    assert sorted((r.device, r.outcome) for r in rows) == [("board-1", "failed"), ("board-2", "failed")]
