@@ -148,6 +148,48 @@ def measure(workloads: Path, names: list[str], pairs: int, drivers: list[str]) -
     )
 
 
+def redraw_cost(repeat: int = 300) -> str:
+    """CPU milliseconds of one redraw of the live view (rich's rendering and writing, into memory),
+    for a rack of 2 and of 64 slots on a 40 x 120 terminal, with and without held pytest lines."""
+    import io
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    from testrack.progress import REDRAW_PERIOD, RunView, SlotView, _Board
+
+    out = []
+    for slots in (2, 64):
+        views = tuple(
+            SlotView(f"gw{k}", "local", f"tests/test_mod_{k}.py::test_case[{k}]", True, 1.5, False, 100, 5000)
+            for k in range(slots)
+        )
+        board = _Board()
+        board.view = RunView(views, 3000, 5000, 2, 40.0)
+        console = Console(
+            file=io.StringIO(), force_terminal=True, force_interactive=True, width=COLS, height=ROWS
+        )
+        live = Live(board, console=console, auto_refresh=False, transient=True, redirect_stdout=False)
+        live.start(refresh=True)
+        started = time.process_time()
+        for _ in range(repeat):
+            live.refresh()
+        plain = (time.process_time() - started) / repeat
+        started = time.process_time()
+        for _ in range(repeat):
+            console.print(
+                Text.from_ansi("test_x.py \x1b[32m....\x1b[0m\n[gw0] PASSED test_x.py::t"), soft_wrap=True
+            )
+        held = (time.process_time() - started) / repeat
+        live.stop()
+        out.append(
+            f"- {slots} slots: {plain * 1e3:.2f} ms a redraw, {held * 1e3:.2f} ms with two held lines: "
+            f"{max(plain, held) / REDRAW_PERIOD:.1%} of a core at {1 / REDRAW_PERIOD:g} Hz"
+        )
+    return "One redraw of the live view (CPU time):\n\n" + "\n".join(out) + "\n"
+
+
 SCREENSHOT_SUITE = """
 import time
 from pathlib import Path
@@ -300,7 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: --workloads {','.join(unknown)}: this benchmark runs W3 and W6", file=sys.stderr)
         return 2
-    table = measure(workloads, names, args.pairs, [d for d in args.drivers.split(",") if d])
+    table = (
+        redraw_cost()
+        + "\n"
+        + measure(workloads, names, args.pairs, [d for d in args.drivers.split(",") if d])
+    )
     print(table)
     if args.out:
         args.out.write_text(table)

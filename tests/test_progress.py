@@ -62,7 +62,8 @@ COLOUR = re.compile(rb"\x1b\[[0-9;]*m")
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    for name in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "PY_COLORS", "CI", "TTY_COMPATIBLE"):
+    names = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "PY_COLORS", "CI", "TTY_COMPATIBLE")
+    for name in (*names, "TESTRACK_PROGRESS_THREAD"):
         env.pop(name, None)
     env["TERM"] = "xterm-256color"
     return env
@@ -71,7 +72,9 @@ def _env() -> dict[str, str]:
 class Terminal:
     """pytest in a real pseudo-terminal; its screen as a VT100 terminal shows it."""
 
-    def __init__(self, cwd: Path, args: list[str], rows: int = 30, cols: int = 110) -> None:
+    def __init__(
+        self, cwd: Path, args: list[str], rows: int = 30, cols: int = 110, env: dict[str, str] | None = None
+    ) -> None:
         self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.ByteStream(self.screen)
         self.raw = bytearray()
@@ -79,7 +82,7 @@ class Terminal:
             sys.executable,
             ["-m", "pytest", *args],
             cwd=str(cwd),
-            env=_env(),
+            env=dict(_env(), **(env or {})),
             dimensions=(rows, cols),
         )
         self.ended = False
@@ -164,10 +167,16 @@ def waiting_suite(pytester: pytest.Pytester) -> Path:
 # ---------------------------------------------------------------------- in a real terminal
 
 
-def test_live_lines_show_the_running_test_then_vanish(waiting_suite: Path) -> None:
+@pytest.mark.parametrize("thread", ["", "1"], ids=["tick", "thread"])
+def test_live_lines_show_the_running_test_then_vanish(waiting_suite: Path, thread: str) -> None:
     """On a terminal, a line per slot shows the test it runs and for how long, with the run's
-    line under them; pytest's own lines stay above; at the end the live lines are gone."""
-    term = Terminal(waiting_suite, ["--rack", "local:2", "--rack-store", "memory"])
+    line under them; pytest's own lines stay above; at the end the live lines are gone. The
+    same whether the run loop's tick or a thread of its own draws them."""
+    term = Terminal(
+        waiting_suite,
+        ["--rack", "local:2", "--rack-store", "memory"],
+        env={"TESTRACK_PROGRESS_THREAD": thread},
+    )
     slot_line = re.compile(r"^gw[01] +test_run\.py::test_wait +\d+\.\ds +\d+/4$")
     screen = term.wait_for(
         lambda lines: (

@@ -22,7 +22,8 @@ and not again when its result comes.
 
 The run loop calls :meth:`Progress.tick` at each turn: the view is drawn on the loop's own
 thread, so it reads what the loop owns without locks and pytest's terminal is written from
-one thread only (a drawing thread of its own cost more: docs/benchmarks.md).
+one thread only. ``TESTRACK_PROGRESS_THREAD=1`` redraws the live view from a thread of its
+own instead, for ``bench/progress.py`` to compare the two (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -325,14 +326,17 @@ class Progress:
             self._give_up(exc)
 
     def _give_up(self, exc: BaseException) -> None:
-        self.stop()
         self.ctl.problems.append(f"the progress view stopped: {exc!r}; the run went on without it")
+        self.stop()
 
     # ------------------------------------------------------------------ pytest hooks
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
-        self.start()
+        try:
+            self.start()
+        except Exception as exc:  # the run goes on without its view
+            self._give_up(exc)
         try:
             return (yield)
         finally:
@@ -390,7 +394,10 @@ class Progress:
             thread.stop()
         screen, self._screen = self._screen, None
         if screen is not None:
-            screen.close()
+            try:
+                screen.close()
+            except Exception as exc:  # the run's own outcome, or exception, goes first
+                self.ctl.problems.append(f"the live view could not be taken down: {exc!r}")
 
     # ------------------------------------------------------------------ reading the run
 
@@ -574,7 +581,7 @@ class LiveScreen:
         if sys.stdout is self._stream:
             self._restore.append((sys, "stdout", sys.stdout))
             sys.stdout = holder
-        if sys.stderr is not self._stream and _isatty(sys.stderr):
+        if sys.stderr is not self._stream and _isatty(sys.stderr) and _isatty(self._stream):
             self._restore.append((sys, "stderr", sys.stderr))
             sys.stderr = _Holder(self, sys.stderr)
         self._board.view = view
