@@ -410,7 +410,9 @@ class Progress:
         dispatcher = ctl.dispatcher
         quarantined = ctl.health.quarantined()
         labels = ctl.launcher.labels
-        per_device = ctl.mode == "each" or len(ctl.rack.devices) == 1
+        # A dispatcher that cannot say what waits for each device (a fixed order's) gets counts only.
+        by_device = getattr(dispatcher, "remaining_by_device", None)
+        per_device = by_device is not None and (ctl.mode == "each" or len(ctl.rack.devices) == 1)
         held: dict[str, int] = {}
         left = dispatcher.remaining_time  # estimated seconds of work not done yet
         longest_left = 0.0
@@ -441,7 +443,7 @@ class Progress:
                 )
             slots.append(view)
         if per_device:
-            pending = dispatcher.remaining_by_device()
+            pending: dict[str, int] = by_device()
             slots = [
                 dataclasses.replace(
                     s,
