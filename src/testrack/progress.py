@@ -411,7 +411,7 @@ class Progress:
         quarantined = ctl.health.quarantined()
         labels = ctl.launcher.labels
         # A dispatcher that cannot say what waits for each device (a fixed order's) gets counts only.
-        by_device = getattr(dispatcher, "remaining_by_device", None)
+        by_device: Any = getattr(dispatcher, "remaining_by_device", None)
         per_device = by_device is not None and (ctl.mode == "each" or len(ctl.rack.devices) == 1)
         held: dict[str, int] = {}
         left = dispatcher.remaining_time  # estimated seconds of work not done yet
