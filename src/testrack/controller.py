@@ -45,6 +45,7 @@ from testrack.faults import Faults
 from testrack.gangs import Gangs
 from testrack.health import DeviceState, Health
 from testrack.planning import TestInfo
+from testrack.progress import Progress
 from testrack.rack import Device, Rack
 from testrack.recorder import Recorder
 from testrack.replay import Replay
@@ -135,6 +136,8 @@ class Controller:
         self._selector.register(self._signal_read, selectors.EVENT_READ, "signal")
         self._checks_deadline: float | None = None
         self._warnings_seen: set[tuple[str, str, str, int, str, str]] = set()
+        #: The live view or progress lines (progress.py); the run loop ticks it.
+        self.progress = Progress(config, self)
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -253,6 +256,7 @@ class Controller:
             while not self.run_done():
                 tick = self.faults.enforce_limits()
                 wait = 0.2 if self._checks_deadline is not None else tick
+                wait = self.progress.tick(wait)
                 self.pump(wait)
                 if (session.shouldfail or session.shouldstop) and self.phase is Phase.RUNNING:
                     self.stop()

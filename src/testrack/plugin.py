@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import hookspecs
+from testrack import hookspecs, progress
 from testrack.devices import Devices
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
 from testrack.report import plugin as report_plugin
@@ -191,6 +191,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "and the device fixture; tests it cannot run are skipped). Default: the rack's first device.",
     )
     report_plugin.addoption(group)
+    progress.addoption(group)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -326,6 +327,7 @@ def pytest_configure(config: pytest.Config) -> None:
     controller = Controller(config, rack, mode, launcher, recorder, lazy=lazy, sequential=sequential)
     config.pluginmanager.register(controller, "testrack-controller")
     report_plugin.configure(config, controller)
+    progress.configure(config, controller)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -373,6 +375,8 @@ _RACK_ONLY = {
     "rack_replay_anywhere": False,
     "rack_rerun_failed": 0,
     "rack_flaky_ok": False,
+    "rack_progress": "auto",
+    "rack_progress_interval": progress.DEFAULT_INTERVAL,
 }
 
 

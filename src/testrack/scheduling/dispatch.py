@@ -158,6 +158,17 @@ class Dispatcher:
         """Estimated seconds of the jobs not handed out yet."""
         return self._remaining_ns / 1e9
 
+    def remaining_by_device(self) -> dict[str, int]:
+        """Jobs not handed out yet that one device alone may run, by device (in each mode:
+        all of them), for the live view's done/total per device."""
+        counts: dict[str, int] = {}
+        for module in self._modules.values():
+            for eligible, queue in module.queues.items():
+                if len(eligible) == 1:
+                    (device,) = eligible
+                    counts[device] = counts.get(device, 0) + len(queue)
+        return counts
+
     @property
     def lazy(self) -> bool:
         return self._lazy

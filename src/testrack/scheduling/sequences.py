@@ -56,6 +56,13 @@ class SequenceDispatcher:
     def remaining_time(self) -> float:
         return self._remaining_ns / 1e9
 
+    def remaining_by_device(self) -> dict[str, int]:
+        """Jobs not handed out yet, by the device of the slot whose sequence holds them."""
+        counts: dict[str, int] = {}
+        for lane in self._lanes.values():
+            counts[lane.device] = counts.get(lane.device, 0) + len(lane.pending)
+        return counts
+
     @property
     def lazy(self) -> bool:
         return False
