@@ -10,7 +10,6 @@ runs as the ``postgres`` system user the Debian package creates. Unix-socket con
 
 from __future__ import annotations
 
-
 import dataclasses
 import glob
 import itertools

@@ -16,7 +16,14 @@ from testrack.share.clock import Clock
 def make_share_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Clock], ShareBackend]:
     kind = request.param
     if kind == "memory":
-        return lambda clock: MemoryShare(clock)
+        shared: list[MemoryShare] = []  # one share: a second "connection" is the same object
+
+        def memory(clock: Clock) -> ShareBackend:
+            if not shared:
+                shared.append(MemoryShare(clock))
+            return shared[0]
+
+        return memory
     if kind == "sqlite":
         from testrack.share.sqlite import SQLiteShare
 

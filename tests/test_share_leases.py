@@ -397,9 +397,16 @@ def test_a_waiter_is_granted_when_the_slot_frees(holder: MakeHolder, clock: Driv
     )
 
 
-def test_threads_never_hold_one_slot_together(holder: MakeHolder) -> None:
-    """Eight holders in threads cycling over two slots: at no moment do two hold the same slot."""
-    holders = [holder(f"run-{i}") for i in range(8)]
+def test_threads_never_hold_one_slot_together(
+    share_factory: Callable[[DrivenClock], ShareBackend], backend: ShareBackend, clock: DrivenClock
+) -> None:
+    """Eight holders in threads, each with its own connection, cycling over two slots: at no
+    moment do two hold the same slot."""
+    connections = [share_factory(clock) for _ in range(8)]
+    holders = [
+        Holder(c, HolderInfo(f"run-{i}", "host-1", os.getpid(), "pytest"), ttl=TTL)
+        for i, c in enumerate(connections)
+    ]
     inside: dict[SlotKey, int] = {A0: 0, B0: 0}
     overlaps: list[SlotKey] = []
     guard = threading.Lock()
@@ -420,4 +427,7 @@ def test_threads_never_hold_one_slot_together(holder: MakeHolder) -> None:
         t.start()
     for t in threads:
         t.join(timeout=60)
+    for c in connections:
+        if c is not backend:
+            c.close()
     assert overlaps == [] and not any(t.is_alive() for t in threads)
