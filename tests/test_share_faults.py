@@ -4,6 +4,7 @@ over 4 slots checked from the logs each of them writes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -17,13 +18,12 @@ from typing import Any
 
 import pytest
 
+from pg import PgServer, wait_until
 from testrack.share import DeviceSpec, Holder, HolderInfo, SlotKey
 from testrack.share.backend import ShareBackend
 from testrack.share.postgres import PostgresShare
 from testrack.share.processes import this_host
 from testrack.share.sqlite import SQLiteShare
-
-from pg import PgServer, wait_until
 
 HOLDER = str(Path(__file__).with_name("share_holder.py"))
 # A hung holder process must fail its test, not the session.
@@ -201,7 +201,7 @@ def test_holders_survive_a_postgresql_restart_and_keep_their_leases(
     assert not waiter_log.exists() or waiter_log.read_text() == ""
     for holder in holders:
         assert holder.popen.poll() is None, "a holder died with the restart"
-    for i, holder in enumerate(holders):
+    for i in range(len(holders)):
         lines = (tmp_path / f"holder-{i + 1}.log").read_text().splitlines()
         after = [line for line in lines if float(line.split()[2]) > restarted + ttl]
         assert after and all(line.split()[1] == str(tokens[i]) for line in after)
@@ -233,6 +233,6 @@ def test_fifty_holder_processes_over_four_slots_never_share_one(
     assert sum(len(v) for v in intervals.values()) == 200
     for slot, spans in intervals.items():
         spans.sort()
-        for (_, end, token), (start, _, next_token) in zip(spans, spans[1:], strict=False):
+        for (_, end, token), (start, _, next_token) in itertools.pairwise(spans):
             assert start > end, f"{slot}: two holders at once"
             assert next_token > token, f"{slot}: a token did not grow"
