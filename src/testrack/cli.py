@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from testrack import history
 from testrack.demo import DemoError, DemoOptions, run_demo
 from testrack.rack import MODES, RACK_FILE, Device, dump_rack
+from testrack.share.cli import SHARE_COMMANDS
 from testrack.sim import SimRack, SimStartError
 from testrack.store import Store
 
@@ -396,6 +397,7 @@ COMMANDS: tuple[Command, ...] = (
         _history_command(_trust_query, _format_trust),
         epilog=_TRUST_EPILOG,
     ),
+    *(Command(*spec) for spec in SHARE_COMMANDS),  # status, reserve, release: testrack/share/cli.py
 )
 
 

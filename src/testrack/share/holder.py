@@ -81,10 +81,12 @@ class Holder:
         wait: float | None = None,
         priority: int | None = None,
         on_wait: Callable[[WaitState], None] | None = None,
+        wait_option: str = "--rack-wait",
     ) -> Lease:
         """All of ``slots``, or nothing: wait in the queue until they are granted, or until
         ``wait`` seconds passed (then WaitTimeout, naming the holders). ``on_wait`` is called
-        with the request's state when it starts waiting and whenever that state changes."""
+        with the request's state when it starts waiting and whenever that state changes;
+        ``wait_option`` is the option the give-up message tells the user to raise."""
         slots = tuple(sorted(set(slots)))
         self._renew_if_due()
         started = self.clock.monotonic()
@@ -94,16 +96,16 @@ class Holder:
         next_report = started
         while grant is None:
             now = self.clock.monotonic()
+            if wait is not None and now - started >= wait:
+                state = self.backend.wait_state(request)
+                self.backend.cancel(request)
+                raise WaitTimeout(format_wait_timeout(state, now - started, wait_option))
             if on_wait is not None and now >= next_report:
                 state = self.backend.wait_state(request)
                 if last_state is None or _changed(last_state, state):
                     on_wait(state)
                 last_state = state
                 next_report = now + WAIT_REPORT_SECONDS
-            if wait is not None and now - started >= wait:
-                state = self.backend.wait_state(request)
-                self.backend.cancel(request)
-                raise WaitTimeout(format_wait_timeout(state, now - started))
             self._renew_if_due()
             remaining = self.poll if wait is None else min(self.poll, max(0.0, started + wait - now))
             self.backend.wait_for_change(remaining)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ def duration(seconds: float) -> str:
     """``45 s``, ``12 min``, ``1 h 30 min``."""
     seconds = max(0.0, seconds)
     if seconds < 120:
-        return f"{seconds:.0f} s" if seconds >= 10 or seconds == int(seconds) else f"{seconds:.1f} s"
+        return f"{round(seconds)} s"
     minutes = round(seconds / 60)
     if minutes < 120:
         return f"{minutes} min"
@@ -74,7 +75,7 @@ def format_waiting(state: WaitState) -> str:
     return ": ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
 
 
-def format_wait_timeout(state: WaitState, waited: float) -> str:
+def format_wait_timeout(state: WaitState, waited: float, option: str = "--rack-wait") -> str:
     """Why ``--rack-wait`` gave up, naming the holders, and what to do about it."""
     why = []
     if state.holders:
@@ -84,7 +85,7 @@ def format_wait_timeout(state: WaitState, waited: float) -> str:
     reason = "; ".join(why) if why else "the slots were taken by requests ahead in the queue"
     return (
         f"gave up after {duration(waited)} waiting for {format_slots(state.slots)}: {reason}; "
-        "wait longer with --rack-wait SECONDS, or see who holds what with testrack status"
+        f"wait longer with {option} SECONDS, or see who holds what with testrack status"
     )
 
 
@@ -213,3 +214,9 @@ def address_warning(location: str, device: DeviceSpec, known: str) -> str:
         f"device {device.name} has address {device.address} in this rack but {known} in another rack of "
         f"the share {location}: one name must mean one device; rename one of them"
     )
+
+
+def home_relative(path: str) -> str:
+    """``~/.local/state/...`` instead of the home directory spelled out."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home) :] if home not in ("", "/") and path.startswith(home + os.sep) else path
