@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from pg import PgServer
 from testrack.share import DeviceSpec, Holder, HolderInfo, SlotKey
 from testrack.share.backend import ShareBackend
 from testrack.share.location import open_share, resolve
 from testrack.share.processes import this_host
 from testrack.share.text import clock_time
-
-from pg import PgServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -70,13 +69,15 @@ def test_status_shows_every_device_its_holders_and_waiters(share: tuple[str, Sha
     result = run_cli("status", "--share", spec)
     assert result.returncode == 0, result.stderr
     host, pid = this_host(), os.getpid()
+    quarantined = backend.status().devices[0].quarantine
+    assert quarantined is not None
+    since = clock_time(lease.grant.granted)
     assert result.stdout.splitlines()[1:] == [
-        f"board-1 (1 slot) QUARANTINED since {clock_time(backend.status().devices[0].quarantine.at)} by run ci-77: "  # type: ignore[union-attr]
-        "no answer within 5 s",
+        f"board-1 (1 slot) QUARANTINED since {clock_time(quarantined.at)} by run ci-77: no answer within 5 s",
         "  slot 0: free",
         "board-2 (2 slots)",
         "  slot 0: free",
-        f"  slot 1: pytest (run ci-1234) on {host}, pid {pid}, since {clock_time(lease.grant.granted)} (heartbeat)",
+        f"  slot 1: pytest (run ci-1234) on {host}, pid {pid}, since {since} (heartbeat)",
         f"  waiting: pytest (run ci-99) on {host}, priority 0, slot 1, since "
         f"{clock_time(backend.status().devices[1].waiting[0].since)}",
     ]
@@ -121,8 +122,8 @@ def test_release_force_names_the_expected_holder(share: tuple[str, ShareBackend]
     assert wrong.returncode == 2 and "not by weekly" in wrong.stderr
     missing = run_cli("release", "board-1", "--force", "--share", spec)
     assert missing.stderr == (
-        "testrack release: --force needs --holder NAME: the holder testrack status shows, so that you free what "
-        "you meant\n"
+        "testrack release: --force needs --holder NAME: the holder testrack status shows, "
+        "so that you free what you meant\n"
     )
     freed = run_cli("release", "board-1", "--force", "--holder", "nightly", "--share", spec)
     assert freed.returncode == 0, freed.stderr
