@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 
+from testrack.share.secrets import redact_command
 from testrack.store.base import ImportCost, Pin, Quarantine, Result, Run, RunInfo
 
 
@@ -25,7 +26,8 @@ class MemoryStore:
             for run in self._runs:
                 if run.uid == info.uid:
                     return run.id
-            run = Run(len(self._runs) + 1, info.uid, info.started, info.mode, info.rack, info.command)
+            command = redact_command(info.command)
+            run = Run(len(self._runs) + 1, info.uid, info.started, info.mode, info.rack, command)
             self._runs.append(run)
             return run.id
 

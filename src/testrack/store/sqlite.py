@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testrack.share.secrets import redact_command
 from testrack.store.base import ImportCost, Pin, Quarantine, Result, Run, RunInfo, StoreError
 
 DEFAULT_PATH = Path(".testrack") / "results.sqlite"
@@ -151,7 +152,7 @@ class SQLiteStore:
                 return int(row[0])
             cursor = self._db.execute(
                 "INSERT INTO runs (uid, started, mode, rack, command) VALUES (?, ?, ?, ?, ?)",
-                (info.uid, info.started, info.mode, info.rack, info.command),
+                (info.uid, info.started, info.mode, info.rack, redact_command(info.command)),
             )
             return int(cursor.lastrowid or 0)
 

@@ -1,0 +1,67 @@
+-- The PostgreSQL results store's queries (%(name)s placeholders, as psycopg takes them).
+
+-- name: begin_run
+WITH new AS (
+    INSERT INTO testrack.runs (uid, started, mode, rack, command)
+    VALUES (%(uid)s, %(started)s, %(mode)s, %(rack)s, %(command)s)
+    ON CONFLICT (uid) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM new UNION ALL SELECT id FROM testrack.runs WHERE uid = %(uid)s LIMIT 1;
+
+-- name: add_result
+INSERT INTO testrack.results (run_id, nodeid, device, worker, outcome, duration, started, stopped, position, message)
+VALUES (%(run_id)s, %(nodeid)s, %(device)s, %(worker)s, %(outcome)s, %(duration)s, %(started)s, %(stopped)s,
+        %(position)s, %(message)s);
+
+-- name: add_import
+INSERT INTO testrack.imports (run_id, module, worker, device, seconds)
+VALUES (%(run_id)s, %(module)s, %(worker)s, %(device)s, %(seconds)s);
+
+-- name: finish_run
+UPDATE testrack.runs SET finished = %(finished)s, outcome = %(outcome)s WHERE id = %(run_id)s;
+
+-- name: runs
+SELECT id, uid, started, mode, rack, command, finished, outcome FROM testrack.runs ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: results
+SELECT nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id
+FROM testrack.results WHERE run_id = %(run_id)s ORDER BY id;
+
+-- name: history
+SELECT r.nodeid, r.device, r.worker, r.outcome, r.duration, r.started, r.stopped, r.position, r.message, r.run_id,
+       u.id, u.uid, u.started, u.mode, u.rack, u.command, u.finished, u.outcome
+FROM testrack.results r JOIN testrack.runs u ON u.id = r.run_id
+WHERE r.nodeid = %(nodeid)s ORDER BY r.id DESC LIMIT %(limit)s;
+
+-- name: recent_results
+SELECT nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id
+FROM testrack.results
+WHERE run_id IN (SELECT id FROM testrack.runs ORDER BY id DESC LIMIT %(runs)s) ORDER BY id;
+
+-- name: timings
+SELECT nodeid, outcome, duration FROM testrack.results
+WHERE run_id IN (SELECT id FROM testrack.runs ORDER BY id DESC LIMIT %(runs)s);
+
+-- name: import_costs
+SELECT module, worker, device, seconds FROM testrack.imports
+WHERE run_id IN (SELECT id FROM testrack.runs ORDER BY id DESC LIMIT %(runs)s) ORDER BY id;
+
+-- name: pinned_identity
+SELECT device, identity, pinned, run_id FROM testrack.identities WHERE device = %(device)s;
+
+-- name: pin_identity
+INSERT INTO testrack.identities (device, identity, pinned, run_id) VALUES (%(device)s, %(identity)s, %(pinned)s, %(run_id)s)
+ON CONFLICT (device) DO UPDATE SET identity = excluded.identity, pinned = excluded.pinned, run_id = excluded.run_id;
+
+-- name: forget_identity
+DELETE FROM testrack.identities WHERE device = %(device)s;
+
+-- name: identities
+SELECT device, identity, pinned, run_id FROM testrack.identities ORDER BY device;
+
+-- name: add_quarantine
+INSERT INTO testrack.quarantines (run_id, device, reason, at) VALUES (%(run_id)s, %(device)s, %(reason)s, %(at)s);
+
+-- name: quarantines
+SELECT run_id, device, reason, at FROM testrack.quarantines WHERE run_id = %(run_id)s ORDER BY id;
