@@ -39,6 +39,11 @@ class MemoryShare:
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
 
+    @property
+    def lock(self) -> threading.Condition:
+        """The lock every operation holds (the in-memory queue holds it too)."""
+        return self._lock
+
     def process_gone(self, holder_id: int) -> None:
         """The holder's process died (its connection closed, its pid is gone)."""
         with self._lock:

@@ -82,68 +82,72 @@ class PostgresShare:
             self._load_slots(conn)
             return warnings
 
-        return self._call(run)
+        return self.call(run)
 
     def add_holder(self, info: HolderInfo, ttl: float) -> int:
         def run(conn: psycopg.Connection[Any]) -> int:
             params = {
                 "run": info.run, "host": info.host, "pid": info.pid, "label": info.label,
-                "kind": info.kind.value, "priority": info.priority, "ttl": ttl, "now": self._now(),
+                "kind": info.kind.value, "priority": info.priority, "ttl": ttl, "now": self.now_param(),
             }  # fmt: skip
             holder_id = int(_one(conn.execute(Q["add_holder"], params)))
             self._holders.add(holder_id)
-            conn.execute(Q["forget_the_dead"], {"now": self._now()})
+            conn.execute(Q["forget_the_dead"], {"now": self.now_param()})
             return holder_id
 
-        return self._call(run)
+        return self.call(run)
 
     def remove_holder(self, holder_id: int) -> None:
         def run(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(Q["remove_holder"], {"holder_id": holder_id, "now": self._now()})
+            conn.execute(Q["remove_holder"], {"holder_id": holder_id, "now": self.now_param()})
             if holder_id in self._holders:
                 self._holders.discard(holder_id)
                 conn.execute(Q["unlock_holder"], {"holder_id": holder_id})
 
-        self._call(run)
+        self.call(run)
 
     def request(self, holder_id: int, slots: Sequence[SlotKey], priority: int) -> tuple[int, Grant | None]:
         def run(conn: psycopg.Connection[Any]) -> tuple[int, Grant | None]:
             ids = self._ids_of(conn, slots)
-            params = {"holder_id": holder_id, "slots": ids, "priority": priority, "now": self._now()}
+            params = {"holder_id": holder_id, "slots": ids, "priority": priority, "now": self.now_param()}
             request_id, status, token, granted, expires = _row(conn.execute(Q["request"], params))
             return int(request_id), self._grant(status, token, granted, expires, slots)
 
-        return self._call(run)
+        return self.call(run)
 
     def try_grant(self, request_id: int) -> Grant | None:
         def run(conn: psycopg.Connection[Any]) -> Grant | None:
             status, token, granted, expires = _row(
-                conn.execute(Q["try_grant"], {"request_id": request_id, "now": self._now()})
+                conn.execute(Q["try_grant"], {"request_id": request_id, "now": self.now_param()})
             )
             if status != "granted":
                 return self._grant(status, token, granted, expires, ())
             slots = self._slots_of_token(conn, int(token))
             return Grant(int(token), slots, float(granted), float(expires))
 
-        return self._call(run)
+        return self.call(run)
 
     def cancel(self, request_id: int) -> None:
-        self._call(lambda conn: conn.execute(Q["cancel"], {"request_id": request_id}))
+        self.call(lambda conn: conn.execute(Q["cancel"], {"request_id": request_id}))
 
     def renew(self, holder_id: int, tokens: Sequence[int]) -> list[int] | None:
         def run(conn: psycopg.Connection[Any]) -> list[int] | None:
             kept = _one(
-                conn.execute(Q["renew"], {"holder_id": holder_id, "tokens": list(tokens), "now": self._now()})
+                conn.execute(
+                    Q["renew"], {"holder_id": holder_id, "tokens": list(tokens), "now": self.now_param()}
+                )
             )
             return None if kept is None else [int(t) for t in kept]
 
-        return self._call(run)
+        return self.call(run)
 
     def release(self, holder_id: int, token: int) -> bool:
         return bool(
-            self._call(
+            self.call(
                 lambda conn: _one(
-                    conn.execute(Q["release"], {"holder_id": holder_id, "token": token, "now": self._now()})
+                    conn.execute(
+                        Q["release"], {"holder_id": holder_id, "token": token, "now": self.now_param()}
+                    )
                 )
             )
         )
@@ -153,14 +157,14 @@ class PostgresShare:
             state, now = self._state(conn, grants_for=24 * 3600.0)
             return state.give_back(holder_id, token, now)
 
-        return self._call(run)
+        return self.call(run)
 
     def wait_state(self, request_id: int) -> WaitState:
         def run(conn: psycopg.Connection[Any]) -> WaitState:
             state, now = self._state(conn)
             return state.wait_state(request_id, now)
 
-        return self._call(run)
+        return self.call(run)
 
     def wait_for_change(self, timeout: float) -> None:
         """Wait for a release's notice, in short slices: the connection is shared with the heartbeat
@@ -178,9 +182,9 @@ class PostgresShare:
                 return True
             return False
 
-        self._call(listen)
+        self.call(listen)
         end = SYSTEM_CLOCK.monotonic() + (min(timeout, 0.01) if self.clock.driven else timeout)
-        while not self._call(slice_) and SYSTEM_CLOCK.monotonic() < end:
+        while not self.call(slice_) and SYSTEM_CLOCK.monotonic() < end:
             SYSTEM_CLOCK.nap(0.001)  # let another thread have the connection
 
     def status(self) -> ShareStatus:
@@ -188,7 +192,7 @@ class PostgresShare:
             state, now = self._state(conn)
             return state.status(now)
 
-        return self._call(run)
+        return self.call(run)
 
     def force_release(self, device: str, holder: str | None, user: str) -> list[LeaseView]:
         def run(conn: psycopg.Connection[Any]) -> list[LeaseView]:
@@ -196,7 +200,7 @@ class PostgresShare:
             chosen = state.release_candidates(device, holder, user, now)
             freed = []
             for view in chosen:
-                params = {"slot_id": self._slot_ids[view.slot], "token": view.token, "now": self._now()}
+                params = {"slot_id": self._slot_ids[view.slot], "token": view.token, "now": self.now_param()}
                 if _one(conn.execute(Q["force_release"], params)):
                     freed.append(view)
                     continue
@@ -211,25 +215,25 @@ class PostgresShare:
                 conn.execute(Q["notify"], {"slots": ",".join(str(self._slot_ids[v.slot]) for v in freed)})
             return freed
 
-        return self._call(run)
+        return self.call(run)
 
     def set_quarantine(self, device: str, reason: str, run: str) -> None:
-        params = {"device": device, "reason": reason, "run": run, "now": self._now()}
-        self._call(lambda conn: conn.execute(Q["set_quarantine"], params))
+        params = {"device": device, "reason": reason, "run": run, "now": self.now_param()}
+        self.call(lambda conn: conn.execute(Q["set_quarantine"], params))
 
     def clear_quarantine(self, device: str) -> bool:
-        return bool(self._call(lambda conn: conn.execute(Q["clear_quarantine"], {"device": device}).rowcount))
+        return bool(self.call(lambda conn: conn.execute(Q["clear_quarantine"], {"device": device}).rowcount))
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     def grant_records(self) -> list[rules.GrantRecord]:
-        return self._call(lambda conn: self._state(conn, grants_for=1e12)[0].records)
+        return self.call(lambda conn: self._state(conn, grants_for=1e12)[0].records)
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _now(self) -> float | None:
+    def now_param(self) -> float | None:
         """The caller's time for a driven (test) clock; else None: the server's clock decides."""
         return self.clock.time() if self.clock.driven else None
 
@@ -271,7 +275,7 @@ class PostgresShare:
         """The whole share at one moment (one repeatable-read transaction), and that moment."""
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            now = float(_one(conn.execute(Q["now"], {"now": self._now()})))
+            now = float(_one(conn.execute(Q["now"], {"now": self.now_param()})))
             server_start, locked = _row(conn.execute(Q["state_liveness"]))
             locked_ids = set(locked)
             uptime = now - float(server_start)
@@ -299,7 +303,7 @@ class PostgresShare:
                 state.records = [rules.GrantRecord(*row) for row in rows]
         return state, now
 
-    def _call(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def call(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``operation`` on the connection; if the connection broke, reconnect and retry once."""
         import psycopg
 

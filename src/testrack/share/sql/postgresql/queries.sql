@@ -101,3 +101,142 @@ ON CONFLICT (device) DO UPDATE SET reason = excluded.reason, run = excluded.run,
 
 -- name: clear_quarantine
 DELETE FROM testrack.share_quarantines WHERE device = %(device)s;
+
+-- ---------------------------------------------------------------- the shared run queue
+
+-- name: queue_create_run
+INSERT INTO testrack.queue_runs (uid, mode, digest, test_count, retry_budget, store_run_id, created)
+VALUES (%(uid)s, %(mode)s, %(digest)s, %(test_count)s, %(retry_budget)s, %(store_run_id)s,
+        testrack.share_now(%(now)s::double precision))
+ON CONFLICT (uid) DO NOTHING
+RETURNING uid;
+
+-- name: queue_run
+SELECT uid, mode, digest, test_count, retry_budget, store_run_id, created, finished
+FROM testrack.queue_runs WHERE uid = %(uid)s;
+
+-- name: queue_add_test
+INSERT INTO testrack.queue_tests (run, idx, nodeid, estimate) VALUES (%(run)s, %(idx)s, %(nodeid)s, %(estimate)s);
+
+-- name: queue_add_load_items
+INSERT INTO testrack.queue_items (run, idx, device, estimate)
+SELECT run, idx, NULL, estimate FROM testrack.queue_tests WHERE run = %(run)s;
+
+-- name: queue_test_ids
+SELECT idx, nodeid FROM testrack.queue_tests WHERE run = %(run)s ORDER BY idx;
+
+-- name: queue_host
+SELECT h.holder_id, h.left_at,
+       coalesce(testrack.share_alive(s.id, s.expires, s.ttl, testrack.share_now(%(now)s::double precision)), false)
+FROM testrack.queue_hosts h LEFT JOIN testrack.share_holders s ON s.id = h.holder_id
+WHERE h.run = %(run)s AND h.name = %(host)s
+FOR UPDATE OF h;
+
+-- name: queue_join_host
+INSERT INTO testrack.queue_hosts (run, name, holder_id, joined) VALUES (%(run)s, %(host)s, %(holder_id)s,
+                                                                      testrack.share_now(%(now)s::double precision))
+ON CONFLICT (run, name) DO UPDATE SET holder_id = excluded.holder_id, joined = excluded.joined, left_at = NULL;
+
+-- name: queue_add_route
+INSERT INTO testrack.queue_routes (run, device, idx, host) VALUES (%(run)s, %(device)s, %(idx)s, %(host)s)
+ON CONFLICT (run, device, idx) DO UPDATE SET host = excluded.host;
+
+-- name: queue_add_each_items
+INSERT INTO testrack.queue_items (run, idx, device, estimate)
+SELECT r.run, r.idx, r.device, t.estimate
+FROM testrack.queue_routes r JOIN testrack.queue_tests t ON t.run = r.run AND t.idx = r.idx
+WHERE r.run = %(run)s AND r.host = %(host)s
+ON CONFLICT (run, idx, coalesce(device, '')) DO NOTHING;
+
+-- name: queue_fence
+-- The lease a claim or a result names: held by this holder under this token, not expired. FOR SHARE:
+-- nobody can take it over until this transaction ends.
+SELECT l.slot_id FROM testrack.share_leases l
+WHERE l.token = %(token)s AND l.holder_id = %(holder_id)s
+  AND l.expires >= testrack.share_now(%(now)s::double precision)
+FOR SHARE;
+
+-- name: queue_claim
+WITH picked AS (
+    SELECT i.id FROM testrack.queue_items i
+    JOIN testrack.queue_routes r ON r.run = i.run AND r.idx = i.idx AND r.device = %(device)s
+    WHERE i.run = %(run)s AND i.state = 'queued' AND (i.device IS NULL OR i.device = %(device)s)
+    ORDER BY i.estimate DESC, i.id
+    LIMIT %(n)s
+    FOR UPDATE OF i SKIP LOCKED
+)
+UPDATE testrack.queue_items i
+SET state = 'claimed', attempts = i.attempts + 1, started = false, claim_holder = %(holder_id)s,
+    claim_host = %(host)s, claim_device = %(device)s, claim_token = %(token)s
+FROM picked, testrack.queue_tests t
+WHERE i.id = picked.id AND t.run = i.run AND t.idx = i.idx
+RETURNING i.id, t.nodeid, i.attempts;
+
+-- name: queue_mark_started
+UPDATE testrack.queue_items SET started = true
+WHERE id = ANY (%(items)s::bigint[]) AND state = 'claimed' AND claim_token = %(token)s;
+
+-- name: queue_finish_items
+-- Fenced: only items still claimed under this token (or already finished under it: a retried commit).
+UPDATE testrack.queue_items SET state = 'done', outcome = v.outcome
+FROM (SELECT unnest(%(items)s::bigint[]) AS id, unnest(%(outcomes)s::text[]) AS outcome) v
+WHERE testrack.queue_items.id = v.id AND state = 'claimed' AND claim_token = %(token)s
+RETURNING testrack.queue_items.id;
+
+-- name: queue_already_finished
+SELECT id FROM testrack.queue_items
+WHERE id = ANY (%(items)s::bigint[]) AND state = 'done' AND claim_token = %(token)s;
+
+-- name: queue_unclaim
+UPDATE testrack.queue_items
+SET state = 'queued', attempts = attempts - 1, started = false, claim_holder = NULL, claim_host = NULL,
+    claim_device = NULL, claim_token = NULL
+WHERE id = ANY (%(items)s::bigint[]) AND state = 'claimed' AND claim_token = %(token)s AND NOT started
+RETURNING id;
+
+-- name: queue_recover
+SELECT item, nodeid, outcome FROM testrack.queue_recover(%(run)s, %(now)s::double precision);
+
+-- name: queue_leave
+UPDATE testrack.queue_hosts SET left_at = testrack.share_now(%(now)s::double precision)
+WHERE run = %(run)s AND name = %(host)s;
+
+-- name: queue_finish_run_if_done
+-- Finished: every item final and no live host still in the run.
+UPDATE testrack.queue_runs q SET finished = testrack.share_now(%(now)s::double precision)
+WHERE q.uid = %(run)s AND q.finished IS NULL
+  AND NOT EXISTS (SELECT 1 FROM testrack.queue_items i WHERE i.run = q.uid AND i.state <> 'done')
+  AND NOT EXISTS (
+      SELECT 1 FROM testrack.queue_hosts h JOIN testrack.share_holders s ON s.id = h.holder_id
+      WHERE h.run = q.uid AND h.left_at IS NULL
+        AND testrack.share_alive(s.id, s.expires, s.ttl, testrack.share_now(%(now)s::double precision)))
+RETURNING q.finished;
+
+-- name: queue_counts
+SELECT state, count(*) FROM testrack.queue_items WHERE run = %(run)s GROUP BY state;
+
+-- name: queue_outcomes
+SELECT outcome, count(*) FROM testrack.queue_items WHERE run = %(run)s AND state = 'done' GROUP BY outcome;
+
+-- name: queue_hosts
+SELECT h.name, h.joined, h.left_at,
+       coalesce(testrack.share_alive(s.id, s.expires, s.ttl, testrack.share_now(%(now)s::double precision)), false)
+FROM testrack.queue_hosts h LEFT JOIN testrack.share_holders s ON s.id = h.holder_id
+WHERE h.run = %(run)s ORDER BY h.name;
+
+-- name: queue_unrunnable
+-- Queued items no live host in the run has a route for, with the hosts that had one.
+SELECT t.nodeid, i.device, array_remove(array_agg(DISTINCT r.host || ':' || r.device), NULL)
+FROM testrack.queue_items i
+JOIN testrack.queue_tests t ON t.run = i.run AND t.idx = i.idx
+LEFT JOIN testrack.queue_routes r ON r.run = i.run AND r.idx = i.idx AND (i.device IS NULL OR r.device = i.device)
+WHERE i.run = %(run)s AND i.state = 'queued'
+  AND NOT EXISTS (
+      SELECT 1 FROM testrack.queue_routes r2
+      JOIN testrack.queue_hosts h ON h.run = r2.run AND h.name = r2.host
+      JOIN testrack.share_holders s ON s.id = h.holder_id
+      WHERE r2.run = i.run AND r2.idx = i.idx AND (i.device IS NULL OR r2.device = i.device)
+        AND h.left_at IS NULL
+        AND testrack.share_alive(s.id, s.expires, s.ttl, testrack.share_now(%(now)s::double precision)))
+GROUP BY t.nodeid, i.device, i.idx
+ORDER BY i.idx;
