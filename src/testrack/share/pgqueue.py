@@ -3,6 +3,7 @@ connection, so a claim or a result and its lease's fence check are one transacti
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -112,19 +113,18 @@ class PostgresQueue:
 
     def claim(self, run: str, host: str, holder_id: int, token: int, device: str, n: int) -> list[Claim]:
         now = self.share.now_param()
+        batch = uuid.uuid4().hex  # names this claim, so that a retry after a lost answer gets the same tests
 
         def go(conn: psycopg.Connection[Any]) -> list[Claim]:
             with conn.transaction():
                 self._fence(conn, holder_id, token, now, f"claim tests for {device}")
                 params = {
-                    "run": run,
-                    "device": device,
-                    "n": n,
-                    "holder_id": holder_id,
-                    "host": host,
-                    "token": token,
-                }
-                rows = conn.execute(Q["queue_claim"], params).fetchall()
+                    "run": run, "device": device, "n": n, "holder_id": holder_id, "host": host,
+                    "token": token, "batch": batch,
+                }  # fmt: skip
+                rows = conn.execute(Q["queue_claimed_batch"], params).fetchall()
+                if not rows:
+                    rows = conn.execute(Q["queue_claim"], params).fetchall()
             return [Claim(int(item), nodeid, device, int(attempt), token) for item, nodeid, attempt in rows]
 
         claims = self.share.call(go)

@@ -167,10 +167,17 @@ WITH picked AS (
 )
 UPDATE testrack.queue_items i
 SET state = 'claimed', attempts = i.attempts + 1, started = false, claim_holder = %(holder_id)s,
-    claim_host = %(host)s, claim_device = %(device)s, claim_token = %(token)s
+    claim_host = %(host)s, claim_device = %(device)s, claim_token = %(token)s, claim_batch = %(batch)s
 FROM picked, testrack.queue_tests t
 WHERE i.id = picked.id AND t.run = i.run AND t.idx = i.idx
 RETURNING i.id, t.nodeid, i.attempts;
+
+-- name: queue_claimed_batch
+-- A claim retried after its commit's answer was lost (the server went away): the same tests again.
+SELECT i.id, t.nodeid, i.attempts FROM testrack.queue_items i
+JOIN testrack.queue_tests t ON t.run = i.run AND t.idx = i.idx
+WHERE i.claim_batch = %(batch)s AND i.state = 'claimed' AND i.claim_token = %(token)s
+ORDER BY i.estimate DESC, i.id;
 
 -- name: queue_mark_started
 UPDATE testrack.queue_items SET started = true
@@ -190,7 +197,7 @@ WHERE id = ANY (%(items)s::bigint[]) AND state = 'done' AND claim_token = %(toke
 -- name: queue_unclaim
 UPDATE testrack.queue_items
 SET state = 'queued', attempts = attempts - 1, started = false, claim_holder = NULL, claim_host = NULL,
-    claim_device = NULL, claim_token = NULL
+    claim_device = NULL, claim_token = NULL, claim_batch = NULL
 WHERE id = ANY (%(items)s::bigint[]) AND state = 'claimed' AND claim_token = %(token)s AND NOT started
 RETURNING id;
 

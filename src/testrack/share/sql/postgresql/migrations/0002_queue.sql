@@ -55,11 +55,13 @@ CREATE TABLE testrack.queue_items (
     claim_host text,
     claim_device text,
     claim_token bigint,
+    claim_batch text,
     outcome text
 );
 CREATE UNIQUE INDEX queue_items_once ON testrack.queue_items (run, idx, coalesce(device, ''));
 CREATE INDEX queue_items_queued ON testrack.queue_items (run, estimate DESC, id) WHERE state = 'queued';
 CREATE INDEX queue_items_claimed ON testrack.queue_items (claim_token) WHERE state = 'claimed';
+CREATE INDEX queue_items_batch ON testrack.queue_items (claim_batch) WHERE state = 'claimed';
 
 -- Claimed items whose lease is gone go back to the queue. A test that had started on a host that
 -- died counts as an attempt: beyond the run's retry budget its final result is 'crashed' (written
@@ -99,7 +101,7 @@ BEGIN
         ELSE
             UPDATE testrack.queue_items
             SET state = 'queued', started = false, claim_holder = NULL, claim_host = NULL, claim_device = NULL,
-                claim_token = NULL, attempts = CASE WHEN it.started AND v_dead THEN attempts ELSE attempts - 1 END
+                claim_token = NULL, claim_batch = NULL, attempts = CASE WHEN it.started AND v_dead THEN attempts ELSE attempts - 1 END
             WHERE id = it.id;
             RETURN QUERY SELECT it.id, it.test, 'queued'::text;
         END IF;
