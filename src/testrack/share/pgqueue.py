@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from testrack.share import sql
 from testrack.share.errors import HostNameTaken, LeaseLost, QueueError
-from testrack.share.pgschema import migrate
 from testrack.share.postgres import PostgresShare
 from testrack.share.queue import (
     MODES,
@@ -36,8 +35,7 @@ class PostgresQueue:
     """Implements :class:`~testrack.share.queue.RunQueue` on a :class:`PostgresShare`."""
 
     def __init__(self, share: PostgresShare) -> None:
-        self.share = share
-        share.call(lambda conn: migrate(conn, "store", store_sql.MIGRATIONS, share.location))
+        self.share = share  # its tables, the store's included, are migrated when it opens
 
     def open_run(self, plan: RunPlan, host: str, holder_id: int) -> JoinedRun:
         if plan.mode not in MODES:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from testrack.share import rules, sql, text
 from testrack.share.clock import SYSTEM_CLOCK, Clock
-from testrack.share.errors import LeaseLost, NotHolder, ShareUnavailable
+from testrack.share.errors import LeaseLost, NotHolder, ShareError, ShareUnavailable
 from testrack.share.model import (
     DEFAULT_TTL,
     DeviceSpec,
@@ -36,6 +36,7 @@ from testrack.share.model import (
 from testrack.share.pgschema import connect, first_line, migrate
 from testrack.share.secrets import redact
 from testrack.share.state import ShareState
+from testrack.store import postgres as store_sql
 
 if TYPE_CHECKING:
     import psycopg
@@ -64,6 +65,8 @@ class PostgresShare:
         self._slot_keys: dict[int, SlotKey] = {}
         self._conn = connect(url, "the share")
         migrate(self._conn, "share", MIGRATIONS, self.location)
+        # A shared run's results commit with their fence check: the store's tables live here too.
+        migrate(self._conn, "store", store_sql.MIGRATIONS, self.location)
 
     # -- the contract --------------------------------------------------------------------
 
@@ -304,7 +307,8 @@ class PostgresShare:
         return state, now
 
     def call(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run ``operation`` on the connection; if the connection broke, reconnect and retry once."""
+        """Run ``operation`` on the connection; if the connection broke, reconnect and retry once.
+        A database error becomes a ShareError that names the share and the fix."""
         import psycopg
 
         with self._lock:
@@ -312,12 +316,24 @@ class PostgresShare:
                 return operation(self._conn)
             except psycopg.OperationalError as exc:
                 if not self._conn.closed and not self._conn.broken:
-                    raise ShareUnavailable(f"the share {self.location}: {first_line(exc)}") from None
+                    raise self._explain(exc) from None
                 self._reconnect(exc)
+            except psycopg.Error as exc:
+                raise self._explain(exc) from None
             try:
                 return operation(self._conn)
-            except psycopg.OperationalError as exc:
-                raise ShareUnavailable(f"the share {self.location}: {first_line(exc)}") from None
+            except psycopg.Error as exc:
+                raise self._explain(exc) from None
+
+    def _explain(self, exc: BaseException) -> ShareError:
+        import psycopg
+
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return ShareError(
+                f"the share {self.location}: this database role lacks a privilege ({first_line(exc)}); the "
+                "share's admin grants them with roles.sql (see docs/sharing.md, Roles and grants)"
+            )
+        return ShareUnavailable(f"the share {self.location}: {first_line(exc)}")
 
     def _reconnect(self, cause: BaseException) -> None:
         """A new connection within reconnect_for seconds, with the holders' locks taken again."""

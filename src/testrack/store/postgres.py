@@ -153,9 +153,11 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 if not (self._conn.closed or self._conn.broken):
                     raise StoreError(f"the results store {self.location}: {first_line(exc)}") from None
+            except psycopg.Error as exc:
+                raise StoreError(f"the results store {self.location}: {first_line(exc)}") from None
             try:
                 self._conn.close()
                 self._conn = connect(self.url, "the results store")
                 return operation(self._conn)
-            except (ShareError, psycopg.OperationalError) as exc:
+            except (ShareError, psycopg.Error) as exc:
                 raise StoreError(f"the results store {self.location}: {first_line(exc)}") from None
