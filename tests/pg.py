@@ -118,14 +118,12 @@ class PgServer:
             conn.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}' {' '.join(extra)}")
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PgServer]:
-    """A PostgreSQL server for the whole session (skipped, saying how to get one, if not installed)."""
+def start_server(settings: str = "") -> PgServer:
+    """initdb and start a server in a new temporary directory (as ``postgres`` when root);
+    ``settings`` are appended to postgresql.conf. RuntimeError, with the server's log, if it fails."""
     bindir = _bindir()
     if bindir is None:
-        pytest.skip(
-            "PostgreSQL is not installed: run sh scripts/system-packages.sh (Debian's postgresql package)"
-        )
+        raise RuntimeError("PostgreSQL is not installed: run sh scripts/system-packages.sh")
     base = Path(tempfile.mkdtemp(prefix="testrack-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:
@@ -133,28 +131,45 @@ def postgres() -> Iterator[PgServer]:
         os.chown(base, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     server = PgServer(bindir, base, _free_port(), as_user)
-    server.run(
-        str(bindir / "initdb"), "-D", str(server.data), "-U", SUPERUSER, "-E", "UTF8", "--no-sync",
-        "--auth=trust", "--locale=C.UTF-8",
-    )  # fmt: skip
-    hba = server.data / "pg_hba.conf"
-    hba.write_text(
-        f"local all {SUPERUSER} trust\nlocal all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n"
-    )
-    with (server.data / "postgresql.conf").open("a") as conf:
-        conf.write(
-            f"\nport = {server.port}\nlisten_addresses = '127.0.0.1'\n"
-            f"unix_socket_directories = '{server.socket_dir}'\nfsync = off\n"
-        )
     try:
+        server.run(
+            str(bindir / "initdb"), "-D", str(server.data), "-U", SUPERUSER, "-E", "UTF8", "--no-sync",
+            "--auth=trust", "--locale=C.UTF-8",
+        )  # fmt: skip
+        hba = server.data / "pg_hba.conf"
+        hba.write_text(
+            f"local all {SUPERUSER} trust\nlocal all all scram-sha-256\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        with (server.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"\nport = {server.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{server.socket_dir}'\n{settings}\n"
+            )
         server.start()
     except subprocess.CalledProcessError as exc:
         log = (base / "log").read_text() if (base / "log").exists() else ""
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {exc.stderr}\n{log}") from None
-    yield server
+    return server
+
+
+def stop_server(server: PgServer) -> None:
     server.stop("immediate")
-    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    """A PostgreSQL server for the whole session (skipped, saying how to get one, if not installed).
+    fsync is off: the tests restart it, but never crash the machine under it."""
+    if _bindir() is None:
+        pytest.skip(
+            "PostgreSQL is not installed: run sh scripts/system-packages.sh (Debian's postgresql package)"
+        )
+    server = start_server("fsync = off")
+    yield server
+    stop_server(server)
 
 
 @pytest.fixture

@@ -302,7 +302,7 @@ class PostgresShare:
                 slots = tuple(sorted(self._slot_keys[s] for s in slot_ids))
                 state.waiters[rid] = rules.WaiterRow(rid, holder_id, priority, slots, since)
             if grants_for is not None:
-                rows = conn.execute(Q["state_grants"], {"since": now - grants_for})
+                rows = conn.execute(Q["state_grants"], {"since": now - grants_for, "now": now})
                 state.records = [rules.GrantRecord(*row) for row in rows]
         return state, now
 

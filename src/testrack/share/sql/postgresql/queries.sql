@@ -69,8 +69,13 @@ SELECT id, holder_id, priority, slot_ids, since FROM testrack.share_requests;
 SELECT device, reason, run, at FROM testrack.share_quarantines;
 
 -- name: state_grants
-SELECT token, run, slots, granted, released FROM testrack.share_grants
-WHERE released IS NULL OR released >= %(since)s;
+-- Device time: grants that ended since then, and those still held (an expired one ended at expiry).
+SELECT token, run, slots, granted, released FROM testrack.share_grants WHERE released >= %(since)s
+UNION ALL
+SELECT l.token, min(h.run), count(*)::integer, min(l.granted),
+       CASE WHEN min(l.expires) < %(now)s THEN min(l.expires) END
+FROM testrack.share_leases l JOIN testrack.share_holders h ON h.id = l.holder_id
+GROUP BY l.token;
 
 -- name: state_liveness
 -- The server's uptime and the holders whose advisory lock is held (the process-gone signal).
@@ -82,10 +87,14 @@ WHERE locktype = 'advisory' AND granted AND classid = 29271 AND objsubid = 2
 
 -- name: force_release
 WITH gone AS (
-    DELETE FROM testrack.share_leases WHERE slot_id = %(slot_id)s AND token = %(token)s RETURNING token, expires
+    DELETE FROM testrack.share_leases WHERE slot_id = %(slot_id)s AND token = %(token)s
+    RETURNING token, holder_id, granted, expires
 ), ended AS (
-    UPDATE testrack.share_grants g SET released = least(testrack.share_now(%(now)s::double precision), gone.expires) FROM gone
-    WHERE g.token = gone.token AND g.released IS NULL
+    INSERT INTO testrack.share_grants (token, run, slots, granted, released)
+    SELECT gone.token, coalesce(h.run, ''), 1, gone.granted,
+           least(testrack.share_now(%(now)s::double precision), gone.expires)
+    FROM gone LEFT JOIN testrack.share_holders h ON h.id = gone.holder_id
+    ON CONFLICT (token) DO NOTHING
 )
 SELECT count(*) FROM gone;
 

@@ -44,14 +44,16 @@ CREATE TABLE testrack.share_holders (
 -- Fencing tokens: one sequence, so a token is larger than every token granted before it.
 CREATE SEQUENCE testrack.share_tokens;
 
+-- Grants that ended (released, freed when stale, or their holder left): the device time each
+-- run had, for give-back fairness. A grant still held is its rows in share_leases.
 CREATE TABLE testrack.share_grants (
     token bigint PRIMARY KEY,
     run text NOT NULL,
     slots integer NOT NULL,
     granted double precision NOT NULL,
-    released double precision
+    released double precision NOT NULL
 );
-CREATE INDEX share_grants_open ON testrack.share_grants (released);
+CREATE INDEX share_grants_by_end ON testrack.share_grants (released);
 
 -- At most one lease per slot (the primary key): two holders of one slot cannot be written.
 CREATE TABLE testrack.share_leases (
@@ -110,6 +112,74 @@ BEGIN
 END
 $$;
 
+-- The same liveness, with the server's uptime and the live locks read once by the caller (reading
+-- pg_locks costs a scan of the lock table; a decision needs it at most once).
+CREATE FUNCTION testrack.share_alive_in(p_holder bigint, p_expires double precision, p_ttl double precision,
+                                        p_now double precision, p_uptime double precision, p_locked bigint[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_expires >= p_now AND (p_uptime <= p_ttl OR (p_holder % 2147483647) = ANY (p_locked))
+$$;
+
+CREATE FUNCTION testrack.share_locked_holders() RETURNS bigint[]
+LANGUAGE sql VOLATILE AS $$
+    SELECT coalesce(array_agg(objid::bigint), '{}') FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND classid = 29271 AND objsubid = 2
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+$$;
+
+-- The decision, for a request queued (p_request) or not yet (NULL: it would come last among its
+-- priority): grant all of p_slots now, or nothing. Returns the new token, or NULL.
+CREATE FUNCTION testrack.share_decide(h testrack.share_holders, p_slots integer[], p_priority integer,
+                                      p_request bigint, p_now double precision)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_token bigint;
+    v_uptime double precision;
+    v_locked bigint[];
+BEGIN
+    -- One decision per slot at a time: lock the slots' rows, always in the same order.
+    PERFORM 1 FROM testrack.share_slots WHERE id = ANY (p_slots) ORDER BY id FOR UPDATE;
+    -- Leases, and requests ahead, that have not expired; whether their processes live is read from
+    -- pg_locks only if there are any: an uncontended grant never reads it.
+    IF EXISTS (
+        SELECT 1 FROM testrack.share_leases l JOIN testrack.share_holders o ON o.id = l.holder_id
+        WHERE l.slot_id = ANY (p_slots) AND l.expires >= p_now AND (o.kind = 'person' OR o.expires >= p_now)
+    ) OR EXISTS (
+        SELECT 1 FROM testrack.share_requests w JOIN testrack.share_holders o ON o.id = w.holder_id
+        WHERE w.slot_ids && p_slots AND o.expires >= p_now AND w.id IS DISTINCT FROM p_request
+          AND (w.priority > p_priority OR (w.priority = p_priority AND (p_request IS NULL OR w.id < p_request)))
+    ) THEN
+        v_uptime := p_now - extract(epoch FROM pg_postmaster_start_time());
+        v_locked := testrack.share_locked_holders();
+        IF EXISTS (
+            SELECT 1 FROM testrack.share_leases l JOIN testrack.share_holders o ON o.id = l.holder_id
+            WHERE l.slot_id = ANY (p_slots) AND l.expires >= p_now
+              AND (o.kind = 'person' OR testrack.share_alive_in(o.id, o.expires, o.ttl, p_now, v_uptime, v_locked))
+        ) OR EXISTS (
+            SELECT 1 FROM testrack.share_requests w JOIN testrack.share_holders o ON o.id = w.holder_id
+            WHERE w.slot_ids && p_slots AND w.id IS DISTINCT FROM p_request
+              AND (w.priority > p_priority OR (w.priority = p_priority AND (p_request IS NULL OR w.id < p_request)))
+              AND testrack.share_alive_in(o.id, o.expires, o.ttl, p_now, v_uptime, v_locked)
+        ) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    WITH stale AS (
+        DELETE FROM testrack.share_leases WHERE slot_id = ANY (p_slots) RETURNING token, holder_id, granted, expires
+    )
+    INSERT INTO testrack.share_grants (token, run, slots, granted, released)
+    SELECT stale.token, coalesce(min(o.run), ''), count(*), min(stale.granted), least(p_now, min(stale.expires))
+    FROM stale LEFT JOIN testrack.share_holders o ON o.id = stale.holder_id GROUP BY stale.token
+    ON CONFLICT (token) DO NOTHING;
+    v_token := nextval('testrack.share_tokens');
+    INSERT INTO testrack.share_leases (slot_id, token, holder_id, granted, expires, person)
+    SELECT s, v_token, h.id, p_now, p_now + h.ttl, h.kind = 'person' FROM unnest(p_slots) AS s;
+    RETURN v_token;
+END
+$$;
+
 -- Try a queued request: 'granted' (with the token), 'waiting', or 'gone' (the request or its
 -- holder is gone; the request is dropped).
 CREATE FUNCTION testrack.share_try_grant(p_request bigint, p_now double precision)
@@ -122,56 +192,51 @@ DECLARE
     v_token bigint;
 BEGIN
     SELECT * INTO r FROM testrack.share_requests WHERE id = p_request;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT 'gone', NULL::bigint, NULL::double precision, NULL::double precision;
-        RETURN;
+    IF FOUND THEN
+        SELECT * INTO h FROM testrack.share_holders WHERE id = r.holder_id;
     END IF;
-    SELECT * INTO h FROM testrack.share_holders WHERE id = r.holder_id;
-    IF NOT FOUND OR NOT testrack.share_alive(h.id, h.expires, h.ttl, v_now) THEN
+    -- The requester is calling, so its process lives: only its heartbeat's expiry can make it dead.
+    IF h.id IS NULL OR h.expires < v_now THEN
         DELETE FROM testrack.share_requests WHERE id = p_request;
         RETURN QUERY SELECT 'gone', NULL::bigint, NULL::double precision, NULL::double precision;
         RETURN;
     END IF;
-    -- One decision per slot at a time: lock the slots' rows, always in the same order.
-    PERFORM 1 FROM testrack.share_slots WHERE id = ANY (r.slot_ids) ORDER BY id FOR UPDATE;
-    IF EXISTS (
-        SELECT 1 FROM testrack.share_leases l JOIN testrack.share_holders o ON o.id = l.holder_id
-        WHERE l.slot_id = ANY (r.slot_ids) AND l.expires >= v_now
-          AND (o.kind = 'person' OR testrack.share_alive(o.id, o.expires, o.ttl, v_now))
-    ) OR EXISTS (
-        SELECT 1 FROM testrack.share_requests w JOIN testrack.share_holders o ON o.id = w.holder_id
-        WHERE w.slot_ids && r.slot_ids AND w.id <> r.id
-          AND (w.priority > r.priority OR (w.priority = r.priority AND w.id < r.id))
-          AND testrack.share_alive(o.id, o.expires, o.ttl, v_now)
-    ) THEN
+    v_token := testrack.share_decide(h, r.slot_ids, r.priority, r.id, v_now);
+    IF v_token IS NULL THEN
         RETURN QUERY SELECT 'waiting', NULL::bigint, NULL::double precision, NULL::double precision;
         RETURN;
     END IF;
-    UPDATE testrack.share_grants g SET released = least(v_now, l.expires)
-    FROM testrack.share_leases l
-    WHERE l.slot_id = ANY (r.slot_ids) AND g.token = l.token AND g.released IS NULL;
-    DELETE FROM testrack.share_leases WHERE slot_id = ANY (r.slot_ids);
-    v_token := nextval('testrack.share_tokens');
-    INSERT INTO testrack.share_grants (token, run, slots, granted) VALUES (v_token, h.run, cardinality(r.slot_ids), v_now);
-    INSERT INTO testrack.share_leases (slot_id, token, holder_id, granted, expires, person)
-    SELECT s, v_token, h.id, v_now, v_now + h.ttl, h.kind = 'person' FROM unnest(r.slot_ids) AS s;
     DELETE FROM testrack.share_requests WHERE id = p_request;
     RETURN QUERY SELECT 'granted', v_token, v_now, v_now + h.ttl;
 END
 $$;
 
--- Queue a request and try it at once: one round trip for an uncontended grant.
+-- Ask for slots: granted at once when free and nobody is ahead (one round trip, no queue row),
+-- else queued ('waiting', with the request's id) or 'gone' (the holder expired).
 CREATE FUNCTION testrack.share_request(p_holder bigint, p_slots integer[], p_priority integer,
                                        p_now double precision)
 RETURNS TABLE (request bigint, status text, token bigint, granted double precision, expires double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_now double precision := testrack.share_now(p_now);
+    h testrack.share_holders;
+    v_token bigint;
     v_id bigint;
 BEGIN
+    SELECT * INTO h FROM testrack.share_holders WHERE id = p_holder;
+    IF NOT FOUND OR h.expires < v_now THEN
+        RETURN QUERY SELECT 0::bigint, 'gone', NULL::bigint, NULL::double precision, NULL::double precision;
+        RETURN;
+    END IF;
+    v_token := testrack.share_decide(h, p_slots, p_priority, NULL, v_now);
+    IF v_token IS NOT NULL THEN
+        RETURN QUERY SELECT 0::bigint, 'granted', v_token, v_now, v_now + h.ttl;
+        RETURN;
+    END IF;
     INSERT INTO testrack.share_requests (holder_id, priority, slot_ids, since)
-    VALUES (p_holder, p_priority, p_slots, testrack.share_now(p_now))
+    VALUES (p_holder, p_priority, p_slots, v_now)
     RETURNING id INTO v_id;
-    RETURN QUERY SELECT v_id, t.status, t.token, t.granted, t.expires FROM testrack.share_try_grant(v_id, p_now) t;
+    RETURN QUERY SELECT v_id, 'waiting', NULL::bigint, NULL::double precision, NULL::double precision;
 END
 $$;
 
@@ -207,18 +272,27 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now double precision := testrack.share_now(p_now);
     v_slots integer[];
+    v_since double precision;
     v_until double precision;
 BEGIN
     WITH gone AS (
         DELETE FROM testrack.share_leases WHERE holder_id = p_holder AND token = p_token
-        RETURNING slot_id, expires
+        RETURNING slot_id, granted, expires
     )
-    SELECT array_agg(slot_id), min(expires) INTO v_slots, v_until FROM gone;
+    SELECT array_agg(slot_id), min(granted), min(expires) INTO v_slots, v_since, v_until FROM gone;
     IF v_slots IS NULL THEN
         RETURN false;
     END IF;
-    UPDATE testrack.share_grants SET released = least(v_now, v_until) WHERE token = p_token AND released IS NULL;
-    PERFORM pg_notify('testrack_share', array_to_string(v_slots, ','));
+    INSERT INTO testrack.share_grants (token, run, slots, granted, released)
+    SELECT p_token, run, cardinality(v_slots), v_since, least(v_now, v_until)
+    FROM testrack.share_holders WHERE id = p_holder
+    ON CONFLICT (token) DO NOTHING;
+    -- Wake waiters, if there are any (a NOTIFY serialises commits). A release need not wait for
+    -- the disk: if a crash lost it, the lease would only expire later, never be held twice.
+    IF EXISTS (SELECT 1 FROM testrack.share_requests WHERE slot_ids && v_slots) THEN
+        PERFORM pg_notify('testrack_share', array_to_string(v_slots, ','));
+    END IF;
+    PERFORM set_config('synchronous_commit', 'off', true);
     RETURN v_until >= v_now;
 END
 $$;
@@ -230,9 +304,14 @@ DECLARE
     v_now double precision := testrack.share_now(p_now);
     v_slots integer[];
 BEGIN
-    UPDATE testrack.share_grants g SET released = least(v_now, l.expires)
-    FROM testrack.share_leases l WHERE l.holder_id = p_holder AND g.token = l.token AND g.released IS NULL;
-    WITH gone AS (DELETE FROM testrack.share_leases WHERE holder_id = p_holder RETURNING slot_id)
+    WITH gone AS (
+        DELETE FROM testrack.share_leases WHERE holder_id = p_holder RETURNING slot_id, token, granted, expires
+    ), ended AS (
+        INSERT INTO testrack.share_grants (token, run, slots, granted, released)
+        SELECT gone.token, coalesce(min(h.run), ''), count(*), min(gone.granted), least(v_now, min(gone.expires))
+        FROM gone LEFT JOIN testrack.share_holders h ON h.id = p_holder GROUP BY gone.token
+        ON CONFLICT (token) DO NOTHING
+    )
     SELECT array_agg(slot_id) INTO v_slots FROM gone;
     DELETE FROM testrack.share_requests WHERE holder_id = p_holder;
     DELETE FROM testrack.share_holders WHERE id = p_holder;
