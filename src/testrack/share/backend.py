@@ -54,8 +54,9 @@ class ShareBackend(Protocol):
 
     def wait_state(self, request_id: int) -> WaitState: ...
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Block until a slot may have been freed, or ``timeout`` seconds pass."""
+    def wait_for_change(self, timeout: float, slots: Sequence[SlotKey] = ()) -> None:
+        """Block until one of ``slots`` (any slot, if none are named) may have been freed, or
+        ``timeout`` seconds pass."""
 
     def status(self) -> ShareStatus: ...
 

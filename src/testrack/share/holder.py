@@ -108,7 +108,7 @@ class Holder:
                 next_report = now + WAIT_REPORT_SECONDS
             self._renew_if_due()
             remaining = self.poll if wait is None else min(self.poll, max(0.0, started + wait - now))
-            self.backend.wait_for_change(remaining)
+            self.backend.wait_for_change(remaining, slots)
             sent = self.clock.monotonic()
             try:
                 grant = self.backend.try_grant(request)

@@ -137,7 +137,7 @@ class MemoryShare:
         with self._lock:
             return self.state.wait_state(request_id, self.clock.time())
 
-    def wait_for_change(self, timeout: float) -> None:
+    def wait_for_change(self, timeout: float, slots: Sequence[SlotKey] = ()) -> None:
         with self._lock:
             self._lock.wait(min(timeout, 0.01) if self.clock.driven else timeout)
 

@@ -95,6 +95,7 @@ class PostgresShare:
             }  # fmt: skip
             holder_id = int(_one(conn.execute(Q["add_holder"], params)))
             self._holders.add(holder_id)
+            self._own_holders(conn)
             conn.execute(Q["forget_the_dead"], {"now": self.now_param()})
             return holder_id
 
@@ -106,6 +107,7 @@ class PostgresShare:
             if holder_id in self._holders:
                 self._holders.discard(holder_id)
                 conn.execute(Q["unlock_holder"], {"holder_id": holder_id})
+                self._own_holders(conn)
 
         self.call(run)
 
@@ -169,9 +171,11 @@ class PostgresShare:
 
         return self.call(run)
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Wait for a release's notice, in short slices: the connection is shared with the heartbeat
-        and the run loop, which must not wait for a waiter's whole poll."""
+    def wait_for_change(self, timeout: float, slots: Sequence[SlotKey] = ()) -> None:
+        """Wait for a release of one of ``slots`` (of anything, if none are named), in short slices:
+        the connection is shared with the heartbeat and the run loop, which must not wait for a
+        waiter's whole poll. Releases of other slots do not wake this waiter."""
+        wanted = {str(self._slot_ids[s]) for s in slots if s in self._slot_ids}
 
         def listen(conn: psycopg.Connection[Any]) -> None:
             if not self._listening:
@@ -179,10 +183,11 @@ class PostgresShare:
                 self._listening = True
 
         def slice_(conn: psycopg.Connection[Any]) -> bool:
-            for _ in conn.notifies(
-                timeout=min(NOTIFY_SLICE, max(0.0, end - SYSTEM_CLOCK.monotonic())), stop_after=1
-            ):
-                return True
+            left = min(NOTIFY_SLICE, max(0.0, end - SYSTEM_CLOCK.monotonic()))
+            for notice in conn.notifies(timeout=left, stop_after=1):
+                freed = set(notice.payload.split(",")) if notice.payload else set()
+                if not wanted or not freed or wanted & freed:
+                    return True
             return False
 
         self.call(listen)
@@ -250,6 +255,9 @@ class PostgresShare:
         if status != "granted":
             return None
         return Grant(int(token), tuple(slots), float(granted), float(expires))
+
+    def _own_holders(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(Q["own_holders"], {"holders": ",".join(map(str, sorted(self._holders)))})
 
     def _load_slots(self, conn: psycopg.Connection[Any]) -> None:
         for slot_id, device, index in conn.execute(Q["slots"]):
@@ -346,6 +354,7 @@ class PostgresShare:
                 for holder_id in sorted(self._holders):
                     conn.execute(Q["relock_holder"], {"holder_id": holder_id})
                 conn.execute(Q["drop_requests_of"], {"holders": sorted(self._holders)})
+                self._own_holders(conn)
                 if self._listening:
                     conn.execute(f"LISTEN {CHANNEL}")
             except ShareUnavailable as exc:

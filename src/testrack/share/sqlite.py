@@ -199,7 +199,7 @@ class SQLiteShare:
         with self._transaction():
             return self._state().wait_state(request_id, self.clock.time())
 
-    def wait_for_change(self, timeout: float) -> None:
+    def wait_for_change(self, timeout: float, slots: Sequence[SlotKey] = ()) -> None:
         self.clock.nap(min(timeout, POLL_SECONDS))
 
     def status(self) -> ShareStatus:

@@ -26,6 +26,10 @@ SELECT id, device, slot FROM testrack.share_slots;
 SELECT testrack.share_add_holder(%(run)s, %(host)s, %(pid)s::integer, %(label)s, %(kind)s, %(priority)s::integer,
                                   %(ttl)s::double precision, %(now)s::double precision);
 
+-- name: own_holders
+-- The holders of this session (share_process_gone does not ask about them: they are the caller).
+SELECT set_config('testrack.holders', %(holders)s, false);
+
 -- name: relock_holder
 SELECT pg_advisory_lock(29271, (%(holder_id)s::bigint %% 2147483647)::integer);
 

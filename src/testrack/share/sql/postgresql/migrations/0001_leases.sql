@@ -3,9 +3,9 @@
 -- those of testrack/share/rules.py, spelled in SQL.
 --
 -- Liveness: a holder is alive while its heartbeat has not run out (expires >= now) and its
--- session advisory lock (classid 29271 = 0x7e57, objid = holder id) is held -- the lock counts
--- only once the server has been up longer than the holder's ttl, so that holders can reconnect
--- and take their lock again after a restart.
+-- session advisory lock (29271 = 0x7e57, holder id) is held -- the lock counts only once the
+-- server has been up longer than the holder's ttl, so that holders can reconnect and take their
+-- lock again after a restart.
 
 CREATE TABLE testrack.share_devices (
     name text PRIMARY KEY,
@@ -83,16 +83,27 @@ LANGUAGE sql VOLATILE AS $$
     SELECT coalesce(p_now, extract(epoch FROM clock_timestamp())::double precision)
 $$;
 
+-- Is a holder's process gone? Its session holds the advisory lock (29271, id) exclusively while it
+-- lives; if a shared, transaction-scoped try of that lock succeeds, nobody holds it. (A session's own
+-- locks never conflict with it, so the holders of this session, listed in testrack.holders, are asked
+-- about no further: they are the caller's own.)
+CREATE FUNCTION testrack.share_process_gone(p_holder bigint) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE
+        WHEN p_holder::text = ANY (string_to_array(coalesce(current_setting('testrack.holders', true), ''), ','))
+            THEN false
+        ELSE pg_try_advisory_xact_lock_shared(29271, (p_holder % 2147483647)::integer)
+    END
+$$;
+
 CREATE FUNCTION testrack.share_alive(p_holder bigint, p_expires double precision, p_ttl double precision,
                                      p_now double precision) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
-    SELECT p_expires >= p_now AND (
-        p_now - extract(epoch FROM pg_postmaster_start_time()) <= p_ttl
-        OR EXISTS (
-            SELECT 1 FROM pg_locks
-            WHERE locktype = 'advisory' AND granted AND classid = 29271 AND objsubid = 2
-              AND objid = (p_holder % 2147483647)::oid
-              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())))
+    SELECT CASE
+        WHEN p_expires < p_now THEN false
+        WHEN p_now - extract(epoch FROM pg_postmaster_start_time()) <= p_ttl THEN true
+        ELSE NOT testrack.share_process_gone(p_holder)
+    END
 $$;
 
 -- A new holder and its advisory lock, in one statement: nobody sees the holder without its lock.
@@ -112,22 +123,6 @@ BEGIN
 END
 $$;
 
--- The same liveness, with the server's uptime and the live locks read once by the caller (reading
--- pg_locks costs a scan of the lock table; a decision needs it at most once).
-CREATE FUNCTION testrack.share_alive_in(p_holder bigint, p_expires double precision, p_ttl double precision,
-                                        p_now double precision, p_uptime double precision, p_locked bigint[])
-RETURNS boolean
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT p_expires >= p_now AND (p_uptime <= p_ttl OR (p_holder % 2147483647) = ANY (p_locked))
-$$;
-
-CREATE FUNCTION testrack.share_locked_holders() RETURNS bigint[]
-LANGUAGE sql VOLATILE AS $$
-    SELECT coalesce(array_agg(objid::bigint), '{}') FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND classid = 29271 AND objsubid = 2
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-$$;
-
 -- The decision, for a request queued (p_request) or not yet (NULL: it would come last among its
 -- priority): grant all of p_slots now, or nothing. Returns the new token, or NULL.
 CREATE FUNCTION testrack.share_decide(h testrack.share_holders, p_slots integer[], p_priority integer,
@@ -136,35 +131,20 @@ RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_token bigint;
-    v_uptime double precision;
-    v_locked bigint[];
 BEGIN
     -- One decision per slot at a time: lock the slots' rows, always in the same order.
     PERFORM 1 FROM testrack.share_slots WHERE id = ANY (p_slots) ORDER BY id FOR UPDATE;
-    -- Leases, and requests ahead, that have not expired; whether their processes live is read from
-    -- pg_locks only if there are any: an uncontended grant never reads it.
     IF EXISTS (
         SELECT 1 FROM testrack.share_leases l JOIN testrack.share_holders o ON o.id = l.holder_id
-        WHERE l.slot_id = ANY (p_slots) AND l.expires >= p_now AND (o.kind = 'person' OR o.expires >= p_now)
+        WHERE l.slot_id = ANY (p_slots) AND l.expires >= p_now
+          AND (o.kind = 'person' OR testrack.share_alive(o.id, o.expires, o.ttl, p_now))
     ) OR EXISTS (
         SELECT 1 FROM testrack.share_requests w JOIN testrack.share_holders o ON o.id = w.holder_id
-        WHERE w.slot_ids && p_slots AND o.expires >= p_now AND w.id IS DISTINCT FROM p_request
+        WHERE w.slot_ids && p_slots AND w.id IS DISTINCT FROM p_request
           AND (w.priority > p_priority OR (w.priority = p_priority AND (p_request IS NULL OR w.id < p_request)))
+          AND testrack.share_alive(o.id, o.expires, o.ttl, p_now)
     ) THEN
-        v_uptime := p_now - extract(epoch FROM pg_postmaster_start_time());
-        v_locked := testrack.share_locked_holders();
-        IF EXISTS (
-            SELECT 1 FROM testrack.share_leases l JOIN testrack.share_holders o ON o.id = l.holder_id
-            WHERE l.slot_id = ANY (p_slots) AND l.expires >= p_now
-              AND (o.kind = 'person' OR testrack.share_alive_in(o.id, o.expires, o.ttl, p_now, v_uptime, v_locked))
-        ) OR EXISTS (
-            SELECT 1 FROM testrack.share_requests w JOIN testrack.share_holders o ON o.id = w.holder_id
-            WHERE w.slot_ids && p_slots AND w.id IS DISTINCT FROM p_request
-              AND (w.priority > p_priority OR (w.priority = p_priority AND (p_request IS NULL OR w.id < p_request)))
-              AND testrack.share_alive_in(o.id, o.expires, o.ttl, p_now, v_uptime, v_locked)
-        ) THEN
-            RETURN NULL;
-        END IF;
+        RETURN NULL;
     END IF;
     WITH stale AS (
         DELETE FROM testrack.share_leases WHERE slot_id = ANY (p_slots) RETURNING token, holder_id, granted, expires
