@@ -355,3 +355,26 @@ def test_a_postgres_store_that_cannot_be_reached_says_so_without_the_password(po
         f"cannot connect to the results store postgresql://store_user:***@127.0.0.1:{postgres.port}/postgres"
         in message
     )
+
+
+def test_hosts_beginning_one_run_at_the_same_moment_get_one_id(postgres, pg_database: str) -> None:
+    """Eight connections begin the same run uid at once (hosts of a shared run): one run, one id."""
+    from testrack.store.postgres import PostgresStore
+
+    stores = [PostgresStore(pg_database) for _ in range(8)]
+    ids: list[int] = []
+    start = threading.Barrier(len(stores))
+
+    def begin(store: PostgresStore) -> None:
+        start.wait()
+        ids.append(store.begin_run(RunInfo("ci-42", 1.0, "load", "r", "pytest")))
+
+    threads = [threading.Thread(target=begin, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 8 and len(set(ids)) == 1
+    assert [r.uid for r in stores[0].runs()] == ["ci-42"]
+    for s in stores:
+        s.close()

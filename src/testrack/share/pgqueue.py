@@ -232,9 +232,7 @@ def _store_run(conn: psycopg.Connection[Any], info: RunInfo) -> int:
         "uid": info.uid, "started": info.started, "mode": info.mode, "rack": redact(info.rack),
         "command": redact_command(info.command),
     }  # fmt: skip
-    row = conn.execute(STORE["begin_run"], params).fetchone()
-    assert row is not None
-    return int(row[0])
+    return store_sql.begin_run(conn, params)
 
 
 def _result_row(run_id: int, r: Result) -> dict[str, Any]:

@@ -30,6 +30,16 @@ SCHEMA_VERSION = len(MIGRATIONS)
 T = TypeVar("T")
 
 
+def begin_run(conn: psycopg.Connection[Any], params: dict[str, Any]) -> int:
+    """The run's id, inserting it if it is new. A host that inserted the same uid at the same
+    moment is waited for by the insert, but its row is not in this statement's snapshot: so if
+    nothing came back, the next statement reads it."""
+    row = conn.execute(Q["begin_run"], params).fetchone() or conn.execute(Q["run_id"], params).fetchone()
+    if row is None:  # pragma: no cover - the row exists by now
+        raise StoreError(f"run {params['uid']} vanished while it was being recorded; try again")
+    return int(row[0])
+
+
 class PostgresStore:
     """Implements :class:`~testrack.store.base.Store` on a PostgreSQL database."""
 
@@ -50,7 +60,7 @@ class PostgresStore:
             "uid": info.uid, "started": info.started, "mode": info.mode, "rack": redact(info.rack),
             "command": redact_command(info.command),
         }  # fmt: skip
-        return int(self._rows(Q["begin_run"], params)[0][0])
+        return int(self._call(lambda conn: begin_run(conn, params)))
 
     def add_results(self, run_id: int, results: Sequence[Result]) -> None:
         if not results:

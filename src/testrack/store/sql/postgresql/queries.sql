@@ -9,6 +9,10 @@ WITH new AS (
 )
 SELECT id FROM new UNION ALL SELECT id FROM testrack.runs WHERE uid = %(uid)s LIMIT 1;
 
+-- name: run_id
+-- (begin_run finds nothing when another host inserted the same uid after its snapshot: ask again.)
+SELECT id FROM testrack.runs WHERE uid = %(uid)s;
+
 -- name: add_result
 INSERT INTO testrack.results (run_id, nodeid, device, worker, outcome, duration, started, stopped, position, message)
 VALUES (%(run_id)s, %(nodeid)s, %(device)s, %(worker)s, %(outcome)s, %(duration)s, %(started)s, %(stopped)s,
