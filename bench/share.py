@@ -49,7 +49,13 @@ from testrack.store import Result  # noqa: E402
 
 
 def _holder(url: str, run: str, ttl: float = 15.0) -> Holder:
-    return Holder(PostgresShare(url), HolderInfo(run, "bench", os.getpid(), "bench"), ttl=ttl)
+    holder = Holder(PostgresShare(url), HolderInfo(run, "bench", os.getpid(), "bench"), ttl=ttl)
+    holder.start_heartbeat(_lost)
+    return holder
+
+
+def _lost(leases: list[Any]) -> None:
+    print(f"bench worker {os.getpid()}: lost {len(leases)} lease(s)", file=sys.stderr, flush=True)
 
 
 def worker_lease(url: str, device: str, start: float, seconds: float) -> dict[str, Any]:
@@ -71,6 +77,7 @@ def worker_queue(url: str, run: str, device: str, tests: int, batch: int, start:
     share = PostgresShare(url)
     queue = PostgresQueue(share)
     holder = Holder(share, HolderInfo(run, device, os.getpid(), "bench"))
+    holder.start_heartbeat(_lost)
     plan = RunPlan(run, "load", tuple(QueuedTest(f"t.py::t{i}", float(i % 7)) for i in range(tests)))
     queue.open_run(plan, device, holder.id)
     queue.add_routes(run, device, {device: [t.nodeid for t in plan.tests]})
@@ -152,6 +159,7 @@ def worker_host(
     names = devices.split(",")
     share.register_devices([DeviceSpec(d) for d in names])
     holder = Holder(share, HolderInfo(run, host, os.getpid(), "bench"))
+    holder.start_heartbeat(_lost)
     plan = RunPlan(run, "load", tuple(QueuedTest(f"t.py::t{i}", test_seconds) for i in range(tests)))
     queue.open_run(plan, host, holder.id)
     queue.add_routes(run, host, {d: [t.nodeid for t in plan.tests] for d in names})
@@ -207,7 +215,10 @@ def _results(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[d
     out = []
     for proc in procs:
         stdout, _ = proc.communicate(timeout=timeout)
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
+        lines = stdout.strip().splitlines()
+        if proc.returncode or not lines:
+            raise RuntimeError(f"a bench worker failed (exit code {proc.returncode}); its error is above")
+        out.append(json.loads(lines[-1]))
     return out
 
 

@@ -14,13 +14,13 @@ notice, so they also look again every poll.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from testrack.share import rules, sql, text
 from testrack.share.clock import SYSTEM_CLOCK, Clock
 from testrack.share.errors import LeaseLost, NotHolder, ShareError, ShareUnavailable
+from testrack.share.fairlock import FairLock
 from testrack.share.model import (
     DEFAULT_TTL,
     DeviceSpec,
@@ -58,7 +58,7 @@ class PostgresShare:
         self.location = redact(url)
         self.reconnect_for = reconnect_for
         self.reconnections = 0
-        self._lock = threading.RLock()
+        self._lock = FairLock()  # the heartbeat gets its turn however busy the run loop is
         self._holders: set[int] = set()
         self._listening = False
         self._slot_ids: dict[SlotKey, int] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from testrack.share import rules, sql, text
 from testrack.share.clock import SYSTEM_CLOCK, Clock
 from testrack.share.errors import SchemaError, ShareUnavailable
+from testrack.share.fairlock import FairLock
 from testrack.share.model import (
     DeviceSpec,
     Grant,
@@ -58,7 +58,7 @@ class SQLiteShare:
         self.clock = clock
         self.location = str(path)
         self.host = this_host()
-        self._lock = threading.RLock()
+        self._lock = FairLock()  # the heartbeat gets its turn however busy the run loop is
         self._alive_cache: dict[tuple[int, str], bool] = {}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
