@@ -170,20 +170,8 @@ WHERE l.token = %(token)s AND l.holder_id = %(holder_id)s
 FOR SHARE;
 
 -- name: queue_claim
-WITH picked AS (
-    SELECT i.id FROM testrack.queue_items i
-    JOIN testrack.queue_routes r ON r.run = i.run AND r.idx = i.idx AND r.device = %(device)s
-    WHERE i.run = %(run)s AND i.state = 'queued' AND (i.device IS NULL OR i.device = %(device)s)
-    ORDER BY i.estimate DESC, i.id
-    LIMIT %(n)s
-    FOR UPDATE OF i SKIP LOCKED
-)
-UPDATE testrack.queue_items i
-SET state = 'claimed', attempts = i.attempts + 1, started = false, claim_holder = %(holder_id)s,
-    claim_host = %(host)s, claim_device = %(device)s, claim_token = %(token)s, claim_batch = %(batch)s
-FROM picked, testrack.queue_tests t
-WHERE i.id = picked.id AND t.run = i.run AND t.idx = i.idx
-RETURNING i.id, t.nodeid, i.attempts;
+SELECT item, nodeid, attempts
+FROM testrack.queue_claim(%(run)s, %(device)s, %(n)s, %(holder_id)s::bigint, %(host)s, %(token)s::bigint, %(batch)s);
 
 -- name: queue_claimed_batch
 -- A claim retried after its commit's answer was lost (the server went away): the same tests again.

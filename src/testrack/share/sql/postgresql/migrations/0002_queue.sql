@@ -63,6 +63,41 @@ CREATE INDEX queue_items_queued ON testrack.queue_items (run, estimate DESC, id)
 CREATE INDEX queue_items_claimed ON testrack.queue_items (claim_token) WHERE state = 'claimed';
 CREATE INDEX queue_items_batch ON testrack.queue_items (claim_batch) WHERE state = 'claimed';
 
+-- Claim up to p_n queued tests p_device can run, longest first, skipping those another host is
+-- claiming right now. Each candidate's route is one primary-key lookup, so the cost does not
+-- depend on the planner's view of a queue that was filled a moment ago.
+CREATE FUNCTION testrack.queue_claim(p_run text, p_device text, p_n integer, p_holder bigint, p_host text,
+                                     p_token bigint, p_batch text)
+RETURNS TABLE (item bigint, nodeid text, attempts integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    it record;
+    v_taken integer := 0;
+BEGIN
+    FOR it IN
+        SELECT i.id, i.idx FROM testrack.queue_items i
+        WHERE i.run = p_run AND i.state = 'queued' AND (i.device IS NULL OR i.device = p_device)
+        ORDER BY i.estimate DESC, i.id
+    LOOP
+        CONTINUE WHEN NOT EXISTS (
+            SELECT 1 FROM testrack.queue_routes r WHERE r.run = p_run AND r.device = p_device AND r.idx = it.idx);
+        RETURN QUERY
+        UPDATE testrack.queue_items i
+        SET state = 'claimed', attempts = i.attempts + 1, started = false, claim_holder = p_holder,
+            claim_host = p_host, claim_device = p_device, claim_token = p_token, claim_batch = p_batch
+        FROM testrack.queue_tests t
+        WHERE i.id = (SELECT q.id FROM testrack.queue_items q WHERE q.id = it.id AND q.state = 'queued'
+                      FOR UPDATE SKIP LOCKED)
+          AND t.run = i.run AND t.idx = i.idx
+        RETURNING i.id, t.nodeid, i.attempts;
+        IF FOUND THEN
+            v_taken := v_taken + 1;
+            EXIT WHEN v_taken >= p_n;
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- Claimed items whose lease is gone go back to the queue. A test that had started on a host that
 -- died counts as an attempt: beyond the run's retry budget its final result is 'crashed' (written
 -- to testrack.results, naming the host); one that had not started, or whose holder lives on
