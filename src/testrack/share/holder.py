@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from testrack.share.backend import ShareBackend
-from testrack.share.errors import LeaseLost, ShareUnavailable, WaitTimeout
+from testrack.share.errors import LeaseLost, ShareError, ShareUnavailable, WaitTimeout
 from testrack.share.model import DEFAULT_TTL, Grant, HolderInfo, SlotKey, WaitState
 from testrack.share.text import format_wait_timeout
 
@@ -160,6 +160,8 @@ class Holder:
             self._last_renewal = sent
             if kept is None:
                 reason = "this holder missed its heartbeats for longer than its ttl, or was found dead"
+                with contextlib.suppress(ShareError):  # what is left of the old one (its lock, its requests)
+                    self.backend.remove_holder(self.id)
                 self.id = self.backend.add_holder(self.info, self.ttl)
                 kept = []
             else:

@@ -173,10 +173,6 @@ def format_status(status: ShareStatus) -> list[str]:
     return lines
 
 
-def slot_list(slots: Sequence[SlotKey]) -> str:
-    return format_slots(slots)
-
-
 def not_holder_message(device: str, views: Sequence[LeaseView], holder: str | None, user: str) -> str:
     if not views:
         return f"{device} is not held by anyone: nothing to release"
