@@ -11,6 +11,9 @@ import pytest
 
 from testrack.rack import Device, dump_rack
 
+# A real PostgreSQL server (tests/pg.py): the `postgres` and `pg_database` fixtures.
+pytest_plugins = ["pg"]
+
 # pytest-randomly (a test dependency, for tests/test_plugins.py) loads itself into every pytest
 # session, the pytester sessions and subprocesses of these tests included, and would shuffle
 # them; tests that want it pass ``-p randomly``, which comes later on the command line.

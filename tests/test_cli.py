@@ -137,8 +137,8 @@ def test_sim_reports_a_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture
         ),
         (
             ["--json", "sim"],
-            "testrack: error: --json goes with last, failing, slowest, history, trust, bisect and flaky, "
-            "not with sim; see testrack --help\n",
+            "testrack: error: --json goes with last, failing, slowest, history, trust, bisect, flaky, "
+            "status, reserve and release, not with sim; see testrack --help\n",
         ),
         (
             ["--store", "x.sqlite", "demo"],

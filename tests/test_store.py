@@ -23,15 +23,20 @@ from testrack.store.base import Trouble, failing_results, median_durations, medi
 from testrack.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path):
-    """Each backend, fresh."""
+    """Each backend, fresh (PostgreSQL: a fresh database of the session's server, tests/pg.py)."""
     if request.param == "memory":
         yield MemoryStore()
-    else:
+        return
+    if request.param == "sqlite":
         s = SQLiteStore(tmp_path / ".testrack" / "results.sqlite")
-        yield s
-        s.close()
+    else:
+        from testrack.store.postgres import PostgresStore
+
+        s = PostgresStore(request.getfixturevalue("pg_database"))
+    yield s
+    s.close()
 
 
 def _result(
@@ -380,3 +385,89 @@ def test_failing_results_are_the_pairs_whose_newest_result_failed(store) -> None
         ("t.py::b", "b1", None),
         ("t.py::c", "b1", None),
     ]
+
+
+def test_a_password_on_the_command_line_is_not_stored(store) -> None:
+    """The command line is kept with URL passwords masked (a share or store URL may carry one)."""
+    command = (
+        "pytest --rack-share postgresql://ci:hunter2@db.lab:5432/racks "
+        "--rack-store=postgres://ci:hunter2@db.lab/racks?sslmode=require -k 'password=x and y'"
+    )
+    run = store.begin_run(RunInfo("u", 1.0, "load", "r", command))
+    (stored,) = [r for r in store.runs() if r.id == run]
+    assert "hunter2" not in stored.command
+    assert stored.command == (
+        "pytest --rack-share postgresql://ci:***@db.lab:5432/racks "
+        "--rack-store=postgres://ci:***@db.lab/racks?sslmode=require -k 'password=*** and y'"
+    )
+
+
+def test_a_postgres_store_survives_a_server_restart(postgres, pg_database: str) -> None:
+    """PostgreSQL restarted between two writes: the store reconnects, and nothing written is lost."""
+    from testrack.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_database)
+    run = store.begin_run(RunInfo("u", 1.0, "load", "r", "pytest"))
+    store.add_results(run, [_result("t.py::a")])
+    postgres.restart("immediate")
+    store.add_results(run, [_result("t.py::b")])
+    store.finish_run(run, 2.0, "ok")
+    again = PostgresStore(pg_database)
+    assert [r.nodeid for r in again.results(run)] == ["t.py::a", "t.py::b"]
+    assert again.runs()[0].outcome == "ok"
+    store.close()
+    again.close()
+
+
+def test_a_postgres_store_from_a_newer_testrack_is_refused(postgres, pg_database: str) -> None:
+    """A database whose store tables are newer than this testrack: named, with the fix."""
+    import psycopg
+
+    from testrack.store.postgres import SCHEMA_VERSION, PostgresStore
+
+    PostgresStore(pg_database).close()
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("UPDATE testrack.schema_versions SET version = 99 WHERE component = 'store'")
+    newer = (
+        rf"its store tables are from a newer testrack \(schema v99; this one knows up to v{SCHEMA_VERSION}\)"
+    )
+    with pytest.raises(StoreError, match=newer + "; upgrade testrack on this host"):
+        PostgresStore(pg_database)
+
+
+def test_a_postgres_store_that_cannot_be_reached_says_so_without_the_password(postgres) -> None:
+    """A wrong password: the message names the store with the password masked."""
+    from testrack.store.postgres import PostgresStore
+
+    postgres.create_role("store_user", "right-one")
+    with pytest.raises(StoreError) as info:
+        PostgresStore(postgres.url("postgres", user="store_user", password="wrong-one", tcp=True))
+    message = str(info.value)
+    assert "wrong-one" not in message
+    assert (
+        f"cannot connect to the results store postgresql://store_user:***@127.0.0.1:{postgres.port}/postgres"
+        in message
+    )
+
+
+def test_hosts_beginning_one_run_at_the_same_moment_get_one_id(postgres, pg_database: str) -> None:
+    """Eight connections begin the same run uid at once (hosts of a shared run): one run, one id."""
+    from testrack.store.postgres import PostgresStore
+
+    stores = [PostgresStore(pg_database) for _ in range(8)]
+    ids: list[int] = []
+    start = threading.Barrier(len(stores))
+
+    def begin(store: PostgresStore) -> None:
+        start.wait()
+        ids.append(store.begin_run(RunInfo("ci-42", 1.0, "load", "r", "pytest")))
+
+    threads = [threading.Thread(target=begin, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 8 and len(set(ids)) == 1
+    assert [r.uid for r in stores[0].runs()] == ["ci-42"]
+    for s in stores:
+        s.close()

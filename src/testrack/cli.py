@@ -29,8 +29,10 @@ from testrack import history
 from testrack.demo import DemoError, DemoOptions, run_demo
 from testrack.rack import MODES, RACK_FILE, Device, dump_rack
 from testrack.report import command as report_command
+from testrack.share.cli import SHARE_COMMANDS
 from testrack.sim import SimRack, SimStartError
 from testrack.store import Store, StoreError
+from testrack.store import location as store_location
 
 __all__ = ["COMMANDS", "CliError", "Command", "ExitCode", "build_parser", "main"]
 
@@ -281,14 +283,19 @@ def run_demo_command(args: argparse.Namespace) -> int:
 # -- testrack last / failing / slowest / history (and trust) -------------------------------
 
 
-_STORE_HELP = "the results store (default: the nearest .testrack/results.sqlite above the current directory)"
+_STORE_HELP = (
+    "the results store: a results.sqlite file or a postgresql:// URL (default: the nearest "
+    ".testrack/results.sqlite above the current directory)"
+)
 _JSON_HELP = "print JSON instead of text"
 
 
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: given after the command they override the same options given before it
     # (testrack --json failing), instead of resetting them to their defaults.
-    parser.add_argument("--store", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=_STORE_HELP)
+    parser.add_argument(
+        "--store", type=store_location, metavar="PATH", default=argparse.SUPPRESS, help=_STORE_HELP
+    )
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_JSON_HELP)
 
 
@@ -424,7 +431,7 @@ def run_bisect_command(args: argparse.Namespace) -> int:
         try:
             report = run_bisect(
                 store,
-                root_of(store.path, Path.cwd()),
+                root_of(getattr(store, "path", None), Path.cwd()),
                 args.nodeid,
                 args.run_spec,
                 args.device,
@@ -472,7 +479,7 @@ def run_flaky_command(args: argparse.Namespace) -> int:
             found = flaky.find_flaky(store, args.runs)
         finally:
             store.close()
-        root = root_of(store.path, Path.cwd())
+        root = root_of(getattr(store, "path", None), Path.cwd())
         for test in found if args.confirm else []:
             runner = ProbeRunner(root, flaky.device_for_probes(test, seen[test.nodeid], runs))
 
@@ -577,6 +584,7 @@ COMMANDS: tuple[Command, ...] = (
         _add_flaky_arguments,
         run_flaky_command,
     ),
+    *(Command(*spec) for spec in SHARE_COMMANDS),  # status, reserve, release: testrack/share/cli.py
 )
 
 
@@ -584,6 +592,9 @@ COMMANDS: tuple[Command, ...] = (
 _STORE_COMMANDS = ("last", "failing", "slowest", "history", "trust", "bisect", "flaky")
 _STORE_USERS = ", ".join(_STORE_COMMANDS[:-1]) + " and " + _STORE_COMMANDS[-1]
 _STORE_READERS = ", ".join(_STORE_COMMANDS) + " and report"
+#: The share's commands take --json of their own (testrack/share/cli.py).
+_SHARE_NAMES = tuple(spec[0] for spec in SHARE_COMMANDS)
+_JSON_USERS = ", ".join((*_STORE_COMMANDS, *_SHARE_NAMES)[:-1]) + " and " + _SHARE_NAMES[-1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -593,7 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Tests run with pytest: pytest --rack testrack.toml [--rack-mode load|each]",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--store", type=Path, metavar="PATH", help=_STORE_HELP + f"; for {_STORE_USERS}")
+    parser.add_argument(
+        "--store", type=store_location, metavar="PATH", help=_STORE_HELP + f"; for {_STORE_USERS}"
+    )
     parser.add_argument("--json", action="store_true", help=_JSON_HELP + f"; for {_STORE_USERS}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
@@ -622,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wrong = [
         (option, users)
         for option, given, commands, users in (
-            ("--json", args.json, _STORE_COMMANDS, _STORE_USERS),
+            ("--json", args.json, (*_STORE_COMMANDS, *_SHARE_NAMES), _JSON_USERS),
             ("--store", args.store is not None, (*_STORE_COMMANDS, "report"), _STORE_READERS),
         )
         if given and args.command not in commands

@@ -23,13 +23,20 @@ class HistoryError(Exception):
     """Nothing to show, and why (the message names the store and the next step)."""
 
 
-def open_for_reading(path: Path | None, cwd: Path, *, write: bool = False) -> SQLiteStore:
+def open_for_reading(path: Path | str | None, cwd: Path, *, write: bool = False) -> Store:
     """The store named with ``--store``, or the nearest ``.testrack/results.sqlite`` above ``cwd``.
 
     Opened read-only (``testrack last`` works on a store this user may not write) unless
     ``write`` (``testrack trust DEVICE``). A store from an older testrack is brought up to date
     first when this user may write it; the next run would do the same.
     """
+    if isinstance(path, str):  # a postgresql:// URL (see testrack.store.location)
+        from testrack.store.postgres import PostgresStore
+
+        try:
+            return PostgresStore(path)
+        except StoreError as exc:
+            raise HistoryError(str(exc).replace("--rack-store", "--store")) from None
     given = path is not None
     if path is None:
         path = find_store(cwd)

@@ -112,9 +112,10 @@ def seems_flaky(store: Store, nodeid: str) -> bool:
     return any(len(kinds) == 2 for kinds in outcomes.values())
 
 
-def root_of(store_path: Path, cwd: Path) -> Path:
-    """The project a store belongs to: the directory holding ``.testrack/``, else ``cwd``."""
-    if store_path.parent.name == ".testrack":
+def root_of(store_path: Path | None, cwd: Path) -> Path:
+    """The project a store belongs to: the directory holding ``.testrack/``, else ``cwd`` (also
+    for a database store, which has no directory)."""
+    if store_path is not None and store_path.parent.name == ".testrack":
         return store_path.parent.parent
     return cwd
 

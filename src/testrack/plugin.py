@@ -74,7 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         default=None,
         help="where results are recorded: an SQLite file (default <rootdir>/.testrack/results.sqlite), "
-        "'memory', or 'off'.",
+        "a postgresql:// URL (shared by hosts), 'memory', or 'off'.",
     )
     group.addoption(
         "--rack-failed",

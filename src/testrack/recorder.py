@@ -22,6 +22,7 @@ import pytest
 
 from testrack import messages as m
 from testrack.revision import code_revision
+from testrack.share.pgschema import is_postgres_url
 from testrack.store import (
     DEFAULT_PATH,
     ImportCost,
@@ -160,6 +161,8 @@ class Recorder:
             return cls(None, "off")
         if spec == "memory":
             return cls(MemoryStore(), "memory", rootdir)
+        if spec and is_postgres_url(spec):
+            return cls._database(spec, rootdir)
         if not spec:
             path = rootdir / DEFAULT_PATH
             recorder = cls(None, str(path), rootdir)
@@ -179,6 +182,25 @@ class Recorder:
                 path = rootdir / path
             recorder = cls(None, str(path), rootdir)
         recorder._connect(path)
+        return recorder
+
+    @classmethod
+    def _database(cls, url: str, rootdir: Path) -> Recorder:
+        """A PostgreSQL store: shared by hosts, never moved aside; unreachable, the run goes on unrecorded."""
+        from testrack.share.secrets import redact
+
+        recorder = cls(None, redact(url), rootdir)
+        try:
+            from testrack.store.postgres import PostgresStore
+
+            recorder.store, recorder._writable = PostgresStore(url), True
+        except ImportError:
+            recorder._problems.append(
+                f"--rack-store {redact(url)} needs psycopg: this run is not recorded; "
+                "pip install 'testrack[postgresql]'"
+            )
+        except StoreError as exc:
+            recorder._problems.append(f"{exc}: this run is not recorded")
         return recorder
 
     def _connect(self, path: Path) -> None:

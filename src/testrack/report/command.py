@@ -14,6 +14,7 @@ from pathlib import Path
 from testrack import history
 from testrack.report.junit import LOGGING, JunitError
 from testrack.store import Run, Store
+from testrack.store import location as store_location
 
 EPILOG = (
     "RUN is a run number (testrack last shows the newest), 'last', or a run's uid.\n"
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{', '.join(LOGGING)} (default: no)",
     )  # fmt: skip
     parser.add_argument(
-        "--store", type=Path, metavar="PATH", default=argparse.SUPPRESS,
+        "--store", type=store_location, metavar="PATH", default=argparse.SUPPRESS,
         help="the results store (default: the nearest .testrack/results.sqlite above the current directory)",
     )  # fmt: skip
 

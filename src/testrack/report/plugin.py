@@ -112,7 +112,7 @@ class RunReports:
     def _write_html(self, path: Path) -> tuple[str, bool]:
         from testrack.report.html import write
         from testrack.report.model import build
-        from testrack.store import MemoryStore, SQLiteStore, StoreError
+        from testrack.store import SQLiteStore, StoreError
 
         recorder = self.controller.recorder
         if recorder.location == "off":
@@ -126,7 +126,9 @@ class RunReports:
         started = time.perf_counter()
         try:
             store = (
-                self.store if isinstance(self.store, MemoryStore) else SQLiteStore(Path(recorder.location))
+                self.store
+                if self.store is not None and not isinstance(self.store, SQLiteStore)
+                else SQLiteStore(Path(recorder.location))
             )
             try:
                 run = next((r for r in store.runs() if r.id == recorder.run_id), None)

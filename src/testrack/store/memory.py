@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 
+from testrack.share.secrets import redact_command
 from testrack.store.base import ImportCost, Pin, Quarantine, Result, Run, RunInfo
 
 
@@ -26,8 +27,8 @@ class MemoryStore:
                 if run.uid == info.uid:
                     return run.id
             run = Run(
-                len(self._runs) + 1, info.uid, info.started, info.mode, info.rack, info.command,
-                revision=info.revision, seed=info.seed,
+                len(self._runs) + 1, info.uid, info.started, info.mode, info.rack,
+                redact_command(info.command), revision=info.revision, seed=info.seed,
             )  # fmt: skip
             self._runs.append(run)
             return run.id

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from testrack.share.secrets import redact_command
 from testrack.store.base import (
     CONCLUSIVE,
     FAILING,
@@ -315,7 +316,15 @@ class SQLiteStore:
             cursor = self._db.execute(
                 "INSERT INTO runs (uid, started, mode, rack, command, revision, seed) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (info.uid, info.started, info.mode, info.rack, info.command, info.revision, info.seed),
+                (
+                    info.uid,
+                    info.started,
+                    info.mode,
+                    info.rack,
+                    redact_command(info.command),
+                    info.revision,
+                    info.seed,
+                ),
             )
             return int(cursor.lastrowid or 0)
 

@@ -1,0 +1,229 @@
+"""The shared run queue on PostgreSQL (see :mod:`testrack.share.queue`), on the share's own
+connection, so a claim or a result and its lease's fence check are one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from testrack.share import sql
+from testrack.share.errors import HostNameTaken, LeaseLost, QueueError
+from testrack.share.postgres import PostgresShare
+from testrack.share.queue import (
+    MODES,
+    Claim,
+    HostView,
+    JoinedRun,
+    RunPlan,
+    RunProgress,
+    Unrunnable,
+    refuse_finished,
+    refuse_mismatch,
+)
+from testrack.store import postgres as store_sql
+from testrack.store.base import Result, RunInfo
+
+if TYPE_CHECKING:
+    import psycopg
+
+Q = sql.queries("testrack.share", "postgresql")
+STORE = store_sql.Q
+
+
+class PostgresQueue:
+    """Implements :class:`~testrack.share.queue.RunQueue` on a :class:`PostgresShare`."""
+
+    def __init__(self, share: PostgresShare) -> None:
+        self.share = share  # its tables, the store's included, are migrated when it opens
+
+    def open_run(self, plan: RunPlan, host: str, holder_id: int) -> JoinedRun:
+        if plan.mode not in MODES:
+            raise QueueError(f"run {plan.uid}: mode {plan.mode!r} is not one of {', '.join(MODES)}")
+        now = self.share.now_param()
+
+        def run(conn: psycopg.Connection[Any]) -> JoinedRun:
+            with conn.transaction():
+                info = RunInfo(plan.uid, plan.started, plan.mode, plan.rack, plan.command)
+                store_run = _store_run(conn, info)
+                params = {
+                    "uid": plan.uid, "mode": plan.mode, "digest": plan.digest(),
+                    "test_count": len(plan.tests), "retry_budget": plan.retry_budget,
+                    "store_run_id": store_run, "now": now,
+                }  # fmt: skip
+                created = conn.execute(Q["queue_create_run"], params).fetchone() is not None
+                if created:
+                    rows = [
+                        {"run": plan.uid, "idx": i, "nodeid": t.nodeid, "estimate": t.estimate}
+                        for i, t in enumerate(plan.tests)
+                    ]
+                    conn.cursor().executemany(Q["queue_add_test"], rows)
+                    if plan.mode == "load":
+                        conn.execute(Q["queue_add_load_items"], {"run": plan.uid})
+                else:
+                    self._check_join(conn, plan, host)
+                taken = conn.execute(Q["queue_host"], {"run": plan.uid, "host": host, "now": now}).fetchone()
+                if taken is not None and taken[1] is None and taken[2] and taken[0] != holder_id:
+                    raise HostNameTaken(
+                        f"run {plan.uid} already has a live host named {host}: give this one another "
+                        "name with --rack-host NAME (names are unique within a run)"
+                    )
+                conn.execute(
+                    Q["queue_join_host"], {"run": plan.uid, "host": host, "holder_id": holder_id, "now": now}
+                )
+                mode = plan.mode
+                return JoinedRun(plan.uid, int(store_run), created, mode)
+
+        return self.share.call(run)
+
+    def _check_join(self, conn: psycopg.Connection[Any], plan: RunPlan, host: str) -> None:
+        uid, mode, digest, _count, _budget, _store, _created, finished = (
+            conn.execute(Q["queue_run"], {"uid": plan.uid}).fetchone() or (None,) * 8
+        )
+        if finished is not None:
+            outcomes = dict(conn.execute(Q["queue_outcomes"], {"run": uid}).fetchall())
+            raise refuse_finished(plan.uid, float(finished), outcomes)
+        if mode != plan.mode:
+            raise QueueError(
+                f"run {plan.uid} runs in {mode} mode, this host asked for {plan.mode}: every host of a "
+                "run uses the same --rack-mode"
+            )
+        if digest != plan.digest():
+            theirs = [row[1] for row in conn.execute(Q["queue_test_ids"], {"run": uid})]
+            raise refuse_mismatch(plan.uid, host, theirs, [t.nodeid for t in plan.tests])
+
+    def add_routes(self, run: str, host: str, routes: Mapping[str, Sequence[str]]) -> None:
+        def go(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                ids = {nodeid: idx for idx, nodeid in conn.execute(Q["queue_test_ids"], {"run": run})}
+                rows = [
+                    {"run": run, "device": device, "idx": ids[nodeid], "host": host}
+                    for device, nodeids in routes.items()
+                    for nodeid in nodeids
+                    if nodeid in ids
+                ]
+                conn.cursor().executemany(Q["queue_add_route"], rows)
+                mode = (conn.execute(Q["queue_run"], {"uid": run}).fetchone() or ("", ""))[1]
+                if mode == "each":
+                    conn.execute(Q["queue_add_each_items"], {"run": run, "host": host})
+
+        self.share.call(go)
+
+    def claim(self, run: str, host: str, holder_id: int, token: int, device: str, n: int) -> list[Claim]:
+        now = self.share.now_param()
+        batch = uuid.uuid4().hex  # names this claim, so that a retry after a lost answer gets the same tests
+
+        def go(conn: psycopg.Connection[Any]) -> list[Claim]:
+            with conn.transaction():
+                self._fence(conn, holder_id, token, now, f"claim tests for {device}")
+                params = {
+                    "run": run, "device": device, "n": n, "holder_id": holder_id, "host": host,
+                    "token": token, "batch": batch,
+                }  # fmt: skip
+                rows = conn.execute(Q["queue_claimed_batch"], params).fetchall()
+                if not rows:
+                    rows = conn.execute(Q["queue_claim"], params).fetchall()
+            return [Claim(int(item), nodeid, device, int(attempt), token) for item, nodeid, attempt in rows]
+
+        claims = self.share.call(go)
+        if len(claims) < n and self.recover(
+            run
+        ):  # tests of a dead host came back: claim again, longest first
+            self.unclaim(holder_id, token, claims)
+            return self.claim(run, host, holder_id, token, device, n)
+        return claims
+
+    def mark_started(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
+        if claims:
+            params = {"items": [c.item for c in claims], "token": token}
+            self.share.call(lambda conn: conn.execute(Q["queue_mark_started"], params))
+
+    def complete(
+        self, run: str, holder_id: int, token: int, finished: Sequence[tuple[Claim, Result]]
+    ) -> list[Claim]:
+        if not finished:
+            return []
+        now = self.share.now_param()
+
+        def go(conn: psycopg.Connection[Any]) -> list[Claim]:
+            with conn.transaction():
+                self._fence(conn, holder_id, token, now, "write results")
+                items = [c.item for c, _ in finished]
+                params = {"items": items, "outcomes": [r.outcome for _, r in finished], "token": token}
+                closed = {row[0] for row in conn.execute(Q["queue_finish_items"], params)}
+                earlier = {
+                    row[0]
+                    for row in conn.execute(Q["queue_already_finished"], {"items": items, "token": token})
+                }
+                store_run = conn.execute(Q["queue_run"], {"uid": run}).fetchone()
+                assert store_run is not None
+                rows = [store_sql.result_row(int(store_run[5]), r) for c, r in finished if c.item in closed]
+                if rows:
+                    conn.cursor().executemany(STORE["add_result"], rows)
+            accepted = closed | earlier
+            return [c for c, _ in finished if c.item in accepted]
+
+        return self.share.call(go)
+
+    def unclaim(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
+        if claims:
+            params = {"items": [c.item for c in claims], "token": token}
+            self.share.call(lambda conn: conn.execute(Q["queue_unclaim"], params))
+
+    def recover(self, run: str) -> list[tuple[str, str]]:
+        params = {"run": run, "now": self.share.now_param()}
+
+        def go(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+            with conn.transaction():
+                return [
+                    (nodeid, outcome) for _item, nodeid, outcome in conn.execute(Q["queue_recover"], params)
+                ]
+
+        return self.share.call(go)
+
+    def leave(self, run: str, host: str) -> bool:
+        params = {"run": run, "host": host, "now": self.share.now_param()}
+
+        def go(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction():
+                conn.execute(Q["queue_leave"], params)
+                return conn.execute(Q["queue_finish_run_if_done"], params).fetchone() is not None
+
+        return self.share.call(go)
+
+    def progress(self, run: str) -> RunProgress:
+        params = {"run": run, "now": self.share.now_param()}
+
+        def go(conn: psycopg.Connection[Any]) -> RunProgress:
+            with conn.transaction():
+                conn.execute(Q["queue_finish_run_if_done"], params)
+                row = conn.execute(Q["queue_run"], {"uid": run}).fetchone()
+                if row is None:
+                    raise QueueError(f"there is no shared run {run} in the share {self.share.location}")
+                counts = dict(conn.execute(Q["queue_counts"], params).fetchall())
+                outcomes = dict(conn.execute(Q["queue_outcomes"], params).fetchall())
+                hosts = tuple(HostView(*h) for h in conn.execute(Q["queue_hosts"], params))
+                unrunnable = tuple(
+                    Unrunnable(nodeid, device, tuple(sorted(routes)))
+                    for nodeid, device, routes in conn.execute(Q["queue_unrunnable"], params)
+                )
+            total = sum(counts.values())
+            return RunProgress(
+                run, total, counts.get("queued", 0), counts.get("claimed", 0), counts.get("done", 0),
+                outcomes, hosts, unrunnable, row[7],
+            )  # fmt: skip
+
+        return self.share.call(go)
+
+    def _fence(
+        self, conn: psycopg.Connection[Any], holder_id: int, token: int, now: float | None, what: str
+    ) -> None:
+        if (
+            conn.execute(Q["queue_fence"], {"token": token, "holder_id": holder_id, "now": now}).fetchone()
+            is None
+        ):
+            raise LeaseLost((), token, f"cannot {what}: the lease is no longer this holder's")
+
+
+def _store_run(conn: psycopg.Connection[Any], info: RunInfo) -> int:
+    return store_sql.begin_run(conn, store_sql.run_params(info))
