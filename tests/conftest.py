@@ -27,6 +27,10 @@ os.environ["PYTEST_ADDOPTS"] = " ".join(filter(None, ["-p no:randomly", os.envir
 def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """pytest's own, with pytest-randomly kept out again (pytester clears PYTEST_ADDOPTS)."""
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly")
+    # Each test's runs lease their devices in a share of their own (pytester's HOME is the test's
+    # directory): the outer environment's share must not leak in.
+    monkeypatch.delenv("TESTRACK_SHARE", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
     return pytester
 
 

@@ -314,10 +314,15 @@ def test_device_error_reruns_the_test_and_rechecks_the_device(pytester, testrack
 
         @pytest.fixture(autouse=True)
         def flaky_console(request, device):
-            # The first device to run test_work_0 loses its console, once.
-            if request.node.name == "test_work_0" and not os.path.exists("raised"):
-                with open("raised", "w") as f:
-                    f.write(device.name)
+            # The first device to run test_work_0 loses its console, once (O_EXCL: in each
+            # mode the three devices may get there at the same moment).
+            if request.node.name == "test_work_0":
+                try:
+                    fd = os.open("raised", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    return
+                os.write(fd, device.name.encode())
+                os.close(fd)
                 raise testrack.DeviceError("lost the serial console")
         """
     )

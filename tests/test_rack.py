@@ -250,7 +250,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     """A misspelt table ([[device]]) is named, with what a rack may contain."""
     path, message = load_error(tmp_path, ONE_DEVICE.replace("[[devices]]", "[[device]]"))
     assert message == (
-        f"{path}: unknown key device; a rack has [[devices]] tables and optional mode, random and seed"
+        f"{path}: unknown key device; a rack has [[devices]] tables and optional mode, random, seed and share"
     )
 
 
@@ -258,7 +258,8 @@ def test_several_unknown_top_level_keys(tmp_path: Path) -> None:
     """Several unknown keys are all listed, sorted, with the plural."""
     path, message = load_error(tmp_path, "zeta = 1\nalpha = 2\n" + ONE_DEVICE)
     assert message == (
-        f"{path}: unknown keys alpha, zeta; a rack has [[devices]] tables and optional mode, random and seed"
+        f"{path}: unknown keys alpha, zeta; a rack has [[devices]] tables and optional mode, random, "
+        "seed and share"
     )
 
 
@@ -513,7 +514,7 @@ def test_pyproject_errors_use_the_tool_testrack_prefix(tmp_path: Path) -> None:
     )
     assert message == (
         f"{path}: unknown key tool.testrack.colour; a rack has [[tool.testrack.devices]] tables "
-        "and optional tool.testrack.mode, tool.testrack.random and tool.testrack.seed"
+        "and optional tool.testrack.mode, tool.testrack.random, tool.testrack.seed and tool.testrack.share"
     )
 
 

@@ -133,7 +133,7 @@ def test_bad_pyproject_section(pytester: pytest.Pytester) -> None:
     assert_usage_error(
         result,
         f"{path}: unknown key tool.testrack.device; a rack has [[tool.testrack.devices]] tables "
-        "and optional tool.testrack.mode, tool.testrack.random and tool.testrack.seed",
+        "and optional tool.testrack.mode, tool.testrack.random, tool.testrack.seed and tool.testrack.share",
     )
 
 

@@ -44,6 +44,7 @@ from testrack.collection import FileUnit
 from testrack.faults import Faults
 from testrack.gangs import Gangs
 from testrack.health import DeviceState, Health
+from testrack.leasing import Leasing
 from testrack.planning import TestInfo
 from testrack.progress import Progress
 from testrack.rack import Device, Rack
@@ -138,6 +139,9 @@ class Controller:
         self._warnings_seen: set[tuple[str, str, str, int, str, str]] = set()
         #: The live view or progress lines (progress.py); the run loop ticks it.
         self.progress = Progress(config, self)
+        #: Leases on the devices' slots when the rack is shared (leasing.py); None: not shared.
+        self._said: list[str] = []
+        self.leasing = Leasing.open(config, rack, self.slots, self.testrunuid, self._wake, self._said.append)
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -196,9 +200,12 @@ class Controller:
         if factory is not None:
             self.basetemp = factory.getbasetemp()
         for slot in self.slots:
-            self.start_worker(slot)
-        for device in {s.device for s in self.slots}:
+            if self.leasing is None or self.leasing.take_now(slot):
+                self.start_worker(slot)
+        for device in {s.device for s in self.slots if s.id in self.workers}:
             self.health.check(device)
+        if self.leasing is not None:
+            self._wait_for_a_first_lease()
         self.recorder.begin(
             RunInfo(
                 uid=self.testrunuid,
@@ -213,6 +220,69 @@ class Controller:
             # SIGTERM (a CI job cancelled) ends the run as Ctrl-C does: summarised and stored.
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._old_handlers[signum] = signal.signal(signum, self._on_stop_signal)
+
+    def _wait_for_a_first_lease(self) -> None:
+        """No slot was free: collecting needs a worker, so wait here for the first grant."""
+        assert self.leasing is not None
+        while not self.workers:
+            self.pump(0.5)
+            if not self.workers and len(self.leasing.refused) == len(self.slots):
+                self._say_leasing()
+                raise pytest.UsageError(
+                    "no device of the rack could be leased: "
+                    + "; ".join(dict.fromkeys(self.leasing.refused.values()))
+                )
+
+    def _wake(self) -> None:
+        """Wake the run loop from another thread (a lease granted, lost, or a line to show)."""
+        with contextlib.suppress(OSError, ValueError):
+            os.write(self._signal_write, b"l")
+
+    def on_leases(self) -> None:
+        """Grants that arrived start their slots' workers; lost leases stop theirs."""
+        leasing = self.leasing
+        assert leasing is not None
+        self._say_leasing()
+        for slot, refused in leasing.granted():
+            if refused is not None:
+                self.problems.append(f"{slot.id} ({slot.device}) was not leased: {refused}")
+                self.faults.dead_slots[slot.id] = f"not leased: {refused}"
+                if self.phase is Phase.RUNNING:
+                    self.dispatcher.drop_slot(slot.id, permanently=True)
+                    self.faults.report_orphans()
+                continue
+            if self.phase is Phase.STOPPING:
+                leasing.release(slot.id)
+                continue
+            trace(f"controller: {slot.id} leased")
+            worker = self.start_worker(slot, fresh=True)
+            self.health.check(slot.device)  # a device another run used is checked again
+            self.give_imports(worker, self.planned_for(worker))
+        for slot_id in leasing.lost():
+            self.lease_lost(slot_id)
+
+    def lease_lost(self, slot_id: str) -> None:
+        """The slot is no longer this run's: its worker takes no more tests, and the lease is
+        waited for again (what the worker held goes back to the queue when it ends)."""
+        assert self.leasing is not None
+        slot = next(s for s in self.slots if s.id == slot_id)
+        self.notes.append(f"{slot_id} ({slot.device}) lost its lease mid-run and waited for it again")
+        worker = self.workers.get(slot_id)
+        if worker is not None and worker.alive and not worker.winding_down:
+            self.shutdown_worker(worker)
+        if self.phase is not Phase.STOPPING:
+            self.leasing.wait_for(slot)
+
+    def _say_leasing(self) -> None:
+        if not self._said:
+            return
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        lines, self._said[:] = list(self._said), []
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line)
+            else:
+                print(line, file=sys.stderr)
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         self._stop_signals += 1
@@ -361,6 +431,8 @@ class Controller:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._restore_signals()
         self.health.close()
+        if self.leasing is not None:
+            self.leasing.close()
         deadline = time.monotonic() + 5.0
         for worker in self.workers.values():
             if worker.state is State.FINISHED and not self.echo_output:
@@ -457,6 +529,8 @@ class Controller:
             worker = self.workers.get(slot.id)
             if (worker is not None and worker.alive) or slot.id in self.faults.dead_slots:
                 continue
+            if self.leasing is not None and slot.id not in self.leasing.leases:
+                continue  # not this run's (yet): the grant starts its worker
             if (
                 not self.health.usable(slot.device)
                 and self.health.state(slot.device) is not DeviceState.CHECKING
@@ -511,6 +585,8 @@ class Controller:
             if key.data == "signal":
                 with contextlib.suppress(BlockingIOError):
                     self._signal_read.read()
+                if self.leasing is not None:
+                    self.on_leases()
                 continue
             worker, stream = key.data
             if stream is not None:
@@ -628,6 +704,9 @@ class Controller:
         """
         if worker.winding_down or not worker.alive:
             return
+        if self.leasing is not None and not self.leasing.holds(worker.slot.id):
+            self.lease_lost(worker.slot.id)  # asked before each test: never touch a device not ours
+            return
         state = self.health.state(worker.device.name)
         if state in (DeviceState.UNCHECKED, DeviceState.CHECKING):
             worker.wants_work = True
@@ -731,7 +810,7 @@ class Controller:
                 w.state in (State.READY, State.STARTING) and w.assigned for w in self.workers.values()
             )
         if self.dispatcher.remaining or self.gangs.active:
-            if self.alive_workers():
+            if self.alive_workers() or (self.leasing is not None and self.leasing.waiting):
                 return False
             self.restart_for_leftovers()
             self.gangs.start()
@@ -803,6 +882,8 @@ class Controller:
             )
             worker.kill()
             worker.state = State.DEAD
+        if self.leasing is not None:
+            self.leasing.close()  # the devices are free for the next run as soon as the workers are gone
         if self.echo_output:
             # With -s the workers' last words belong before the summary, not after it.
             reap_by = time.monotonic() + 5.0

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import hookspecs, progress
+from testrack import hookspecs, leasing, progress
 from testrack.devices import Devices
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
 from testrack.report import plugin as report_plugin
@@ -192,6 +192,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     report_plugin.addoption(group)
     progress.addoption(group)
+    leasing.addoption(group)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -375,6 +376,10 @@ _RACK_ONLY = {
     "rack_replay_anywhere": False,
     "rack_rerun_failed": 0,
     "rack_flaky_ok": False,
+    "rack_share": None,
+    "rack_wait": None,
+    "rack_priority": None,
+    "rack_host": None,
     "rack_progress": "auto",
     "rack_progress_interval": progress.DEFAULT_INTERVAL,
 }

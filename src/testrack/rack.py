@@ -37,7 +37,7 @@ RACK_FILE = "testrack.toml"
 MODES = ("load", "each")
 _DEVICE_FIELDS = {"name", "kind", "address", "capacity", "attrs", "env"}
 _REQUIRED_FIELDS = ("name", "kind", "address")
-_TOP_LEVEL_KEYS = {"devices", "mode", "random", "seed"}
+_TOP_LEVEL_KEYS = {"devices", "mode", "random", "seed", "share"}
 _ATTR_VALUE_TYPES = (str, int, float, bool)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
 
@@ -90,6 +90,8 @@ class Rack:
     #: ``random = true`` / ``seed = N``: run in a seeded random order (as --rack-random / --rack-seed).
     random: bool = False
     seed: int | None = None
+    #: ``share = "..."``: where runs of this rack lease their devices (as --rack-share).
+    share: str | None = None
 
     @property
     def slots(self) -> int:
@@ -269,7 +271,7 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
         raise RackError(
             f"{path}: unknown key{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(prefix + k for k in unknown)}; a rack has [[{prefix}devices]] tables "
-            f"and optional {prefix}mode, {prefix}random and {prefix}seed"
+            f"and optional {prefix}mode, {prefix}random, {prefix}seed and {prefix}share"
         )
     mode = data.get("mode")
     if mode is not None and mode not in MODES:
@@ -284,6 +286,12 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
         raise RackError(
             f"{path}: {prefix}seed = {_toml_value(seed)} is not a seed; use a whole number >= 0, "
             "for example seed = 1234 (the one a random run printed)"
+        )
+    share = data.get("share")
+    if share is not None and (not isinstance(share, str) or not share.strip()):
+        raise RackError(
+            f"{path}: {prefix}share = {_toml_value(share)} is not a share; write the path of an SQLite "
+            'file, a postgresql:// URL, or "off", for example share = "postgresql://db.lab/racks"'
         )
     raw = data.get("devices")
     if raw is None or raw == []:
@@ -304,7 +312,9 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
             )
         names[device.name] = index
         devices.append(device)
-    return Rack(tuple(devices), source=str(path), mode=mode, random=random or seed is not None, seed=seed)
+    return Rack(
+        tuple(devices), source=str(path), mode=mode, random=random or seed is not None, seed=seed, share=share
+    )
 
 
 def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str) -> Device:

@@ -1,0 +1,170 @@
+"""Runs that share a rack, as users start them: real pytest processes leasing their devices
+through the embedded SQLite share and a real PostgreSQL one. Who drove a device when is read
+from the devices' own logs, written by the tests."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import boards
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("write_rack")]
+
+#: Each test writes when it starts and stops driving its device, in the device's own log.
+LOGGED = """
+    import os, time
+
+    def _drive(device, seconds):
+        log = os.path.join(os.environ["DEVICE_LOGS"], device.name)
+        with open(log, "a") as f:
+            f.write(f"start {os.getpid()} {time.time()}\\n")
+        time.sleep(seconds)
+        with open(log, "a") as f:
+            f.write(f"stop {os.getpid()} {time.time()}\\n")
+
+    def test_long(device):
+        _drive(device, 1.0)
+
+    def test_short(device):
+        _drive(device, 0.3)
+"""
+
+
+def _start(project: Path, logs: Path, *args: str, share: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "DEVICE_LOGS": str(logs),
+        "TESTRACK_SHARE": share,
+        "PYTEST_ADDOPTS": "-p no:randomly",
+    }
+    env.pop("XDG_STATE_HOME", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rack-store", "memory", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _reserve(project: Path, share: str, device: str, *args: str) -> None:
+    """A person at the bench reserves ``device`` (after a run made the rack's devices known)."""
+    _start(project, project, "-k", "no_such_test", share=share).communicate(timeout=120)
+    env = {**os.environ, "USER": "alice", "LOGNAME": "alice"}
+    reserve = subprocess.run(
+        [sys.executable, "-m", "testrack", "reserve", device, "--share", share, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert reserve.returncode == 0, reserve.stderr
+
+
+def _intervals(log: Path) -> list[tuple[float, float]]:
+    """(start, stop) of every test that drove the device, in time order."""
+    starts: dict[str, float] = {}
+    spans = []
+    for line in log.read_text().splitlines():
+        word, pid, at = line.split()
+        if word == "start":
+            assert pid not in starts, f"{log.name}: pid {pid} started twice without stopping"
+            starts[pid] = float(at)
+        else:
+            spans.append((starts.pop(pid), float(at)))
+    assert not starts, f"{log.name}: a test never stopped: {starts}"
+    return sorted(spans)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_runs_on_one_rack_never_drive_a_device_at_once(
+    pytester: pytest.Pytester, write_rack, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Two runs of one each-mode suite start together on the same two boards: both pass with
+    every result, the second says whom it waits for, and no device log shows two tests at once."""
+    share = str(tmp_path / "share.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_database")
+    write_rack(boards(2), mode="each")
+    pytester.makepyfile(test_logged=LOGGED)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    first = _start(pytester.path, logs, share=share)
+    time.sleep(0.3)
+    second = _start(pytester.path, logs, share=share)
+    outputs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    for proc, out in zip((first, second), outputs, strict=True):
+        assert proc.returncode == 0, out
+        assert "4 passed" in out, out
+    assert any("waiting for board-" in out and "held by run" in out for out in outputs), outputs
+    for name in ("board-1", "board-2"):
+        spans = _intervals(logs / name)
+        assert len(spans) == 4  # 2 tests x 2 runs
+        for (_, stop), (start, _) in itertools.pairwise(spans):
+            assert start >= stop, f"{name} was driven by two tests at once: {spans}"
+
+
+def test_a_reserved_device_with_rack_wait_fails_its_runs_naming_the_holder(
+    pytester: pytest.Pytester, write_rack, tmp_path: Path
+) -> None:
+    """A person reserved board-2: an each-mode run with --rack-wait 1 runs everything on board-1,
+    reports board-2's runs as errors naming the reservation, and fails."""
+    share = str(tmp_path / "share.sqlite")
+    write_rack(boards(2), mode="each")
+    pytester.makepyfile(test_logged=LOGGED)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _reserve(pytester.path, share, "board-2", "--for", "5m")
+    run = _start(pytester.path, logs, "--rack-wait", "1", share=share)
+    out = run.communicate(timeout=120)[0]
+    assert run.returncode == 1, out
+    assert "2 passed, 2 errors" in out, out
+    assert "gw1 (board-2) was not leased: " in out and "alice" in out, out
+    assert not (logs / "board-2").exists()  # nothing touched the reserved device
+    assert len(_intervals(logs / "board-1")) == 2
+
+
+def test_load_mode_goes_on_without_a_device_another_run_holds(
+    pytester: pytest.Pytester, write_rack, tmp_path: Path
+) -> None:
+    """Load mode, board-2 reserved, no --rack-wait: the run does all its work on board-1 and
+    ends; it does not wait for a device it no longer needs."""
+    share = str(tmp_path / "share.sqlite")
+    write_rack(boards(2))
+    pytester.makepyfile(test_logged=LOGGED)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _reserve(pytester.path, share, "board-2")
+    run = _start(pytester.path, logs, share=share)
+    out = run.communicate(timeout=120)[0]
+    assert run.returncode == 0, out
+    assert "2 passed" in out
+    assert not (logs / "board-2").exists()
+
+
+def test_an_unusable_share_is_a_usage_error_naming_it_and_local_slots_need_none(
+    pytester: pytest.Pytester, write_rack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A share whose directory cannot be made: the run stops before any test, naming the share,
+    where the setting came from and --rack-share off; local:N runs need no share at all."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    share = str(blocker / "share.sqlite")
+    write_rack(boards(1))
+    pytester.makepyfile(test_ok="def test_a(device):\n    pass\n")
+    monkeypatch.setenv("TESTRACK_SHARE", share)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stderr.str()
+    assert share in text and "TESTRACK_SHARE" in text and "--rack-share off" in text, text
+    assert "Traceback" not in text
+    local = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--rack", "local:2")
+    local.assert_outcomes(passed=1)
+    off = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--rack-share", "off")
+    off.assert_outcomes(passed=1)
