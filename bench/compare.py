@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """testrack against pytest-xdist on the shared benchmark workloads, in one run, as ratios.
 
-Usage: python bench/compare.py [--workloads W0,W1,W2,W3,W4,W5] [--runs 3] [--out table.md]
+Usage: python bench/compare.py [--workloads W0,W1,W2,W3,W4,W5,W6] [--runs 3] [--out table.md]
                                 [--timeline docs/w2-timeline.png]
 
 Generates the workloads with ../shared/bench/gen.py (under .peerbench/), writes a rack file
@@ -15,6 +15,11 @@ W2's testrack rows: "first run" keeps no history (--rack-store memory), "with hi
 and writes a store that the warm-up run has already filled. Its ideal is the lower bound
 max(total work / devices, longest test) plus "start", the wall time testrack needs for one
 trivial test on one local slot (W0), i.e. the cost of starting pytest and a worker.
+
+W6 (20,000 tests of 10 ms on 64 slots) is measured against max(sleep bound, CPU floor): the
+floor is the CPU time of serial pytest on a copy of W6 without the sleep ("W6F"), divided by
+the cores. Every row shows its CPU time per run (user + sys of the whole process tree); W6's
+CPU target is 1.3 x the floor's CPU, and local:4 against local:64 shows what many slots cost.
 """
 
 from __future__ import annotations
@@ -52,6 +57,14 @@ PLAN: list[tuple[str, str, str, str, str, float | None]] = [
         "bound + start",
         1.05,
     ),
+    (
+        "W2",
+        "random-order",
+        "testrack",
+        "--rack rack.toml --rack-store .testrack/bench.sqlite --rack-random --rack-seed 1",
+        "bound + start",
+        None,
+    ),
     ("W3", "serial", "plain", "", "serial", None),
     ("W3", "n2", "xdist", "-n 2", "serial", None),
     ("W3", "local2", "testrack", "--rack local:2", "serial", 1.0),
@@ -60,7 +73,14 @@ PLAN: list[tuple[str, str, str, str, str, float | None]] = [
     ("W4", "local2", "testrack", "--rack local:2", "ref('n2')", 0.6),
     ("W5", "each-n3-dev1", "xdist", "-n 3 --dist each", "", None),
     ("W5", "each-dev1", "testrack", "--rack rack.toml --rack-mode=each", "", None),
+    ("W6F", "serial", "plain", "", "", None),
+    ("W6", "n64", "xdist", "-n 64", "max(sleep_bound, floor)", None),
+    ("W6", "local64", "testrack", "--rack local:64 --rack-store memory", "max(sleep_bound, floor)", 1.3),
+    ("W6", "local4", "testrack", "--rack local:4 --rack-store memory", "max(sleep_bound, floor)", None),
 ]
+
+#: W6's CPU target: a run's CPU time against the floor's (serial pytest on W6 without the sleep).
+W6_CPU_TARGET = 1.3
 
 
 def write_racks(workloads: Path) -> None:
@@ -76,11 +96,31 @@ def write_racks(workloads: Path) -> None:
         devices_json.with_name("rack.toml").write_text(dump_rack(devices))
 
 
+def write_sleepless(workloads: Path) -> None:
+    """W6F: W6's files with the sleep removed, whose serial CPU time is W6's CPU floor."""
+    source, target = workloads / "W6", workloads / "W6F"
+    if not source.is_dir():
+        return
+    target.mkdir(exist_ok=True)
+    for path in source.glob("*.py"):
+        (target / path.name).write_text(path.read_text().replace("time.sleep(0.01)", "pass"))
+    meta = json.loads((source / "meta.json").read_text())
+    (target / "meta.json").write_text(json.dumps(dict(meta, name="W6F", desc="W6 without the sleep")))
+
+
+def cpu_per_run(data: dict[str, object]) -> float | None:
+    """User + sys seconds of one run (the harness measures its whole window, warm-up included)."""
+    machine = data.get("machine")
+    if not isinstance(machine, dict) or "own_cpu_s" not in machine:
+        return None
+    return float(machine["own_cpu_s"]) / (int(data["runs"]) + int(data["warmup"]))  # type: ignore[call-overload]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workloads", default="W0,W1,W2,W3,W4,W5", help="comma-separated workload ids")
+    parser.add_argument("--workloads", default="W0,W1,W2,W3,W4,W5,W6", help="comma-separated workload ids")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(".peerbench"), help="where workloads and results go")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
@@ -108,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, str(SHARED / "gen.py"), str(workloads)], check=True, stdout=subprocess.DEVNULL
     )
     write_racks(workloads)
+    write_sleepless(workloads)
+    if "W6" in wanted:
+        wanted.add("W6F")
     env = dict(
         os.environ,
         PEERBENCH_WORKLOADS=str(workloads),
@@ -161,12 +204,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, list[str]]:
     rows = [
-        "| workload | runner | command | median s | ideal s | ratio to ideal | target | result (last run) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | runner | command | median s | CPU s | ideal s | ratio to ideal | target "
+        "| result (last run) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     missed = []
     start_file = results / "W0" / "testrack-start" / "result.json"
     start = json.loads(start_file.read_text())["median_s"] if start_file.exists() else None
+    floor_file = results / "W6F" / "plain-serial" / "result.json"
+    floor_cpu = cpu_per_run(json.loads(floor_file.read_text())) if floor_file.exists() else None
+    extra: dict[str, object] = {"start": start} if start is not None else {}
+    if floor_cpu is not None:
+        extra["floor"] = floor_cpu / (os.cpu_count() or 1)
     for workload in sorted(wanted):
         medians: dict[str, float] = {}
         found = []
@@ -181,19 +230,26 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
             found.append((label, runner, data, ideal, target))
         meta = json.loads((workloads / workload / "meta.json").read_text())
         for label, runner, data, ideal, target in found:
-            value = _ideal(ideal, dict(meta, start=start) if start is not None else meta, medians)
+            value = _ideal(ideal, dict(meta, **extra), medians)
             ratio = data["median_s"] / value if value else None
             ok = "" if target is None or ratio is None else ("met" if ratio <= target else "MISSED")
             if ok == "MISSED":
                 missed.append(f"{workload} {label}")
+            cpu = cpu_per_run(data)
+            shown_cpu = "" if cpu is None else f"{cpu:.1f}"
+            if workload == "W6" and runner == "testrack" and cpu is not None and floor_cpu:
+                cpu_ok = cpu <= W6_CPU_TARGET * floor_cpu
+                shown_cpu += f" ({cpu / floor_cpu:.2f}x floor, {'met' if cpu_ok else 'MISSED'})"
+                if not cpu_ok:
+                    missed.append(f"{workload} {label} CPU")
             summary = data["per_run"][-1]["summary"].replace("|", "/")
             command = data["command"].split(" -p no:cacheprovider")[-1].strip() or "pytest"
             shown_ideal = "" if value is None else f"{value:.2f}"
             shown_ratio = "" if ratio is None else f"{ratio:.2f}"
             shown_target = "" if target is None else f"<= {target} ({ok})"
             rows.append(
-                f"| {workload} | {runner} | `{command}` | {data['median_s']:.2f} | {shown_ideal} "
-                f"| {shown_ratio} | {shown_target} | {summary} |"
+                f"| {workload} | {runner} | `{command}` | {data['median_s']:.2f} | {shown_cpu} "
+                f"| {shown_ideal} | {shown_ratio} | {shown_target} | {summary} |"
             )
     return "\n".join(rows) + "\n", missed
 

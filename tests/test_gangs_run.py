@@ -216,3 +216,43 @@ def test_the_store_keeps_a_result_for_each_device_of_the_test(
     rows = opened.results(run.id)
     opened.close()
     assert sorted((r.device, r.outcome) for r in rows) == [("board-1", "failed"), ("board-2", "failed")]
+
+
+def test_simulated_devices_log_no_other_test_during_a_test_on_two_of_them(pytester: pytest.Pytester) -> None:
+    """Real simulated boards (TCP servers) log every request they serve: while a test on two
+    boards works on them one after the other, no other test's request reaches either board, and
+    no request ever waited for a board another test was using."""
+    from testrack.sim import SimRack
+
+    pytester.makepyfile(
+        test_sim_pairs="""
+        import pytest
+        from testrack.sim import SimClient
+
+        @pytest.mark.parametrize("i", range(3))
+        @pytest.mark.devices(2, kind="board")
+        def test_pair(devices, i):
+            for device in devices:
+                with SimClient(device.address) as client:
+                    client.work(150)
+
+        @pytest.mark.parametrize("i", range(9))
+        def test_single(device, i):
+            with SimClient(device.address) as client:
+                client.work(60)
+        """
+    )
+    with SimRack(3) as sim:
+        sim.write_rack(pytester.path / "testrack.toml")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--rack-store", "memory")
+        result.assert_outcomes(passed=12)
+        work = sim.log.records(op="work")
+    assert len(work) == 3 * 2 + 9
+    assert all(r.waited_ms < 5 for r in work), [r for r in work if r.waited_ms >= 5]
+    for pair in {r.test for r in work if r.test and "::test_pair[" in r.test}:
+        mine = [r for r in work if r.test == pair]
+        names = {r.device for r in mine}
+        assert len(names) == 2
+        begin, end = min(r.start for r in mine), max(r.end for r in mine)
+        others = [r for r in work if r.test != pair and r.device in names and r.start < end and r.end > begin]
+        assert others == [], f"{pair} held {sorted(names)}, yet {others} used them meanwhile"

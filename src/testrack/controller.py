@@ -738,6 +738,9 @@ class Controller:
 
     def assign_gang(self, worker: WorkerHandle, job: Job, devices: list[Device]) -> None:
         """A test on several devices, to the worker of its first; the others are lent meanwhile."""
+        if job.module not in worker.imported:
+            # A worker started late (a replacement, or one for leftovers) may not have its file yet.
+            self.collection.send(worker, [job.module])
         worker.wants_work = False
         worker.assigned.append(job)
         self.send(worker, m.Run((job.nodeid,), devices=tuple(devices)))
