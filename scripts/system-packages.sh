@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages testrack's own test suite drives for real, when they are missing:
 # PostgreSQL (the shared rack and the results store on a server) and Chromium (the HTML report,
-# checked in a real browser). Uses apt-get, through sudo when not run as root. Safe to run again.
+# checked in a real browser), and pypy3 (an interpreter too old for pytest, which an
+# [[environments]] entry must be refused with). Uses apt-get, through sudo when not run as root. Safe to run again.
 set -eu
 
 missing=""
@@ -10,6 +11,9 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
 fi
 if ! command -v chromium >/dev/null 2>&1; then
   missing="$missing chromium"
+fi
+if ! command -v pypy3 >/dev/null 2>&1; then
+  missing="$missing pypy3"
 fi
 [ -z "$missing" ] && exit 0
 

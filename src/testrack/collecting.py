@@ -56,6 +56,8 @@ class Collection:
         #: Lines for after collection, as plugins print them (``run-last-failure: ...``).
         self.header: list[str] = []
         self.done_collecting = False
+        #: Each mode: the devices that collected tests, but not this one, by node id.
+        self.not_collected: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ the phase
 
@@ -186,6 +188,11 @@ class Collection:
                     if test.nodeid not in ctl.tests:
                         info = ctl.tests[test.nodeid] = TestInfo(test, unit.key, len(ctl.tests))
                         infos.append(info)
+        if ctl.mode == "each":  # a device (an environment, say) that collected other tests
+            collecting = {device for devices in collected_on.values() for device in devices}
+            for nodeid, devices in collected_on.items():
+                if collecting - devices:
+                    self.not_collected[nodeid] = collecting - devices
         before = [i.test.nodeid for i in infos]
         infos = ctl.order_tests(infos)
         ordered = [i.test.nodeid for i in infos] != [n for n in before if n in ctl.tests]

@@ -37,8 +37,8 @@ from typing import Any
 
 import pytest
 
+from testrack import envs, nodes, relay, sequencing
 from testrack import messages as m
-from testrack import nodes, relay, sequencing
 from testrack.collecting import Collection, RemoteItem
 from testrack.collection import FileUnit
 from testrack.faults import Faults
@@ -216,6 +216,8 @@ class Controller:
                 seed=self.order.seed,
             )
         )
+        built = self.config.stash.get(envs.environments_key, {})
+        self.recorder.environments(b for b in built.values() if b.name in self.devices)
         if threading.current_thread() is threading.main_thread():
             # SIGTERM (a CI job cancelled) ends the run as Ctrl-C does: summarised and stored.
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -376,6 +378,7 @@ class Controller:
                 everything=verbose,
                 width=terminalreporter._tw.fullwidth,
                 not_run={d: len(ids) for d, ids in self.not_run.items()},
+                not_collected=self.collection.not_collected,
             ):
                 _write(terminalreporter, line)
         else:
@@ -529,7 +532,7 @@ class Controller:
             worker = self.workers.get(slot.id)
             if (worker is not None and worker.alive) or slot.id in self.faults.dead_slots:
                 continue
-            if self.leasing is not None and slot.id not in self.leasing.leases:
+            if self.leasing is not None and not self.leasing.holds(slot.id):
                 continue  # not this run's (yet): the grant starts its worker
             if (
                 not self.health.usable(slot.device)

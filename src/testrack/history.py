@@ -181,6 +181,10 @@ def last(store: Store, run: str | None = None) -> dict[str, Any]:
         "results": len(results),
         "outcomes": dict(Counter(r.outcome for r in results)),
         "devices": {name: dict(counts) for name, counts in sorted(devices.items())},
+        "environments": {
+            e.name: {"implementation": e.implementation, "version": e.version, "installed": e.installed}
+            for e in store.environments(found.id)
+        },
     }
 
 
@@ -193,7 +197,11 @@ def format_last(data: dict[str, Any]) -> list[str]:
         f"outcome: {run_outcome(run['outcome'])}; {plural(data['results'], 'result')}: "
         f"{counts(data['outcomes'])}",
     ]
-    lines += [f"{name}: {counts(per_device)}" for name, per_device in data["devices"].items()]
+    environments = data.get("environments", {})
+    for name, per_device in data["devices"].items():
+        env = environments.get(name)
+        what = f" ({env['implementation']} {env['version']}, packages {env['installed']})" if env else ""
+        lines.append(f"{name}{what}: {counts(per_device)}")
     return lines
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from testrack.envs import KIND as ENVIRONMENT_KIND
 from testrack.rack import Rack
 from testrack.scheduling.dispatch import Slot
 from testrack.share import (
@@ -124,7 +125,8 @@ class Leasing:
         say: Callable[[str], None],
     ) -> Leasing | None:
         """The run's leasing, or None (``--rack-share off``, or a ``local:N`` rack)."""
-        if rack.source.startswith("local:"):
+        shared = [d for d in rack.devices if d.kind != ENVIRONMENT_KIND]  # environments are this run's own
+        if rack.source.startswith("local:") or not shared:
             return None
         rack_file = None if rack.share is None else Path(rack.source)
         setting = resolve(config.getoption("rack_share"), os.environ, rack.share, rack_file)
@@ -137,9 +139,7 @@ class Leasing:
         host = config.getoption("rack_host") or socket.gethostname()
         priority = config.getoption("rack_priority")
         try:
-            warnings = backend.register_devices(
-                [DeviceSpec(d.name, d.capacity, d.address) for d in rack.devices]
-            )
+            warnings = backend.register_devices([DeviceSpec(d.name, d.capacity, d.address) for d in shared])
             holder = Holder(
                 backend,
                 HolderInfo(
@@ -154,7 +154,8 @@ class Leasing:
             backend.close()
             raise pytest.UsageError(f"{exc} (or run without leases: --rack-share off)") from None
         leasing = cls(backend, holder, setting.describe(), config.getoption("rack_wait"), wake, say)
-        leasing.keys = slot_keys(slots)
+        names = {d.name for d in shared}
+        leasing.keys = slot_keys([s for s in slots if s.device in names])
         for warning in warnings:
             say(f"testrack: {warning}")
         holder.start_heartbeat(leasing._on_lost)
@@ -164,6 +165,8 @@ class Leasing:
 
     def take_now(self, slot: Slot) -> bool:
         """The slot's lease if it is free now; False: it is being waited for (see :meth:`granted`)."""
+        if slot.id not in self.keys:
+            return True  # an environment's slot: nobody else's to take
         try:
             lease = self.holder.try_acquire([self.keys[slot.id]])
         except ShareError as exc:
@@ -231,7 +234,7 @@ class Leasing:
         """Whether the slot's lease is held, asking the share when the local deadline passed."""
         lease = self.leases.get(slot_id)
         if lease is None:
-            return False
+            return slot_id not in self.keys
         if lease.valid_at(time.monotonic()):
             return True
         try:

@@ -155,6 +155,9 @@ class Hello:
     args: tuple[str, ...]
     #: The controller's ``sys.path`` before any conftest changed it.
     sys_path: tuple[str, ...]
+    #: False for a worker in another environment: ``sys_path`` is then only what the controller
+    #: added (the project, PYTHONPATH), put in front of the worker's own path.
+    replace_sys_path: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,11 +13,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import hookspecs, leasing, progress
+from testrack import envs, hookspecs, leasing, progress
 from testrack.devices import Devices
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
 from testrack.report import plugin as report_plugin
@@ -193,6 +194,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     report_plugin.addoption(group)
     progress.addoption(group)
     leasing.addoption(group)
+    envs.addoption(group)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -224,7 +226,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
         )
     except RackError:
         return (yield)
-    if rack is None:
+    if rack is None or rack.environments:  # environments are built once plugins are known
         return (yield)
     from testrack.workers import Launcher
 
@@ -319,16 +321,64 @@ def pytest_configure(config: pytest.Config) -> None:
         launcher = config.stash[launcher_key] = Launcher(
             rack, str(params.dir), params.args, _STARTUP_SYS_PATH
         )
-    mode = config.getoption("rack_mode") or rack.mode or "load"
+    notes: list[str] = []
+    if rack.environments:
+        rack, notes = _prepare_environments(config, rack, launcher)
+        launcher = config.stash[launcher_key]  # a new one if an environment was left out
+    mode = config.getoption("rack_mode") or rack.mode or ("each" if rack.environments else "load")
     sequential = _needs_one_worker(config, mode)
     from testrack.recorder import Recorder
 
     recorder = Recorder.open(config.getoption("rack_store"), config.rootpath)
     lazy = config.getoption("rack_collect") == "lazy"
     controller = Controller(config, rack, mode, launcher, recorder, lazy=lazy, sequential=sequential)
+    controller.notes.extend(notes)
     config.pluginmanager.register(controller, "testrack-controller")
     report_plugin.configure(config, controller)
     progress.configure(config, controller)
+
+
+def _prepare_environments(config: pytest.Config, rack: Rack, launcher: Any) -> tuple[Rack, list[str]]:
+    """Build the rack's environments and point their slots at their interpreters; an
+    environment left out (its interpreter is missing) leaves the rack."""
+    import dataclasses
+
+    rack_dir = Path(rack.source).parent
+    option = config.getoption("rack_envs_dir")
+    cache = Path(option) if option else config.rootpath / ".testrack" / "envs"
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)  # before pytest's terminal exists
+
+    dists = [(dist.project_name, dist.version) for _, dist in config.pluginmanager.list_plugin_distinfo()]
+    try:
+        prepared = envs.prepare(
+            rack.environments, config.rootpath, rack_dir, cache, dists,
+            config.getoption("rack_envs_missing"), os.environ, say,
+        )  # fmt: skip
+    except envs.EnvironmentProblem as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for name, built in prepared.built.items():
+        launcher.interpreters[name] = built.python
+    config.stash[envs.environments_key] = prepared.built
+    if not prepared.left_out:
+        return rack, prepared.notes
+    kept = tuple(d for d in rack.devices if d.name not in prepared.left_out)
+    if not kept:
+        raise pytest.UsageError(
+            "; ".join(prepared.left_out.values()) + ": no environment is left to run the tests"
+        )
+    rack = dataclasses.replace(
+        rack,
+        devices=kept,
+        environments=tuple(e for e in rack.environments if e.name not in prepared.left_out),
+    )
+    launcher.discard()
+    params = config.invocation_params
+    from testrack.workers import Launcher
+
+    fresh = config.stash[launcher_key] = Launcher(rack, str(params.dir), params.args, _STARTUP_SYS_PATH)
+    fresh.interpreters.update(launcher.interpreters)
+    return rack, prepared.notes
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -18,6 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from testrack.envs import KIND as ENVIRONMENT_KIND
+from testrack.envs import Environment, EnvironmentProblem
+from testrack.envs import parse as parse_environments
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -37,7 +41,7 @@ RACK_FILE = "testrack.toml"
 MODES = ("load", "each")
 _DEVICE_FIELDS = {"name", "kind", "address", "capacity", "attrs", "env"}
 _REQUIRED_FIELDS = ("name", "kind", "address")
-_TOP_LEVEL_KEYS = {"devices", "mode", "random", "seed", "share"}
+_TOP_LEVEL_KEYS = {"devices", "environments", "mode", "random", "seed", "share"}
 _ATTR_VALUE_TYPES = (str, int, float, bool)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
 
@@ -92,6 +96,9 @@ class Rack:
     seed: int | None = None
     #: ``share = "..."``: where runs of this rack lease their devices (as --rack-share).
     share: str | None = None
+    #: ``[[environments]]``: virtualenvs that are resources of their own (envs.py); each is
+    #: also in ``devices``, as a device of kind ``environment``.
+    environments: tuple[Environment, ...] = dataclasses.field(default=(), hash=False)
 
     @property
     def slots(self) -> int:
@@ -293,15 +300,24 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
             f"{path}: {prefix}share = {_toml_value(share)} is not a share; write the path of an SQLite "
             'file, a postgresql:// URL, or "off", for example share = "postgresql://db.lab/racks"'
         )
+    try:
+        environments = parse_environments(data.get("environments"), path, prefix)
+    except EnvironmentProblem as exc:
+        raise RackError(str(exc)) from None
     raw = data.get("devices")
-    if raw is None or raw == []:
+    if environments and raw is None:
+        raw = []
+    elif raw is None or raw == []:
         raise _empty(path, f"add a [[{prefix}devices]] table with name, kind and address")
     if not isinstance(raw, list) or not all(isinstance(d, dict) for d in raw):
         raise RackError(
             f"{path}: {prefix}devices must be an array of tables: write each device as "
             f"[[{prefix}devices]] followed by name = ..., kind = ..., address = ..."
         )
-    devices: list[Device] = []
+    devices: list[Device] = [
+        Device(e.name, ENVIRONMENT_KIND, "", capacity=e.slots, attrs={"python": e.python or "this one"})
+        for e in environments
+    ]
     names: dict[str, int] = {}
     for index, entry in enumerate(raw, start=1):
         device = _parse_device(entry, index, path, prefix)
@@ -312,9 +328,15 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
             )
         names[device.name] = index
         devices.append(device)
+    taken = {d.name for d in devices[: len(environments)]} & set(names)
+    if taken:
+        raise RackError(
+            f"{path}: {', '.join(sorted(taken))} names both a device and an environment; rename one"
+        )
     return Rack(
-        tuple(devices), source=str(path), mode=mode, random=random or seed is not None, seed=seed, share=share
-    )
+        tuple(devices), source=str(path), mode=mode, random=random or seed is not None, seed=seed,
+        share=share, environments=environments,
+    )  # fmt: skip
 
 
 def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str) -> Device:

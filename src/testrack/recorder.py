@@ -21,6 +21,7 @@ from typing import TypeVar
 import pytest
 
 from testrack import messages as m
+from testrack.envs import Built
 from testrack.revision import code_revision
 from testrack.share.pgschema import is_postgres_url
 from testrack.store import (
@@ -33,7 +34,13 @@ from testrack.store import (
     Store,
     StoreError,
 )
-from testrack.store.base import Trouble, failing_results, median_durations, median_import_costs
+from testrack.store.base import (
+    EnvironmentRecord,
+    Trouble,
+    failing_results,
+    median_durations,
+    median_import_costs,
+)
 from testrack.store.sqlite import describe, unwritable_reason, writable
 from testrack.summary import worse
 
@@ -313,6 +320,14 @@ class Recorder:
             store, self.store = self.store, None
         if store is not None:
             threading.Thread(target=_close, args=(store,), name="testrack-store-close").start()
+
+    def environments(self, built: Iterable[Built]) -> None:
+        """What each environment of the run is (interpreter, installed packages)."""
+        records = [
+            EnvironmentRecord(self.run_id, b.name, b.implementation, b.version, b.installed) for b in built
+        ]
+        if records:
+            self._write(lambda store: store.add_environments(records))
 
     def quarantine(self, device: str, reason: str) -> None:
         self._write(lambda store: store.add_quarantine(self.run_id, device, reason, time.time()))

@@ -85,22 +85,28 @@ def matrix_lines(
     everything: bool = False,
     width: int = 80,
     not_run: Mapping[str, int] | None = None,
+    not_collected: Mapping[str, set[str]] | None = None,
 ) -> list[str]:
     """Rows: tests (only those not passing everywhere unless ``everything``); columns: devices.
 
-    ``not_run`` counts, per device, the runs it never made (it was quarantined first).
+    ``not_run`` counts, per device, the runs it never made (it was quarantined first);
+    ``not_collected`` names, per test, the devices whose workers did not collect it (another
+    environment may define other tests): shown as such, never as a failure.
     """
     quarantined = quarantined or {}
     not_run = not_run or {}
+    not_collected = not_collected or {}
     rows = [
         nodeid
         for nodeid, per_device in outcomes.items()
         if everything
         or any(v in _FAILING or v == "xpassed" for v in per_device.values())
         or len(set(per_device.values())) > 1
+        or nodeid in not_collected
     ]
     lines: list[str] = []
-    cols = [max(len(d), 9) for d in devices]
+    short = {d for nodeid in rows for d in not_collected.get(nodeid, ())}
+    cols = [max(len(d), 13 if d in short else 9) for d in devices]
     test_width = max([len("test")] + [len(r) for r in rows])
     test_width = min(test_width, max(20, width - sum(c + 2 for c in cols) - 1))
     if rows:
@@ -109,7 +115,11 @@ def matrix_lines(
         lines.append(header.rstrip())
         for nodeid in rows:
             shown = nodeid if len(nodeid) <= test_width else "..." + nodeid[-(test_width - 3) :]
-            cells = "".join("  " + outcomes[nodeid].get(d, "-").ljust(c) for d, c in columns)
+            absent = not_collected.get(nodeid, set())
+            cells = "".join(
+                "  " + outcomes[nodeid].get(d, "not collected" if d in absent else "-").ljust(c)
+                for d, c in columns
+            )
             lines.append((shown.ljust(test_width) + cells).rstrip())
     elif outcomes and not not_run:
         what = "the only test" if len(outcomes) == 1 else f"all {len(outcomes)} tests"

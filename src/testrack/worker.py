@@ -565,7 +565,10 @@ def main(argv: list[str] | None = None) -> int:
         hello: m.Hello = conn.recv()
     except EOFError:
         return 0  # prestarted, then not needed: the controller went another way
-    sys.path[:] = list(hello.sys_path)
+    if hello.replace_sys_path:
+        sys.path[:] = list(hello.sys_path)
+    else:  # an environment's worker keeps its own installation's path
+        sys.path[:0] = [p for p in hello.sys_path if p not in sys.path]
     plugin = WorkerSession(conn, hello, board)
     profile_dir = os.environ.get("TESTRACK_PROFILE")
     profiler = None

@@ -57,9 +57,8 @@ class WorkerLabel:
         self.id = label
         self.gateway = self
         # Shown above each failure in the summary, where xdist shows its worker info.
-        self._workerinfocache = (
-            f"[{label}] device {device.name} (kind {device.kind}, address {device.address})"
-        )
+        where = f", address {device.address}" if device.address else ""
+        self._workerinfocache = f"[{label}] device {device.name} (kind {device.kind}{where})"
 
     @classmethod
     def joint(cls, labels: list[WorkerLabel], devices: list[Device]) -> WorkerLabel:
@@ -288,6 +287,22 @@ class WorkerHandle:
                 stream.close()
 
 
+def _added_paths(paths: Sequence[str]) -> tuple[str, ...]:
+    """The entries of the controller's ``sys.path`` that are not its installation's (the project's
+    directories, PYTHONPATH): an environment's worker needs them, but not this installation."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    keep = []
+    for path in paths:
+        real = os.path.realpath(path) if path else path
+        if (
+            path
+            and not any(real == p or real.startswith(p + os.sep) for p in prefixes)
+            and "site-packages" not in real
+        ):
+            keep.append(path)
+    return tuple(keep)
+
+
 class Launcher:
     """Lays out a rack's slots and starts their worker processes.
 
@@ -317,6 +332,8 @@ class Launcher:
                 else:
                     label = device.name
                 self.labels[slot.id] = WorkerLabel(label, device)
+        #: Devices whose workers run another interpreter (an environment's), by device name.
+        self.interpreters: dict[str, str] = {}
         self._spare: dict[str, WorkerHandle] = {}
         #: Our ends of forked workers' sockets and pipes, closed in each later fork.
         self._parent_fds: list[int] = []
@@ -345,6 +362,13 @@ class Launcher:
             "device": self.devices[slot.device].to_dict(),
             "testrack": True,
         }
+        if slot.device in self.interpreters:
+            return m.Hello(
+                workerinput=workerinput,
+                args=self.args,
+                sys_path=_added_paths(self.sys_path),
+                replace_sys_path=False,
+            )
         return m.Hello(workerinput=workerinput, args=self.args, sys_path=self.sys_path)
 
     def prestart(self) -> None:
@@ -368,7 +392,13 @@ class Launcher:
         child_fd = child_sock.fileno()
         board = Scoreboard()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "testrack.worker", str(child_fd), str(board.fd)],
+            [
+                self.interpreters.get(slot.device, sys.executable),
+                "-m",
+                "testrack.worker",
+                str(child_fd),
+                str(board.fd),
+            ],
             pass_fds=[child_fd, board.fd],
             env=self.env_for(slot),
             cwd=self.cwd,

@@ -141,6 +141,19 @@ class Quarantine:
     """Wall time (``time.time()``) it was quarantined."""
 
 
+@dataclasses.dataclass(frozen=True)
+class EnvironmentRecord:
+    """An environment a run's results come from (``[[environments]]``): what ran the tests."""
+
+    run_id: int
+    name: str
+    implementation: str
+    """``CPython``, ``PyPy``."""
+    version: str
+    installed: str
+    """A short hash of every package installed in it."""
+
+
 #: Outcomes that mean "this test did not pass on this device".
 FAILING = ("failed", "error", "crashed", "timeout", "unmatched")
 #: Outcomes that end a failure on a device: as pytest's ``--lf`` forgets a test that passed
@@ -209,6 +222,11 @@ class Store(Protocol):
 
     def quarantines(self, run_id: int) -> list[Quarantine]:
         """The devices ``run_id`` quarantined, in the order it did."""
+
+    def add_environments(self, records: Sequence[EnvironmentRecord]) -> None: ...
+
+    def environments(self, run_id: int) -> list[EnvironmentRecord]:
+        """The environments ``run_id`` ran in, by name."""
 
     def close(self) -> None: ...
 

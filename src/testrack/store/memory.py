@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 
 from testrack.share.secrets import redact_command
-from testrack.store.base import ImportCost, Pin, Quarantine, Result, Run, RunInfo
+from testrack.store.base import EnvironmentRecord, ImportCost, Pin, Quarantine, Result, Run, RunInfo
 
 
 class MemoryStore:
@@ -20,6 +20,7 @@ class MemoryStore:
         self._imports: list[tuple[int, ImportCost]] = []
         self._pins: dict[str, Pin] = {}
         self._quarantines: list[Quarantine] = []
+        self._environments: list[EnvironmentRecord] = []
 
     def begin_run(self, info: RunInfo) -> int:
         with self._lock:
@@ -111,6 +112,14 @@ class MemoryStore:
     def quarantines(self, run_id: int) -> list[Quarantine]:
         with self._lock:
             return [q for q in self._quarantines if q.run_id == run_id]
+
+    def add_environments(self, records: Sequence[EnvironmentRecord]) -> None:
+        with self._lock:
+            self._environments.extend(records)
+
+    def environments(self, run_id: int) -> list[EnvironmentRecord]:
+        with self._lock:
+            return sorted((e for e in self._environments if e.run_id == run_id), key=lambda e: e.name)
 
     def close(self) -> None:
         pass

@@ -23,6 +23,7 @@ from testrack.share.secrets import redact, redact_command
 from testrack.store.base import (
     CONCLUSIVE,
     FAILING,
+    EnvironmentRecord,
     ImportCost,
     Pin,
     Quarantine,
@@ -185,6 +186,14 @@ class PostgresStore:
 
     def quarantines(self, run_id: int) -> list[Quarantine]:
         return [Quarantine(*row) for row in self._rows(Q["quarantines"], {"run_id": run_id})]
+
+    def add_environments(self, records: Sequence[EnvironmentRecord]) -> None:
+        rows = [dataclasses.asdict(e) for e in records]
+        if rows:
+            self._write(lambda c: c.cursor().executemany(Q["add_environment"], rows))
+
+    def environments(self, run_id: int) -> list[EnvironmentRecord]:
+        return [EnvironmentRecord(*row) for row in self._rows(Q["environments"], {"run_id": run_id})]
 
     def close(self) -> None:
         with self._lock:

@@ -35,6 +35,7 @@ from testrack.share.secrets import redact_command
 from testrack.store.base import (
     CONCLUSIVE,
     FAILING,
+    EnvironmentRecord,
     ImportCost,
     Pin,
     Quarantine,
@@ -109,10 +110,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN revision TEXT",
         "ALTER TABLE runs ADD COLUMN seed INTEGER",  # and the seed of its random order
     ),
+    (  # v6: the environments ([[environments]]) a run's results come from
+        """CREATE TABLE environments (
+            run_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            implementation TEXT NOT NULL,
+            version TEXT NOT NULL,
+            installed TEXT NOT NULL
+        )""",
+        "CREATE INDEX environments_by_run ON environments (run_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The tables some version of testrack made; a database with others is not a results store.
-_OWN_TABLES = frozenset({"runs", "results", "imports", "identities", "quarantines"})
+_OWN_TABLES = frozenset({"runs", "results", "imports", "identities", "quarantines", "environments"})
 
 _RESULT_COLUMNS = "nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id"
 _RUN_COLUMNS = "id, uid, started, mode, rack, command, finished, outcome, revision, seed"
@@ -473,6 +484,22 @@ class SQLiteStore:
             "SELECT run_id, device, reason, at FROM quarantines WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
         return [Quarantine(*row) for row in rows]
+
+    def add_environments(self, records: Sequence[EnvironmentRecord]) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO environments (run_id, name, implementation, version, installed) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(e.run_id, e.name, e.implementation, e.version, e.installed) for e in records],
+            )
+
+    def environments(self, run_id: int) -> list[EnvironmentRecord]:
+        rows = self._read(
+            "SELECT run_id, name, implementation, version, installed FROM environments WHERE run_id = ? "
+            "ORDER BY name",
+            (run_id,),
+        )
+        return [EnvironmentRecord(*row) for row in rows]
 
     def close(self) -> None:
         """Close; SQLite merges its log into the file here. A damaged store may refuse that:

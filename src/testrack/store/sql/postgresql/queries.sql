@@ -89,3 +89,11 @@ INSERT INTO testrack.quarantines (run_id, device, reason, at) VALUES (%(run_id)s
 
 -- name: quarantines
 SELECT run_id, device, reason, at FROM testrack.quarantines WHERE run_id = %(run_id)s ORDER BY id;
+
+-- name: add_environment
+INSERT INTO testrack.environments (run_id, name, implementation, version, installed)
+VALUES (%(run_id)s, %(name)s, %(implementation)s, %(version)s, %(installed)s);
+
+-- name: environments
+SELECT run_id, name, implementation, version, installed FROM testrack.environments
+WHERE run_id = %(run_id)s ORDER BY name;
