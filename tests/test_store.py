@@ -471,3 +471,22 @@ def test_hosts_beginning_one_run_at_the_same_moment_get_one_id(postgres, pg_data
     assert [r.uid for r in stores[0].runs()] == ["ci-42"]
     for s in stores:
         s.close()
+
+
+def test_environments_of_a_run_are_kept_by_name(store) -> None:
+    """What each environment of a run was (interpreter, packages), per run, sorted by name."""
+    from testrack.store.base import EnvironmentRecord
+
+    first = store.begin_run(RunInfo("uid-e1", 1.0, "each", "r", "c"))
+    second = store.begin_run(RunInfo("uid-e2", 2.0, "each", "r", "c"))
+    store.add_environments([
+        EnvironmentRecord(first, "new", "CPython", "3.12.1", "aaaa"),
+        EnvironmentRecord(first, "old", "PyPy", "3.10.14", "bbbb"),
+        EnvironmentRecord(second, "new", "CPython", "3.12.2", "cccc"),
+    ])  # fmt: skip
+    assert [(e.name, e.implementation, e.version, e.installed) for e in store.environments(first)] == [
+        ("new", "CPython", "3.12.1", "aaaa"),
+        ("old", "PyPy", "3.10.14", "bbbb"),
+    ]
+    assert [e.installed for e in store.environments(second)] == ["cccc"]
+    assert store.environments(999) == []
