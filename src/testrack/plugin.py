@@ -346,6 +346,7 @@ def _prepare_environments(config: pytest.Config, rack: Rack, launcher: Any) -> t
     rack_dir = Path(rack.source).parent
     option = config.getoption("rack_envs_dir")
     cache = Path(option) if option else config.rootpath / ".testrack" / "envs"
+
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)  # before pytest's terminal exists
 
