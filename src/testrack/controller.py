@@ -172,6 +172,8 @@ class Controller:
             f"testrack: {self.mode} mode on {self.rack.source}: {names} "
             f"({count} worker{'s' if count != 1 else ''})"
         ]
+        if envs.header_key in self.config.stash:
+            lines.append(self.config.stash[envs.header_key])
         if self.sequential:
             lines.append(f"testrack: one worker, tests in collection order ({self.sequential})")
         if self.order.seed is not None:

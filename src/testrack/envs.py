@@ -344,6 +344,8 @@ def addoption(group: Any) -> None:
     )
 
 
+#: The header line that says which environments were built or found cached, and how long it took.
+header_key: pytest.StashKey[str] = pytest.StashKey()
 #: The run's built environments, by name (set by the plugin, read by the controller).
 environments_key: pytest.StashKey[dict[str, Built]] = pytest.StashKey()
 

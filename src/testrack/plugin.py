@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -351,6 +352,7 @@ def _prepare_environments(config: pytest.Config, rack: Rack, launcher: Any) -> t
         print(line, file=sys.stderr, flush=True)  # before pytest's terminal exists
 
     dists = [(dist.project_name, dist.version) for _, dist in config.pluginmanager.list_plugin_distinfo()]
+    started = time.perf_counter()
     try:
         prepared = envs.prepare(
             rack.environments, config.rootpath, rack_dir, cache, dists,
@@ -360,6 +362,9 @@ def _prepare_environments(config: pytest.Config, rack: Rack, launcher: Any) -> t
         raise pytest.UsageError(str(exc)) from None
     for name, built in prepared.built.items():
         launcher.interpreters[name] = built.python
+    ready = ", ".join(f"{name} ({'cached' if b.reused else 'built'})" for name, b in prepared.built.items())
+    took = time.perf_counter() - started
+    config.stash[envs.header_key] = f"testrack: environments {ready} ready in {took:.2f} s"
     config.stash[envs.environments_key] = prepared.built
     if not prepared.left_out:
         return rack, prepared.notes
