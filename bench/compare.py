@@ -25,6 +25,7 @@ CPU target is 1.3 x the floor's CPU, and local:4 against local:64 shows what man
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -170,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.DEVNULL,
     )
     pytest = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"
+    if importlib.util.find_spec("pytest_randomly") is not None:
+        # pytest-randomly shuffles every runner (testrack then follows its seed and gives up the
+        # history-based order): the rows compare schedulers, so keep it out of all of them.
+        pytest += " -p no:randomly"
     for workload, label, runner, extra, ideal, _target in PLAN:
         if workload not in wanted:
             continue
@@ -243,7 +248,8 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
                 if not cpu_ok:
                     missed.append(f"{workload} {label} CPU")
             summary = data["per_run"][-1]["summary"].replace("|", "/")
-            command = data["command"].split(" -p no:cacheprovider")[-1].strip() or "pytest"
+            command = data["command"].split(" -p no:cacheprovider")[-1].replace("-p no:randomly", "").strip()
+            command = command or "pytest"
             shown_ideal = "" if value is None else f"{value:.2f}"
             shown_ratio = "" if ratio is None else f"{ratio:.2f}"
             shown_target = "" if target is None else f"<= {target} ({ok})"
