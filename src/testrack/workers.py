@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import os
 import select
 import signal
@@ -429,6 +430,7 @@ class Launcher:
         for stream in (sys.__stdout__, sys.__stderr__):
             if stream is not None:
                 stream.flush()
+        gc.freeze()  # the child's collections skip what it inherited: fewer pages copied, less CPU
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns; its work is tested end to end
             _become_worker(
