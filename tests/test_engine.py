@@ -373,6 +373,78 @@ def test_xdist_worker_environment_contract(pytester, write_rack, xdist):
     assert "warning" not in result.stdout.lines[-1]
 
 
+NODE_HOOKS = """
+import json, os, time
+
+def record(event, node, **more):
+    with open(os.environ["NODE_LOG"], "a") as log:
+        log.write(json.dumps({"event": event, "id": node.gateway.id, **more}) + "\\n")
+
+def pytest_configure_node(node):
+    record("configure", node)
+
+def pytest_testnodeready(node):
+    record("ready", node)
+
+def pytest_testnodedown(node, error):
+    record("down", node, error=error, output=node.workeroutput.get("pid"))
+
+def pytest_configure(config):
+    if hasattr(config, "workeroutput"):
+        config.workeroutput["pid"] = os.getpid()
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):  # the controller: what did its loop cost?
+        with open(os.environ["CONTROLLER_CPU"], "w") as out:
+            out.write(str(time.process_time()))
+"""
+
+
+@pytest.mark.parametrize("mode", ["load", "each"])
+def test_every_worker_node_comes_up_and_goes_down_once_with_its_output(pytester, mode, tmp_path):
+    """xdist's node hooks, as pytest-cov and friends rely on them: each worker is configured,
+    ready and down exactly once, down cleanly with its ``workeroutput`` -- the worker that
+    finished early too, while the other still ran."""
+    log, cpu = tmp_path / "nodes.jsonl", tmp_path / "cpu"
+    pytester.makeconftest(NODE_HOOKS)
+    pytester.makepyfile(
+        test_quick="def test_quick():\n    pass\n",
+        test_slow="import time\n\ndef test_slow():\n    time.sleep(0.5)\n",
+    )
+    env = {"NODE_LOG": str(log), "CONTROLLER_CPU": str(cpu)}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        result = pytester.runpytest_subprocess(
+            "--rack", "local:2", "--rack-mode", mode, "-p", "no:cacheprovider"
+        )
+    result.assert_outcomes(passed=2)  # local:2 is one device with two slots: each runs once too
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    for event in ("configure", "ready", "down"):
+        assert sorted(e["id"] for e in events if e["event"] == event) == ["gw0", "gw1"], events
+    for down in (e for e in events if e["event"] == "down"):
+        assert down["error"] is None and isinstance(down["output"], int), down
+
+
+def test_a_worker_that_finished_early_costs_the_controller_nothing_while_others_run(pytester, tmp_path):
+    """One worker is done at once, the other sleeps for 4 s: the controller, which only waits,
+    must not spin on the finished worker's closed connection meanwhile (it once did, at 100 %
+    of a core). Its whole CPU time, start-up included, stays far below the 4 s."""
+    cpu = tmp_path / "cpu"
+    pytester.makeconftest(NODE_HOOKS)
+    pytester.makepyfile(
+        test_quick="def test_quick():\n    pass\n",
+        test_slow="import time\n\ndef test_slow():\n    time.sleep(4)\n",
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NODE_LOG", str(tmp_path / "nodes.jsonl"))
+        mp.setenv("CONTROLLER_CPU", str(cpu))
+        result = pytester.runpytest_subprocess("--rack", "local:2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    # Spinning costs at least a share of a core for the whole 4 s, even with both cores busy.
+    assert float(cpu.read_text()) < 2.0
+
+
 def test_xdist_numprocesses_with_rack_is_a_usage_error(pytester, write_rack):
     """--rack with xdist's -n is refused with a message naming both and the fix."""
     write_rack(boards(2))
@@ -582,3 +654,23 @@ def test_tests_drive_their_own_simulated_device(pytester, testrack_sim, mode):
     assert served == reported, "a test talked to another device than the one it was reported on"
     if mode == "load":
         assert len({r.device for r in work}) == 3
+
+
+def test_a_worker_done_with_its_files_restarts_to_share_a_big_one_left_to_another(pytester):
+    """Every file is imported before the first test, by as few workers as its estimated share
+    needs: here each by one. The worker whose files were quick does not stand idle while the
+    other works through the slow one alone: a fresh worker in its slot imports that file and
+    takes half of what is left."""
+    quick = (
+        "import time, pytest\ntime.sleep(0.05)\n\n"
+        "@pytest.mark.parametrize('i', range(40))\ndef test_t(i):\n    pass\n"
+    )
+    pytester.makepyfile(**{f"test_{k}": quick for k in range(5)})
+    pytester.makepyfile(
+        test_slow="import time, pytest\ntime.sleep(0.05)\n\n"
+        "@pytest.mark.parametrize('i', range(80))\ndef test_t(i):\n    time.sleep(0.08)\n"
+    )
+    result = pytester.runpytest_subprocess("--rack", "local:2", "-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=280)
+    slow = [device for device, _word, nodeid in results(result.outlines) if nodeid.startswith("test_slow.py")]
+    assert len(slow) == 80 and set(slow) == {"gw0", "gw1"}, sorted(set(slow))

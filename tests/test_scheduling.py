@@ -471,6 +471,37 @@ def test_eager_dispatch_gives_a_slot_only_what_it_imported() -> None:
     assert {j.module for j in dispatcher.take("gw1")} == {"m1"}
 
 
+def test_a_slot_whose_worker_finished_shares_big_modules_only_when_it_pays() -> None:
+    """Not lazy: gw1 ran out of its own modules while gw0 has 20 s left in big and 1 s in
+    small. A fresh worker in gw1 is worth starting for half of big, and then takes small too
+    (its share pays its import); not when big's share does not pay the start, and never in
+    lazy mode (any live worker may take any module there)."""
+    dispatcher = Dispatcher(slots("a", "a", "a"), lazy=False, import_cost={"big": 0.5, "small": 0.4})
+    dispatcher.add(jobs("big", range(0, 20), estimate=1.0) + jobs("small", range(20, 22), estimate=0.5))
+    dispatcher.mark_imported("gw0", ["big", "small"])
+    dispatcher.take("gw0")
+    assert dispatcher.worth_sharing("gw1", start_cost=1.0) == []  # gw1 still live: not free
+    dispatcher.drop_slot("gw1", permanently=False)
+    assert dispatcher.worth_sharing("gw1", start_cost=1.0) == ["big", "small"]
+    assert dispatcher.worth_sharing("gw1", start_cost=4.0) == []  # 2 x (4 + 0.5) s > big's share
+    # gw1 starts again and imports big: gw2, free too, now weighs a three-way share.
+    dispatcher.open_slot("gw1")
+    dispatcher.mark_imported("gw1", ["big"])
+    dispatcher.drop_slot("gw2", permanently=False)
+    share = dispatcher.remaining_time - 1.0  # big's part of what is left
+    assert dispatcher.worth_sharing("gw2", start_cost=share / 3 / 2 - 0.6) == ["big", "small"]
+    assert dispatcher.worth_sharing("gw2", start_cost=share / 3 / 2) == []
+    # small's 1 s pays an import of 0.4 s, not one of 0.6 s.
+    dear = Dispatcher(slots("a", "a"), lazy=False, import_cost={"small": 0.6})
+    dear.add(jobs("big", range(0, 20), estimate=1.0) + jobs("small", range(20, 22), estimate=0.5))
+    dear.drop_slot("gw1", permanently=False)
+    assert dear.worth_sharing("gw1", start_cost=1.0) == ["big"]
+    lazy = Dispatcher(slots("a", "a"))
+    lazy.add(jobs("big", range(0, 20), estimate=1.0))
+    lazy.drop_slot("gw1", permanently=False)
+    assert lazy.worth_sharing("gw1", start_cost=0.0) == []
+
+
 def test_lazy_dispatch_weighs_the_import_a_slot_would_pay() -> None:
     """Lazy: any slot may take any module, and prefers those it imported when the work is equal."""
     dispatcher = Dispatcher(slots("a"), import_cost={"m1": 0.05})

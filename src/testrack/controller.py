@@ -65,6 +65,10 @@ INTERRUPT_GRACE = 10.0
 CHECK_WAIT_AT_END = 10.0
 #: A test known to take this long (seconds) has the reports before it sent first (worker.FLUSH_AFTER).
 LONG_TEST = 0.05
+#: Seconds a worker started mid-run costs before its first test (a new interpreter, pytest's
+#: configuration, the collection of its file), measured at 0.4-0.8 s on a small machine: a free
+#: slot joins a module left to busy workers only when its share is worth twice that.
+FRESH_WORKER_COST = 1.0
 
 
 class Phase(enum.Enum):
@@ -530,6 +534,36 @@ class Controller:
         left = self.dispatcher.unreachable()
         if not left:
             return
+        for slot in self.free_slots():
+            mine = [j for j in left if slot.id in self.dispatcher.slots_for(j)]
+            if not mine:
+                continue
+            fresh = self.start_worker(slot, fresh=True)
+            self.give_imports(fresh, list(dict.fromkeys(j.module for j in mine)))
+            left = [j for j in left if j not in mine]
+            if not left:
+                return
+
+    def share_free_slots(self) -> None:
+        """A worker finished its part while others still work through modules it did not
+        import: start a fresh worker in each free slot where a share of them pays its start.
+        Not while tests on several devices wait (their slots are held for them)."""
+        if (
+            self.phase is not Phase.RUNNING
+            or self.gangs.active
+            or not isinstance(self.dispatcher, Dispatcher)
+        ):
+            return
+        for slot in self.free_slots():
+            shared = self.dispatcher.worth_sharing(slot.id, FRESH_WORKER_COST)
+            if shared:
+                trace(f"controller: {slot.id} restarts to share {', '.join(shared)}")
+                fresh = self.start_worker(slot, fresh=True)
+                self.give_imports(fresh, shared)
+
+    def free_slots(self) -> list[Slot]:
+        """This run's slots with no live worker whose device may take work."""
+        free = []
         for slot in self.slots:
             worker = self.workers.get(slot.id)
             if (worker is not None and worker.alive) or slot.id in self.faults.dead_slots:
@@ -541,14 +575,8 @@ class Controller:
                 and self.health.state(slot.device) is not DeviceState.CHECKING
             ):
                 continue
-            mine = [j for j in left if slot.id in self.dispatcher.slots_for(j)]
-            if not mine:
-                continue
-            fresh = self.start_worker(slot, fresh=True)
-            self.give_imports(fresh, list(dict.fromkeys(j.module for j in mine)))
-            left = [j for j in left if j not in mine]
-            if not left:
-                return
+            free.append(slot)
+        return free
 
     def alive_workers(self) -> list[WorkerHandle]:
         return [w for w in self.workers.values() if w.alive]
@@ -602,7 +630,9 @@ class Controller:
             if events & selectors.EVENT_WRITE:
                 worker.channel.flush()
                 self._watch_writes(worker)
-            if events & selectors.EVENT_READ and worker.alive:
+            if events & selectors.EVENT_READ and (worker.alive or worker.state is State.FINISHED):
+                # A finished worker's end of file too: left unread, it would wake every select
+                # at once (a busy loop) and its slot would never be freed for leftovers.
                 self.receive(worker)
         if self._stop_signals and not self._interrupting:
             raise KeyboardInterrupt
@@ -638,6 +668,9 @@ class Controller:
             case m.WorkerFinished(workeroutput=output):
                 worker.state = State.FINISHED
                 worker.workeroutput = output
+                # As xdist does: the node is down once its session is, not when its process exits
+                # (which the run does not wait for).
+                self.node_down(worker, None)
             case m.WorkerFailed(error=error):
                 self.problems.append(
                     f"internal error in worker {worker.slot.id} ({worker.device.name}):\n{error}"

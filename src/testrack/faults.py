@@ -120,9 +120,11 @@ class Faults:
             if worker.assigned and running:
                 ctl.dispatcher.requeue(list(worker.assigned))
             worker.assigned.clear()
-            ctl.dispatcher.drop_slot(slot.id, permanently=False)
-            if running:
+            if ctl.workers.get(slot.id) is worker:  # else a new worker has the slot already
+                ctl.dispatcher.drop_slot(slot.id, permanently=False)
+            if running and not ctl.gangs.active:  # else the allocator starts what its tests need
                 ctl.restart_for_leftovers()
+                ctl.share_free_slots()
             return
         how = worker.how_it_ended()
         outcome = "crashed"

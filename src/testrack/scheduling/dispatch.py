@@ -317,6 +317,36 @@ class Dispatcher:
                     out.extend(queue)
         return sorted(out, key=_index)
 
+    def worth_sharing(self, slot_id: str, start_cost: float) -> list[str]:
+        """The files a fresh worker in ``slot_id`` (its worker is gone) should import to share
+        the work left in them, when that ends the run sooner even after paying ``start_cost``
+        seconds to start and each file's import; else nothing. Biggest share first.
+
+        Only without ``lazy``: a live worker then takes no module it did not import before
+        its first test, so near the end the work left may all sit in modules that busy workers
+        imported while the slots that finished theirs stand idle.
+        """
+        state = self._slots.get(slot_id)
+        if self._lazy or state is None or state.live:
+            return []
+        shares: list[tuple[int, int, str]] = []
+        for module in self._modules.values():
+            mine = [q for eligible, q in module.queues.items() if state.device in eligible]
+            ns = sum(_weight(job) for queue in mine for job in queue)
+            if not ns:
+                continue
+            staff = self._staffing.get(module.key, 0) + sum(
+                1 for s in self._slots.values() if s.live and s.current is None and module.file in s.imported
+            )
+            shares.append((ns // (staff + 1), self._import_cost_ns(module.file), module.file))
+        shares.sort(reverse=True)
+        start_ns = _ns(start_cost)
+        # Worth a worker: the biggest share that pays for the start; then every other share
+        # that pays for its own import, taken by the same worker.
+        if not any(share > 2 * (start_ns + cost) for share, cost, _ in shares):
+            return []
+        return list(dict.fromkeys(file for share, cost, file in shares if share > 2 * cost))
+
     # ------------------------------------------------------------------ internals
 
     def _push(self, job: Job) -> None:
