@@ -262,6 +262,23 @@ def test_lines_mode_colours_only_with_color_yes(waiting_suite: Path) -> None:
     assert escapes and all(COLOUR.fullmatch(code) for code in escapes), escapes
 
 
+def test_a_result_does_not_wait_for_a_test_of_unknown_length(pytester: pytest.Pytester) -> None:
+    """Reports travel in batches, but the result of a quick test is not held back while the next
+    test, which no history or sibling says is short, runs on: here it waits until told to go."""
+    pytester.makepyfile(
+        # A little (below the batch's age limit): the controller's "no more" comes meanwhile.
+        test_run=WAITING_SUITE.replace(
+            "def test_fails():\n    assert 1 == 2", "def test_a_little():\n    time.sleep(0.03)"
+        )
+    )
+    args = ["--rack", "local:1", "--rack-store", "memory", "--rack-progress-interval", "0.3"]
+    run = Piped(pytester.path, [*args, "-p", "no:randomly"])
+    run.wait_for(r"^testrack: 3/4 runs, 1 of 1 slots running; longest: test_run\.py::test_wait ")
+    pytester.path.joinpath("go").touch()
+    assert run.finish() == 0
+    assert re.search(r"^=+ 4 passed in [\d.]+s =+$", run.text(), re.MULTILINE), run.text()
+
+
 def test_verbose_shows_a_test_when_it_starts(waiting_suite: Path) -> None:
     """-v: a test's line appears when it starts on its device, and once only."""
     run = Piped(

@@ -781,7 +781,8 @@ class Controller:
             self.collection.send(worker, [job.module])
         worker.wants_work = False
         worker.assigned.append(job)
-        self.send(worker, m.Run((job.nodeid,), devices=tuple(devices)))
+        unknown = (job.nodeid,) if job.guessed else ()
+        self.send(worker, m.Run((job.nodeid,), unknown=unknown, devices=tuple(devices)))
 
     def assign(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         if self.dispatcher.lazy:
@@ -790,7 +791,8 @@ class Controller:
                 self.collection.send(worker, missing)
         worker.assigned.extend(jobs)
         long = tuple(j.nodeid for j in jobs if not j.guessed and j.estimate >= LONG_TEST)
-        self.send(worker, m.Run(tuple(j.nodeid for j in jobs), long))
+        unknown = tuple(j.nodeid for j in jobs if j.guessed)
+        self.send(worker, m.Run(tuple(j.nodeid for j in jobs), long, unknown))
 
     def finish_job(self, worker: WorkerHandle, nodeid: str) -> None:
         """A test's reports are all in: it leaves the worker's queue (in order)."""

@@ -189,6 +189,9 @@ class Run:
     nodeids: tuple[str, ...]
     #: Those whose history says they run long: what finished before them is sent first.
     long: tuple[str, ...] = ()
+    #: Those with no history of their own: unless another case of the same test function ran
+    #: short in this worker, what finished before them is sent first (they may run for ever).
+    unknown: tuple[str, ...] = ()
     #: For a multi-device test (then ``nodeids`` is that one test): its devices by position,
     #: this worker's device first. The worker builds the ``devices`` fixture from them.
     devices: tuple[Device, ...] = ()

@@ -49,7 +49,8 @@ from testrack.scoreboard import Scoreboard
 from testrack.trace import trace
 
 #: Reports travel in batches: a batch goes once its oldest report has waited this long (seconds),
-#: before a test expected to run longer, after a failure, and whenever the worker waits.
+#: before a test expected to run longer or not known to be short, after a failure, and whenever
+#: the worker waits. (Not while a test runs: one known to be short that hangs holds the batch.)
 FLUSH_AFTER = 0.05
 #: A test shorter than this is "tiny": ask for work two tests ahead, not one.
 TINY_TEST = 0.01
@@ -97,6 +98,10 @@ class WorkerSession:
         self.benchmarked = False
         #: Tests the controller expects to run longer than FLUSH_AFTER (from their history).
         self.long_tests: set[str] = set()
+        #: Tests with no history of their own, and the test functions that ran short here: a
+        #: case of one of those is taken to be short too (the parametrized cases of a function).
+        self.unknown_tests: set[str] = set()
+        self.short_functions: set[str] = set()
         #: Tests on several devices given to this worker, and their devices by position.
         self.gangs: dict[str, tuple[Any, ...]] = {}
 
@@ -342,12 +347,14 @@ class WorkerSession:
 
     def run_one(self, nodeid: str, nextitem: pytest.Item | None) -> None:
         assert self.config is not None
+        unknown = nodeid in self.unknown_tests
         if self.buffer and (
             nodeid in self.long_tests
             or self.last_duration >= FLUSH_AFTER
             or time.monotonic() - self.buffered_since >= FLUSH_AFTER
+            or (unknown and _function(nodeid) not in self.short_functions)
         ):
-            self.flush()  # what finished must not wait for a long test
+            self.flush()  # what finished must not wait for a long test, or one that may be
         failures = self.failures
         self.board.start(nodeid)
         start = time.monotonic()
@@ -365,6 +372,10 @@ class WorkerSession:
         if session is not None and (session.shouldfail or session.shouldstop):
             self.stopping = True  # --sw, or a plugin that stops the session: as pytest's own loop
         self.last_duration = now - start
+        if unknown:
+            self.unknown_tests.discard(nodeid)
+            if self.last_duration < FLUSH_AFTER:
+                self.short_functions.add(_function(nodeid))
         self.finished.append(nodeid)
         if self.failures > failures or now - self.buffered_since >= FLUSH_AFTER:
             self.flush()
@@ -375,11 +386,12 @@ class WorkerSession:
                 pass  # the controller is gone; the loop ends
             case m.Collect(paths=paths):
                 self.collect(paths)
-            case m.Run(nodeids=nodeids, long=long, devices=devices):
+            case m.Run(nodeids=nodeids, long=long, unknown=unknown, devices=devices):
                 if devices:  # a test on several devices: its devices fixture, by role and position
                     self.gangs[nodeids[0]] = devices
                 self.queue.extend(nodeids)
                 self.long_tests.update(long)
+                self.unknown_tests.update(unknown)
                 self.asked = False
             case m.Finish():
                 self.finishing = True
@@ -491,6 +503,11 @@ def _no_debugger(*args: object, **kwargs: object) -> NoReturn:
         f"{rerun} {current}".rstrip(),
         pytrace=False,
     )
+
+
+def _function(nodeid: str) -> str:
+    """A test's id without its parameters: what its parametrized cases share."""
+    return nodeid.partition("[")[0]
 
 
 def _picklable(data: dict[str, Any]) -> dict[str, Any]:
