@@ -7,9 +7,15 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import psycopg.errors  # noqa: F401  (see below)
 import pytest
 
 from testrack.rack import Device, dump_rack
+
+# Imported once, before any in-process pytester session: such a session takes psycopg's modules
+# out of sys.modules when it ends if it imported them first, and the next import makes new
+# exception classes that psycopg's compiled part does not raise (its _WaitTimeout then escaped
+# conn.notifies() in tests/test_share_faults.py, depending on the order of the tests).
 
 # A real PostgreSQL server (tests/pg.py): the `postgres` and `pg_database` fixtures.
 pytest_plugins = ["pg"]
