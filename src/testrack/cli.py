@@ -380,11 +380,12 @@ def _format_trust(data: dict[str, Any]) -> list[str]:
 
 def run_report(args: argparse.Namespace) -> int:
     try:
-        lines = report_command.run(args)
+        lines, code = report_command.run(args)
     except report_command.ReportError as exc:
         raise CliError(str(exc)) from None
-    print("\n".join(lines))
-    return ExitCode.OK
+    if lines:
+        print("\n".join(lines))
+    return code
 
 
 # -- testrack bisect ------------------------------------------------------------------------

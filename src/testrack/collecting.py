@@ -215,6 +215,7 @@ class Collection:
             scopes=self.scopes,
             segments=segment(infos) if ordered else None,
         )
+        elsewhere = ctl.shared.adopt(plan) if ctl.shared is not None else []
         ctl.unmatched.extend(plan.unrunnable)
         ctl.runs = plan.runs
         ctl.gangs.add(plan.gangs)
@@ -231,7 +232,13 @@ class Collection:
             else:
                 ctl.dispatcher.mark_imported(slot.id, worker.imported)
         jobs = [job for batch in plan.jobs.values() for job in batch]
-        if ctl.order.fixed:
+        if ctl.shared is not None:
+            # The tests come from the run's queue, claimed as workers ask; every worker imports
+            # every file first, as plain pytest does (any of them may get any test).
+            ctl.shared.begin(jobs, elsewhere)
+            if ctl.mode == "load":
+                self.import_more({slot.id: [u.key for u in self.units] for slot in ctl.slots})
+        elif ctl.order.fixed:
             self._fixed_order(jobs)
         else:
             ctl.dispatcher.add(jobs)
@@ -254,6 +261,8 @@ class Collection:
         reporter = ctl.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and ctl.config.get_verbosity() >= 0:
             reporter.write_line(self.describe(len(infos)))
+            if ctl.shared is not None:
+                reporter.write_line(ctl.shared.describe(len(elsewhere)))
             for line in self.header:
                 reporter.write_line(line)
 

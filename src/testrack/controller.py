@@ -52,6 +52,7 @@ from testrack.recorder import Recorder
 from testrack.replay import Replay
 from testrack.scheduling import Dispatcher, Job, Slot
 from testrack.scheduling.sequences import SequenceDispatcher
+from testrack.sharedrun import SharedRun
 from testrack.store import RunInfo
 from testrack.summary import device_counts, format_counts, matrix_lines
 from testrack.trace import trace
@@ -146,6 +147,14 @@ class Controller:
         #: Leases on the devices' slots when the rack is shared (leasing.py); None: not shared.
         self._said: list[str] = []
         self.leasing = Leasing.open(config, rack, self.slots, self.testrunuid, self._wake, self._said.append)
+        #: This host's part of a run over many hosts (--rack-run), or None.
+        self.shared: SharedRun | None = None
+        try:
+            self.shared = SharedRun.open(self)
+        except pytest.UsageError:
+            if self.leasing is not None:
+                self.leasing.close()
+            raise
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -214,7 +223,7 @@ class Controller:
             self._wait_for_a_first_lease()
         self.recorder.begin(
             RunInfo(
-                uid=self.testrunuid,
+                uid=self.testrunuid if self.shared is None else self.shared.uid,
                 started=time.time(),
                 mode=self.mode,
                 rack=self.rack.source,
@@ -335,6 +344,8 @@ class Controller:
                 tick = self.faults.enforce_limits()
                 wait = 0.2 if self._checks_deadline is not None else tick
                 wait = self.progress.tick(wait)
+                if self.shared is not None:
+                    wait = self.shared.tick(wait)
                 self.pump(wait)
                 if (session.shouldfail or session.shouldstop) and self.phase is Phase.RUNNING:
                     self.stop()
@@ -432,7 +443,8 @@ class Controller:
             outcome = pytest.ExitCode(exitstatus).name.lower()
         except ValueError:
             outcome = f"exit {exitstatus}"
-        self.recorder.finish(outcome)
+        if self.shared is None or self.shared.finished_run:
+            self.recorder.finish(outcome if self.shared is None else self.shared.outcome)
         # This process ran no test code, so its heap holds nothing for pytest's final
         # gc.collect() calls to find: freezing it makes them (and exit) cheaper.
         gc.freeze()
@@ -517,7 +529,7 @@ class Controller:
     def planned_for(self, worker: WorkerHandle) -> list[str]:
         if isinstance(self.dispatcher, SequenceDispatcher):
             return self.dispatcher.modules_of(worker.slot.id)
-        if self.mode == "each" or self.sequential:
+        if self.mode == "each" or self.sequential or self.shared is not None:
             return [u.key for u in self.collection.units]
         return list(self.import_plan.get(worker.slot.id, worker.imported))
 
@@ -767,10 +779,16 @@ class Controller:
         jobs: list[Job] = []
         if not kept and not (worker.assigned and self.reserve_would_starve(worker)):
             jobs = self.dispatcher.take(worker.slot.id)
+        if not jobs and not kept and self.shared is not None:
+            jobs = self.shared.take(worker)  # the run's queue, when this host has nothing of its own
         if jobs:
             self.assign(worker, jobs)
         elif not worker.assigned and gangs.pending and gangs.may_need(worker):
             worker.wants_work = True  # idle: a test on several devices may need it soon
+        elif self.shared is not None and not worker.assigned and self.shared.may_have_more():
+            # Idle, while tests may still come back to the queue (a host died): asked again. A
+            # busy one is finished instead: its last test must not wait for a successor.
+            worker.wants_work = True
         else:
             self.finish_worker(worker)
 
@@ -863,6 +881,8 @@ class Controller:
             return True
         if any(w.assigned for w in self.alive_workers()):
             return False
+        if self.shared is not None and self.shared.waiting():
+            return False
         return not self.awaiting_checks()
 
     def _orphan_all(self) -> None:
@@ -925,6 +945,8 @@ class Controller:
             )
             worker.kill()
             worker.state = State.DEAD
+        if self.shared is not None:
+            self.shared.leave()  # before the share closes: what is still claimed goes back
         if self.leasing is not None:
             self.leasing.close()  # the devices are free for the next run as soon as the workers are gone
         if self.echo_output:

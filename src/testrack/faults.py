@@ -292,6 +292,8 @@ class Faults:
         ctl = self.ctl
         quarantined = ctl.health.quarantined()
         for job in ctl.dispatcher.orphans():
+            if ctl.shared is not None and ctl.shared.give_back(job):
+                continue  # claimed from a shared run's queue: another host runs it
             if ctl.mode == "each" and len(job.eligible) == 1:
                 name = next(iter(job.eligible))
                 if name in quarantined:

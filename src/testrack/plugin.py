@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import envs, hookspecs, leasing, progress
+from testrack import envs, hookspecs, leasing, progress, sharedrun
 from testrack.devices import Devices
 from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
 from testrack.report import plugin as report_plugin
@@ -195,6 +195,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     report_plugin.addoption(group)
     progress.addoption(group)
     leasing.addoption(group)
+    sharedrun.addoption(group)
     envs.addoption(group)
 
 
@@ -330,7 +331,7 @@ def pytest_configure(config: pytest.Config) -> None:
     sequential = _needs_one_worker(config, mode)
     from testrack.recorder import Recorder
 
-    recorder = Recorder.open(config.getoption("rack_store"), config.rootpath)
+    recorder = Recorder.open(sharedrun.store_spec(config, rack), config.rootpath)
     lazy = config.getoption("rack_collect") == "lazy"
     controller = Controller(config, rack, mode, launcher, recorder, lazy=lazy, sequential=sequential)
     controller.notes.extend(notes)

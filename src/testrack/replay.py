@@ -20,7 +20,7 @@ import pytest
 from testrack import messages as m
 from testrack import relay
 from testrack.recorder import Attempt
-from testrack.store.base import FAILING
+from testrack.store.base import FAILING, Result
 from testrack.summary import phase_outcome, worse
 
 if TYPE_CHECKING:
@@ -111,11 +111,13 @@ class Replay:
             # A test on several devices is a result on each of them (its first device ran it).
             results.extend(dataclasses.replace(result, device=d) for d in self._others(worker, nodeid))
             worker.tests_done += 1
-        ctl.recorder.results(results)
+        refused = self.record(results)
         for report, outcome in zip(reports, outcomes, strict=True):
             nodeid = report.nodeid
             if nodeid in retried or nodeid in overtime or nodeid == timed_out:
                 continue  # the device failed, or the limit passed: reported otherwise below
+            if nodeid in refused:
+                continue  # a shared run's queue gave it to another host meanwhile: theirs counts
             if nodeid in again and report.failed:
                 report.outcome, outcome = "rerun", "rerun"  # as pytest-rerunfailures reports it
             self._show(worker, report, outcome)
@@ -130,6 +132,21 @@ class Replay:
                     started = nodeid in worker.phases
                     self.synthetic(info, worker, overtime[nodeid], "call", started, "timeout", record=False)
             ctl.finish_job(worker, nodeid)
+
+    def record(self, results: list[Result]) -> set[str]:
+        """Store results before they are shown; in a shared run, through its queue, which refuses
+        those whose claim went back meanwhile (returned: they must not be shown)."""
+        shared = self.ctl.shared
+        if shared is None:
+            self.ctl.recorder.results(results)
+            return set()
+        refused = shared.complete(results)
+        if refused:
+            self.ctl.notes.append(
+                f"{len(refused)} result{'s' if len(refused) != 1 else ''} of shared run {shared.uid} "
+                "not shown: the lease was lost meanwhile and the queue gave the tests to another host"
+            )
+        return refused
 
     def _runs_again(self, worker: WorkerHandle, nodeid: str) -> bool:
         """--rack-rerun-failed N: did this test fail, with reruns left?"""
@@ -235,9 +252,11 @@ class Replay:
             attempt.longrepr = text
             slot = worker.slot.id if worker else "-"
             position = worker.tests_done if worker else 0
-            ctl.recorder.results([attempt.result(test.nodeid, device or "-", slot, position, outcome)])
+            refused = self.record([attempt.result(test.nodeid, device or "-", slot, position, outcome)])
             if worker is not None:
                 worker.tests_done += 1
+            if refused:
+                return  # a shared run's queue gave it to another host meanwhile: theirs counts
         shown = self.display_id(test.nodeid, device)
         if not started:
             hook.pytest_runtest_logstart(nodeid=shown, location=test.location)

@@ -42,21 +42,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--store", type=store_location, metavar="PATH", default=argparse.SUPPRESS,
-        help="the results store (default: the nearest .testrack/results.sqlite above the current directory)",
+        help="the results store (default: the nearest .testrack/results.sqlite above the current directory; "
+        "with --wait, the share's database)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wait", action="store_true",
+        help="RUN is a shared run's ID (pytest --rack-run ID): wait until every test of every host has "
+        "its final result, print the run's outcome over every host's devices, and exit with its code",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, metavar="SECONDS",
+        help="with --wait: stop waiting once the tests left have had no live host to run them for "
+        "SECONDS, naming them (default: 300)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--share", default=None, metavar="URL",
+        help="with --wait: the shared run's PostgreSQL share (default: TESTRACK_SHARE)",
     )  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> list[str]:
-    """Write the files asked for; return the lines to print. Raises ReportError."""
+def run(args: argparse.Namespace) -> tuple[list[str], int]:
+    """Write the files asked for (after waiting, with --wait); return the lines to print and the
+    exit code. Raises ReportError."""
+    if args.wait:
+        from testrack.report import waiting
+
+        return waiting.run(args)
     if args.html is None and args.junitxml is None:
-        raise ReportError("nothing to write: give --html FILE, --junitxml FILE, or both")
+        raise ReportError("nothing to write: give --html FILE, --junitxml FILE, or both (or --wait)")
     for option, path in (("--html", args.html), ("--junitxml", args.junitxml)):
         if path is not None and path.is_dir():
             raise ReportError(f"{option} {path} is a directory; give a file path such as {path / 'report'}")
     store = open_store(args)
     try:
         chosen = choose_run(store, args)
-        return write(store, chosen, args)
+        return write(store, chosen, args), 0
     finally:
         store.close()
 
@@ -82,7 +102,7 @@ def write(store: Store, chosen: Run, args: argparse.Namespace) -> list[str]:
     started = time.perf_counter()
     report = build(store, chosen)
     lines = []
-    if chosen.outcome is None:
+    if chosen.outcome is None and not getattr(args, "wait", False):
         lines.append(
             f"run {chosen.id} has no recorded end (still running, or stopped): reporting what it stored"
         )

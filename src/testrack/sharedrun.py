@@ -1,0 +1,325 @@
+"""This host's part of one run spread over many hosts (``pytest --rack-run ID``).
+
+Every host runs the same command, with its own rack file and the same ID, against one
+PostgreSQL share (docs/sharing.md). The first host to come creates the run's queue, the
+others join it, and each must have collected the same tests. Instead of the in-memory
+dispatcher, a worker that wants work claims tests its device can run from the queue, under its
+slot's lease; when their results come back they are stored in the same transaction as the
+lease's fence check, before they are shown, so a result is neither lost nor counted twice. A
+host that dies has its tests put back in the queue for the others (``recover``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import shlex
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from testrack.planning import Plan
+from testrack.rack import Rack
+from testrack.scheduling.dispatch import Job
+from testrack.scheduling.estimates import DEFAULT_ESTIMATE
+from testrack.share.errors import LeaseLost, ShareError
+from testrack.share.location import resolve
+from testrack.share.queue import Claim, JoinedRun, QueuedTest, RunPlan
+from testrack.store.base import FAILING, Result
+from testrack.trace import trace
+
+if TYPE_CHECKING:
+    from testrack.controller import Controller
+    from testrack.share.pgqueue import PostgresQueue
+    from testrack.workers import WorkerHandle
+
+#: A claim takes about this many seconds of estimated work for one device: fewer round trips
+#: to the database, and little left on one host at the end.
+CLAIM_SECONDS = 1.0
+#: At most this many tests in one claim.
+CLAIM_MOST = 64
+#: How often an idle host asks the queue again (tests of a host that died come back).
+LOOK_AGAIN = 1.0
+#: Why a test on several devices is an error in a shared run (not built yet: say so).
+SEVERAL_DEVICES = (
+    "tests on several devices at once do not run in a shared run (--rack-run {uid}) yet: "
+    "run them on one host without --rack-run, or deselect them here with -m"
+)
+
+
+def addoption(group: Any) -> None:
+    group.addoption(
+        "--rack-run",
+        default=None,
+        metavar="ID",
+        help="one run over many hosts: every host runs the same command with its own rack and the "
+        "same ID (a CI pipeline id, say) against one PostgreSQL share (--rack-share postgresql://...), "
+        "and they share the run's tests. testrack report --run ID --wait waits for all of them.",
+    )
+
+
+def store_spec(config: pytest.Config, rack: Rack) -> str | None:
+    """The results store of a run: with --rack-run and no --rack-store, the share's database (a
+    result and its lease's fence check commit together there)."""
+    given: str | None = config.getoption("rack_store")
+    if config.getoption("rack_run") is None or given is not None:
+        return given
+    rack_file = None if rack.share is None else Path(rack.source)
+    setting = resolve(config.getoption("rack_share"), os.environ, rack.share, rack_file)
+    return setting.spec if setting.postgres else None
+
+
+class SharedRun:
+    """Claims tests from the run's queue for this host's devices, and completes them."""
+
+    def __init__(self, ctl: Controller, queue: PostgresQueue, uid: str, host: str, holder_id: int) -> None:
+        self.ctl = ctl
+        self.queue = queue
+        self.uid = uid
+        self.host = host
+        self.holder_id = holder_id
+        #: The job to run for (node id, device): what the plan made of each test here.
+        self.jobs: dict[tuple[str, str], Job] = {}
+        #: What this host claimed and has not completed, by :meth:`key`.
+        self.claims: dict[tuple[str, str], Claim] = {}
+        self.each = ctl.mode == "each"
+        self._started: set[tuple[str, str]] = set()
+        self.joined: JoinedRun | None = None
+        self._more = True
+        self._looked = -math.inf
+        self._next_tick = 0.0
+        self._queued = 0
+        #: Set when this host was the last to leave: the whole run's outcome, for the store.
+        self.finished_run = False
+        self.outcome = "ok"
+
+    @classmethod
+    def open(cls, ctl: Controller) -> SharedRun | None:
+        """This host's part of the run ``--rack-run`` names, or None when it names none."""
+        uid: str | None = ctl.config.getoption("rack_run")
+        if uid is None:
+            return None
+        from testrack.share.pgqueue import PostgresQueue
+        from testrack.share.postgres import PostgresShare
+
+        leasing = ctl.leasing
+        if leasing is None or not isinstance(leasing.backend, PostgresShare):
+            raise pytest.UsageError(
+                f"--rack-run {uid} spreads a run over many hosts through a PostgreSQL share, and this "
+                "run has none: add --rack-share postgresql://USER@HOST/DB (or TESTRACK_SHARE), with a "
+                "rack file of devices (local:N slots are not shared)"
+            )
+        return cls(ctl, PostgresQueue(leasing.backend), uid, leasing.holder.info.host, leasing.holder.id)
+
+    # ------------------------------------------------------------------ joining
+
+    def begin(self, jobs: Sequence[Job], elsewhere: Sequence[str]) -> None:
+        """Create or join the run with every test this host collected (``elsewhere``: those no
+        device here can run), and say which tests each device here can run."""
+        ctl = self.ctl
+        estimates: dict[str, float] = {nodeid: 0.0 for nodeid in elsewhere}
+        routes: dict[str, list[str]] = {}
+        for job in jobs:
+            estimates[job.nodeid] = max(estimates.get(job.nodeid, 0.0), job.estimate)
+            for device in job.eligible:
+                self.jobs[(job.nodeid, device)] = job
+                routes.setdefault(device, []).append(job.nodeid)
+        plan = RunPlan(
+            self.uid,
+            ctl.mode,
+            tuple(QueuedTest(nodeid, estimate) for nodeid, estimate in estimates.items()),
+            retry_budget=ctl.faults.retry_crashed,
+            rack=ctl.rack.source,
+            command=shlex.join(["pytest", *map(str, ctl.config.invocation_params.args)]),
+            started=time.time(),
+        )
+        try:
+            self.joined = self.queue.open_run(plan, self.host, self.holder_id)
+            self.queue.add_routes(self.uid, self.host, routes)
+        except ShareError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def adopt(self, plan: Plan) -> list[str]:
+        """Fit this host's plan to a shared run; returns the tests no device here can run (they
+        are queued for the other hosts, not reported here as errors)."""
+        elsewhere = [i.test.nodeid for i, _ in plan.unrunnable if not i.test.requirement_error]
+        plan.unrunnable = [(i, text) for i, text in plan.unrunnable if i.test.requirement_error]
+        for gang in plan.gangs:
+            info = self.ctl.tests[gang.nodeid]
+            plan.unrunnable.append((info, SEVERAL_DEVICES.format(uid=self.uid)))
+        plan.gangs = []
+        return elsewhere
+
+    def describe(self, elsewhere: int) -> str:
+        joined = self.joined
+        how = "created" if joined is not None and joined.created else "joined"
+        line = f"testrack: {how} shared run {self.uid} as host {self.host}"
+        if elsewhere:
+            tests = f"{elsewhere} test{'s' if elsewhere != 1 else ''}"
+            line += f"; {tests} no device here can run are left to the other hosts"
+        return line
+
+    # ------------------------------------------------------------------ claiming
+
+    def take(self, worker: WorkerHandle) -> list[Job]:
+        """Tests from the queue for ``worker``'s device, under its slot's lease ([] for none now)."""
+        ctl = self.ctl
+        assert ctl.leasing is not None
+        lease = ctl.leasing.leases.get(worker.slot.id)
+        if lease is None:
+            return []
+        device = worker.device.name
+        try:
+            size = self._size(device)
+            claims = self.queue.claim(self.uid, self.host, self.holder_id, lease.token, device, size)
+        except LeaseLost as exc:
+            trace(f"shared: {worker.slot.id} lease lost: {exc}")
+            return []
+        except ShareError as exc:
+            ctl.problems.append(f"shared run {self.uid}: could not claim tests for {device}: {exc}")
+            return []
+        trace(f"shared: {worker.slot.id} claimed {len(claims)} of {size}")
+        jobs = []
+        for claim in claims:
+            job = self.jobs.get((claim.nodeid, device))
+            if job is None:  # not routed here; cannot happen unless the routes changed
+                self._give_back([claim])
+                continue
+            self.claims[self.key(claim.nodeid, device)] = claim
+            jobs.append(dataclasses.replace(job, eligible=frozenset([device])))
+        return jobs
+
+    def key(self, nodeid: str, device: str) -> tuple[str, str]:
+        """A claim's key: in load mode a test is claimed once (a retry after a crash may run on
+        another device here), in each mode once per device."""
+        return (nodeid, device if self.each else "")
+
+    def _size(self, device: str) -> int:
+        """How many tests one claim takes: about CLAIM_SECONDS of this device's work."""
+        known = [j.estimate for (_, d), j in self.jobs.items() if d == device and not j.guessed]
+        mean = sum(known) / len(known) if known else DEFAULT_ESTIMATE
+        return max(1, min(CLAIM_MOST, int(CLAIM_SECONDS / max(mean, 1e-3))))
+
+    def may_have_more(self) -> bool:
+        """Whether the run may still give this host work: tests queued, or claimed by hosts that
+        may die and give them back. Asked of the database at most every LOOK_AGAIN seconds."""
+        now = time.monotonic()
+        if now - self._looked >= LOOK_AGAIN:
+            self._looked = now
+            try:
+                self.queue.recover(self.uid)
+                progress = self.queue.progress(self.uid)
+            except ShareError:
+                return self._more  # the database is away for a moment: as before
+            mine = len(self.claims)
+            self._more = progress.queued > 0 or progress.claimed > mine
+            self._queued = progress.queued
+        return self._more
+
+    def tick(self, wait: float | None) -> float:
+        """From the run loop, every LOOK_AGAIN seconds: tell the queue which claimed tests started,
+        and offer idle workers what came back to the queue. Returns how long the loop may wait."""
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + LOOK_AGAIN
+            from testrack.controller import Phase  # the controller imports this module
+
+            self._mark_started()
+            ctl = self.ctl
+            if any(w.wants_work for w in ctl.alive_workers()):
+                ctl.feed_idle()
+            if self.may_have_more() and self._queued and ctl.phase is Phase.RUNNING:
+                # Tests came back (a host died) after this host's workers finished: a fresh worker
+                # in each free slot claims what its device can run.
+                for slot in ctl.free_slots():
+                    trace(f"shared: {slot.id} restarts for tests back in the queue")
+                    fresh = ctl.start_worker(slot, fresh=True)
+                    ctl.give_imports(fresh, ctl.planned_for(fresh))
+        left = max(0.0, self._next_tick - now)
+        return left if wait is None else min(wait, left)
+
+    def waiting(self) -> bool:
+        """Whether idle workers wait for tests that may still come back to the queue."""
+        idle = any(w.wants_work and not w.winding_down for w in self.ctl.alive_workers())
+        return idle and self.may_have_more()
+
+    def _mark_started(self) -> None:
+        """Tell the queue which claimed tests started (a host that dies is blamed for those)."""
+        if not self.claims:
+            return
+        by_token: dict[int, list[Claim]] = {}
+        for worker in self.ctl.alive_workers():
+            started = worker.board.read().started - worker.reported
+            for job in list(worker.assigned)[: max(0, started)]:
+                key = self.key(job.nodeid, worker.device.name)
+                claim = self.claims.get(key)
+                if claim is not None and key not in self._started:
+                    self._started.add(key)
+                    by_token.setdefault(claim.token, []).append(claim)
+        for token, claims in by_token.items():
+            # The lease may be gone (its results will be refused), or the database away a moment.
+            with contextlib.suppress(ShareError):
+                self.queue.mark_started(self.holder_id, token, claims)
+
+    # ------------------------------------------------------------------ completing
+
+    def complete(self, results: Sequence[Result]) -> set[str]:
+        """Store the final results of claimed tests with their fence checks; returns the node ids
+        whose results were refused (their claim went back to the queue: not to be shown)."""
+        by_token: dict[int, list[tuple[Claim, Result]]] = {}
+        refused: set[str] = set()
+        attempts: list[Result] = []
+        for result in results:
+            key = self.key(result.nodeid, result.device)
+            claim = None if result.outcome == "rerun" else self.claims.pop(key, None)
+            if claim is None:
+                attempts.append(result)  # an attempt of a test that runs again, or not a queued one
+                continue
+            self._started.discard(key)
+            by_token.setdefault(claim.token, []).append((claim, result))
+        self.ctl.recorder.results(attempts)
+        for token, finished in by_token.items():
+            try:
+                accepted = {c.item for c in self.queue.complete(self.uid, self.holder_id, token, finished)}
+            except LeaseLost:
+                accepted = set()
+            except ShareError as exc:
+                self.ctl.problems.append(f"shared run {self.uid}: results not stored: {exc}")
+                accepted = set()
+            for claim, _ in finished:
+                if claim.item not in accepted:
+                    refused.add(claim.nodeid)
+        return refused
+
+    def give_back(self, job: Job) -> bool:
+        """A claimed test no device here can run now (its device was quarantined or lost): back to
+        the queue for the other hosts. False when it was not a claimed test."""
+        keys = {self.key(job.nodeid, d) for d in job.eligible}
+        claims = [c for k in keys if (c := self.claims.pop(k, None)) is not None]
+        self._give_back(claims)
+        return bool(claims)
+
+    def _give_back(self, claims: Sequence[Claim]) -> None:
+        by_token: dict[int, list[Claim]] = {}
+        for claim in claims:
+            by_token.setdefault(claim.token, []).append(claim)
+        for token, some in by_token.items():
+            with contextlib.suppress(ShareError):  # the lease is gone: the queue takes them back
+                self.queue.unclaim(self.holder_id, token, some)
+
+    def leave(self) -> None:
+        """The end of this host's part: what it still claims goes back, and it leaves the run."""
+        self._give_back(list(self.claims.values()))
+        self.claims.clear()
+        try:
+            self.finished_run = self.queue.leave(self.uid, self.host)
+            if self.finished_run:
+                outcomes = self.queue.progress(self.uid).outcomes
+                self.outcome = "tests_failed" if any(o in FAILING for o in outcomes) else "ok"
+        except ShareError as exc:
+            self.ctl.problems.append(f"shared run {self.uid}: could not leave the run: {exc}")

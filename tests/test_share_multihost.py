@@ -1,0 +1,225 @@
+"""One run over many hosts (``--rack-run ID``), as CI starts it: several real pytest processes,
+each with its own rack file and ``--rack-host`` name, sharing one run's tests through a real
+PostgreSQL server; ``testrack report --run ID --wait`` waits for them all. Who ran what is read
+from a log the tests write, not from testrack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from testrack.rack import Device, dump_rack
+
+pytestmark = pytest.mark.timeout(300)
+
+#: Each test appends "nodeid device pid" to ran.log when it has run (one short write: atomic).
+SUITE = """
+    import os, time
+    import pytest
+
+    @pytest.mark.parametrize("n", range({count}))
+    def test_work(device, n):
+        time.sleep({seconds})
+        line = f"test_work[{{n}}] {{device.name}} {{os.getpid()}}\\n"
+        fd = os.open(os.environ["RAN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, line.encode())
+        os.close(fd)
+"""
+
+
+def _suite(pytester: pytest.Pytester, count: int, seconds: float) -> None:
+    pytester.makepyfile(test_work=SUITE.format(count=count, seconds=seconds))
+
+
+def _racks(pytester: pytest.Pytester, hosts: int, per_host: int = 2) -> list[Path]:
+    paths = []
+    for h in range(hosts):
+        devices = [Device(f"h{h}-board-{i}", "board", f"127.0.{h + 1}.{i + 1}:1") for i in range(per_host)]
+        path = pytester.path / f"host{h}.toml"
+        path.write_text(dump_rack(devices))
+        paths.append(path)
+    return paths
+
+
+def _host(
+    pytester: pytest.Pytester, rack: Path, name: str, run: str, share: str, *args: str
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "RAN_LOG": str(pytester.path / "ran.log"), "PYTEST_ADDOPTS": "-p no:randomly"}
+    env.pop("TESTRACK_SHARE", None)
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rack", str(rack),
+            "--rack-share", share, "--rack-run", run, "--rack-host", name, *args,
+        ],
+        cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _report(pytester: pytest.Pytester, run: str, share: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TESTRACK_SHARE"}
+    return subprocess.run(
+        [sys.executable, "-m", "testrack", "report", "--run", run, "--share", share, *args],
+        cwd=pytester.path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def _ran(pytester: pytest.Pytester) -> list[tuple[str, str, str]]:
+    log = pytester.path / "ran.log"
+    if not log.exists():
+        return []
+    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
+
+
+def test_two_hosts_share_one_run_and_each_test_runs_once(pytester: pytest.Pytester, pg_database: str) -> None:
+    """Two hosts of two boards each start the same command with the same --rack-run ID: every test
+    runs exactly once, on some device of either host; report --wait prints the combined outcome
+    and writes one JUnit file over all four devices."""
+    _suite(pytester, 60, 0.15)
+    racks = _racks(pytester, 2)
+    hosts = [_host(pytester, rack, f"ci-{h}", "pipeline-1", pg_database) for h, rack in enumerate(racks)]
+    waited = _report(pytester, "pipeline-1", pg_database, "--wait", "--timeout", "60", "--junitxml", "x.xml")
+    outputs = [p.communicate(timeout=240)[0] for p in hosts]
+    for proc, out in zip(hosts, outputs, strict=True):
+        assert proc.returncode == 0, out
+        assert "shared run pipeline-1 as host ci-" in out, out
+    assert any("created shared run pipeline-1" in out for out in outputs), outputs
+    assert any("joined shared run pipeline-1" in out for out in outputs), outputs
+    ran = _ran(pytester)
+    counts = Counter(nodeid for nodeid, _, _ in ran)
+    assert sorted(counts) == sorted(f"test_work[{n}]" for n in range(60)), counts
+    assert set(counts.values()) == {1}, [n for n, c in counts.items() if c > 1]
+    devices = {device for _, device, _ in ran}
+    assert {d[:2] for d in devices} == {"h0", "h1"}, devices  # both hosts did work
+    # what each host printed adds up to the whole run
+    passed = [int(out.rsplit(" passed", 1)[0].split()[-1]) for out in outputs]
+    assert sum(passed) == 60, outputs
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "pipeline-1: 60 passed" in waited.stdout, waited.stdout
+    xml = (pytester.path / "x.xml").read_text()
+    assert xml.count("<testcase ") == 60, xml[:2000]
+    assert all(f'hostname="h{h}-board-{i}"' in xml for h in (0, 1) for i in (0, 1)), xml[:2000]
+
+
+def test_a_host_that_collected_other_tests_is_refused_naming_them(
+    pytester: pytest.Pytester, pg_database: str
+) -> None:
+    """A host whose -k selects other tests may not join: it stops with a usage error that names
+    the difference, without a traceback and without running a test; the run goes on."""
+    _suite(pytester, 20, 0.2)
+    first, second = _racks(pytester, 2)
+    creator = _host(pytester, first, "ci-0", "pipeline-2", pg_database)
+    deadline = time.monotonic() + 120
+    while not _ran(pytester):
+        assert time.monotonic() < deadline and creator.poll() is None, creator.communicate()[0]
+        time.sleep(0.1)
+    other = _host(pytester, second, "ci-1", "pipeline-2", pg_database, "-k", "not test_work[3]")
+    out = other.communicate(timeout=120)[0]
+    assert other.returncode == 4, out
+    assert "host ci-1 collected other tests than run pipeline-2" in out, out
+    assert "lacks 1 it has (test_work.py::test_work[3])" in out, out
+    assert "Traceback" not in out, out
+    assert creator.communicate(timeout=120)[0] and creator.returncode == 0
+    assert len(_ran(pytester)) == 20
+    # A finished run is not run again: the message says how to rerun what failed.
+    again = _host(pytester, first, "ci-0", "pipeline-2", pg_database)
+    out = again.communicate(timeout=120)[0]
+    assert again.returncode == 4, out
+    assert "run pipeline-2 finished at" in out and "give a new --rack-run ID" in out, out
+
+
+def test_the_tests_of_a_host_killed_mid_run_are_run_by_another(
+    pytester: pytest.Pytester, pg_database: str
+) -> None:
+    """kill -9 of one host (controller and workers) mid-run: the tests it claimed go back to the
+    queue, the other host runs them, and report --wait ends with every test's result."""
+    _suite(pytester, 40, 0.25)
+    first, second = _racks(pytester, 2)
+    args = ("--rack-retry-crashed", "1")
+    doomed = _host(pytester, first, "ci-0", "pipeline-3", pg_database, *args)
+    deadline = time.monotonic() + 120
+    while not any(device.startswith("h0") for _, device, _ in _ran(pytester)):
+        assert time.monotonic() < deadline and doomed.poll() is None, doomed.communicate()[0]
+        time.sleep(0.05)
+    survivor = _host(pytester, second, "ci-1", "pipeline-3", pg_database, *args)
+    while not any(device.startswith("h1") for _, device, _ in _ran(pytester)):
+        assert time.monotonic() < deadline and survivor.poll() is None, survivor.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.communicate(timeout=60)
+    out = survivor.communicate(timeout=180)[0]
+    assert survivor.returncode == 0, out
+    waited = _report(pytester, "pipeline-3", pg_database, "--wait", "--timeout", "30")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "pipeline-3: 40 passed" in waited.stdout, waited.stdout
+    counts = Counter(nodeid for nodeid, _, _ in _ran(pytester))
+    assert sorted(counts) == sorted(f"test_work[{n}]" for n in range(40)), counts
+
+
+def test_rack_run_without_a_postgresql_share_says_what_to_give(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    _suite(pytester, 2, 0.0)
+    (rack,) = _racks(pytester, 1)
+    proc = _host(pytester, rack, "ci-0", "pipeline-4", str(tmp_path / "share.sqlite"))
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 4, out
+    assert "--rack-run pipeline-4 spreads a run over many hosts through a PostgreSQL share" in out, out
+    assert "Traceback" not in out, out
+
+
+def test_each_mode_over_two_hosts_gives_every_device_every_test_and_one_verdict(
+    pytester: pytest.Pytester, pg_database: str
+) -> None:
+    """Each mode: every test runs once on each of the four devices of two hosts; report --wait
+    prints every device's counts and fails the whole run for one failure on one device."""
+    pytester.makepyfile(
+        test_each="""
+        import os
+
+        def test_ok(device):
+            pass
+
+        def test_not_on_h1_board_0(device):
+            assert device.name != "h1-board-0"
+        """
+    )
+    racks = []
+    for h in range(2):
+        devices = [Device(f"h{h}-board-{i}", "board", f"127.0.{h + 1}.{i + 1}:1") for i in range(2)]
+        racks.append(pytester.path / f"each{h}.toml")
+        racks[-1].write_text(dump_rack(devices, mode="each"))
+    hosts = [_host(pytester, rack, f"ci-{h}", "pipeline-5", pg_database) for h, rack in enumerate(racks)]
+    outputs = [p.communicate(timeout=240)[0] for p in hosts]
+    assert sorted(p.returncode for p in hosts) == [0, 1], outputs
+    waited = _report(pytester, "pipeline-5", pg_database, "--wait", "--timeout", "30")
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    lines = waited.stdout.splitlines()
+    assert lines[0].startswith("pipeline-5: 1 failed, 7 passed (hosts: "), lines
+    assert "  h1-board-0: 1 failed, 1 passed" in lines, lines
+    assert [line for line in lines if line.endswith(": 2 passed")] == [
+        "  h0-board-0: 2 passed",
+        "  h0-board-1: 2 passed",
+        "  h1-board-1: 2 passed",
+    ], lines
+
+
+def test_report_wait_says_what_to_give_for_wrong_input(pytester: pytest.Pytester, pg_database: str) -> None:
+    """A run number instead of an ID, no PostgreSQL share, and an ID no host ever started: each a
+    one-line error naming the fix, never a traceback."""
+    number = _report(pytester, "3", pg_database, "--wait")
+    assert number.returncode != 0 and "give --run the ID every host ran with" in number.stderr, number.stderr
+    sqlite = _report(pytester, "p", str(pytester.path / "share.sqlite"), "--wait")
+    assert sqlite.returncode != 0 and "is not one: give --share postgresql://" in sqlite.stderr, sqlite.stderr
+    never = _report(pytester, "nobody-started-this", pg_database, "--wait", "--timeout", "2")
+    assert never.returncode != 0, never.stdout
+    assert "no shared run nobody-started-this in the share" in never.stderr, never.stderr
+    assert "start the hosts with pytest --rack-run nobody-started-this" in never.stderr, never.stderr
+    assert all("Traceback" not in r.stderr for r in (number, sqlite, never))
