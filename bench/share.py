@@ -14,7 +14,9 @@ default settings but for the port and socket), and measures with real client pro
 - ``fair``: Jain's index of the device time 4 equal runs waiting for one device got;
 - ``two``: two equal runs on one 2-device rack: their finish times;
 - ``hosts``: 4 hosts x 4 devices on one device-bound suite (simulated tests: a sleep, no pytest)
-  against 1 host x 4 devices, and a trivial one-slot run for the start-up.
+  against 1 host x 4 devices, and a trivial one-slot run for the start-up;
+- ``pytest-hosts``: the same with real hosts, ``pytest --rack-run`` processes of simulated
+  devices (and a trivial one-slot pytest run for the start-up).
 
 Prints a Markdown table (docs/sharing.md shows one). The machine it ran on is named with its
 CPU count: on a shared machine the figures are lower bounds.
@@ -379,6 +381,62 @@ def measure_hosts(server: PgServer, tests: int, test_seconds: float) -> list[tup
     ]  # fmt: skip
 
 
+#: The device-bound suite of ``pytest-hosts``: each test drives its device for a while (a sleep).
+DEVICE_SUITE = """
+import time
+import pytest
+
+@pytest.mark.parametrize("n", range({count}))
+def test_device_work(device, n):
+    time.sleep({seconds})
+"""
+
+
+def measure_pytest_hosts(server: PgServer, tests: int, test_seconds: float) -> list[tuple[str, str, str]]:
+    """The same as ``hosts`` with real hosts: pytest processes with ``--rack-run``, each with its
+    own rack file of simulated devices, sharing one run through the PostgreSQL share."""
+    import tempfile
+
+    from testrack.rack import Device, dump_rack
+
+    project = Path(tempfile.mkdtemp(prefix="testrack-bench-hosts-"))
+    (project / "test_device.py").write_text(DEVICE_SUITE.format(count=tests, seconds=test_seconds))
+    (project / "test_trivial.py").write_text("def test_trivial(device):\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TESTRACK_SHARE", "PYTHONDONTWRITEBYTECODE")}
+    env["PYTEST_ADDOPTS"] = "-p no:randomly -p no:cacheprovider"
+
+    def run_hosts(hosts: int, per_host: int, tag: str, target: str) -> float:
+        url = server.url(server.create_database("bench"))
+        procs = []
+        started = time.time()
+        for h in range(hosts):
+            rack = project / f"{tag}-{h}.toml"
+            devices = [
+                Device(f"{tag}-h{h}-d{d}", "board", f"127.0.{h + 1}.{d + 1}:1") for d in range(per_host)
+            ]
+            rack.write_text(dump_rack(devices))
+            args = [sys.executable, "-m", "pytest", "-q", target, "--rack", str(rack), "--rack-share", url]
+            if hosts > 1:
+                args += ["--rack-run", tag, "--rack-host", f"h{h}"]
+            procs.append(subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, text=True))
+        for proc in procs:
+            out, _ = proc.communicate(timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"a bench host failed (exit code {proc.returncode}):\n{out[-3000:]}")
+        return time.time() - started
+
+    startup = run_hosts(1, 1, "startup", "test_trivial.py")
+    sixteen = run_hosts(4, 4, "four", "test_device.py")
+    four = run_hosts(1, 4, "one", "test_device.py")
+    ideal = tests * test_seconds / 16 + startup
+    return [
+        (f"{tests} tests x {test_seconds * 1000:.0f} ms, 4 pytest hosts x 4 devices (--rack-run)",
+         f"{sixteen:.2f} s = {sixteen / ideal:.2f} x (work/16 + start-up {startup:.2f} s)", "<= 1.15 x"),
+        ("... against 1 pytest host x 4 devices", f"{four:.2f} s: {four / sixteen:.2f} x faster with 4",
+         ">= 3.5 x"),
+    ]  # fmt: skip
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         return _worker(sys.argv[2:])
@@ -388,10 +446,12 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs (for a busy, shared machine)")
     parser.add_argument(
-        "--only", nargs="*", choices=["lease", "queue", "kill", "freeze", "fair", "two", "hosts"]
+        "--only",
+        nargs="*",
+        choices=["lease", "queue", "kill", "freeze", "fair", "two", "hosts", "pytest-hosts"],
     )
     args = parser.parse_args()
-    chosen = set(args.only or ["lease", "queue", "kill", "freeze", "fair", "two", "hosts"])
+    chosen = set(args.only or ["lease", "queue", "kill", "freeze", "fair", "two", "hosts", "pytest-hosts"])
     server = start_server()  # default settings
     rows: list[tuple[str, str, str]] = []
     try:
@@ -405,6 +465,12 @@ def main() -> int:
             (
                 "hosts",
                 lambda: measure_hosts(server, 320 if args.quick else 1600, 0.05 if args.quick else 0.1),
+            ),
+            (
+                "pytest-hosts",
+                lambda: measure_pytest_hosts(
+                    server, 320 if args.quick else 1600, 0.05 if args.quick else 0.1
+                ),
             ),
         ]
         for name, step in steps:
