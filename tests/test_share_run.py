@@ -168,3 +168,60 @@ def test_an_unusable_share_is_a_usage_error_naming_it_and_local_slots_need_none(
     local.assert_outcomes(passed=1)
     off = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--rack-share", "off")
     off.assert_outcomes(passed=1)
+
+
+CHECKED = """
+    import os
+
+    def testrack_device_check(device):
+        if device.name == "board-2" and os.path.exists(os.path.join(os.path.dirname(__file__), "broken")):
+            raise RuntimeError("fan failure reported by the board")
+"""
+
+
+def _quarantine(project: Path, share: str, device: str) -> object:
+    """The share's quarantine of ``device``, as ``testrack status --json`` shows it."""
+    import json
+
+    status = subprocess.run(
+        [sys.executable, "-m", "testrack", "status", "--share", share, "--json"],
+        cwd=project, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    return next(d["quarantine"] for d in json.loads(status.stdout)["devices"] if d["name"] == device)
+
+
+def test_a_quarantine_is_the_shares_until_the_device_passes_its_check(
+    pytester: pytest.Pytester, write_rack, tmp_path: Path
+) -> None:
+    """A device that fails its check is quarantined for every run of the share: a later run with
+    no check keeps it out, naming who quarantined it; a run whose check passes lifts it."""
+    share = str(tmp_path / "share.sqlite")
+    write_rack(boards(2))
+    pytester.makepyfile(test_logged=LOGGED)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    pytester.makeconftest(CHECKED)
+    pytester.path.joinpath("broken").write_text("")
+    first = _start(pytester.path, logs, "-v", share=share)
+    out = first.communicate(timeout=120)[0]
+    assert first.returncode == 0 and "2 passed" in out, out
+    quarantine = _quarantine(pytester.path, share, "board-2")
+    assert isinstance(quarantine, dict) and "fan failure" in quarantine["reason"], quarantine
+    assert _quarantine(pytester.path, share, "board-1") is None
+    # no check in this run: board-2 stays out, and the run says why
+    pytester.path.joinpath("conftest.py").unlink()
+    (logs / "board-2").unlink(missing_ok=True)
+    second = _start(pytester.path, logs, "-v", share=share)
+    out = second.communicate(timeout=120)[0]
+    assert second.returncode == 0 and "2 passed" in out, out
+    assert "board-2" in out and "quarantined in the share by run" in out and "fan failure" in out, out
+    assert not (logs / "board-2").exists(), "a device quarantined in the share ran a test"
+    # the check passes again: the quarantine is lifted, and board-2 works
+    pytester.makeconftest(CHECKED)
+    pytester.path.joinpath("broken").unlink()
+    third = _start(pytester.path, logs, "-v", share=share)
+    out = third.communicate(timeout=120)[0]
+    assert third.returncode == 0, out
+    assert "board-2 passed its check: its quarantine in the share is lifted" in out, out
+    assert _quarantine(pytester.path, share, "board-2") is None

@@ -52,6 +52,7 @@ from testrack.recorder import Recorder
 from testrack.replay import Replay
 from testrack.scheduling import Dispatcher, Job, Slot
 from testrack.scheduling.sequences import SequenceDispatcher
+from testrack.share import ShareError
 from testrack.sharedrun import SharedRun
 from testrack.store import RunInfo
 from testrack.summary import device_counts, format_counts, matrix_lines
@@ -147,6 +148,9 @@ class Controller:
         #: Leases on the devices' slots when the rack is shared (leasing.py); None: not shared.
         self._said: list[str] = []
         self.leasing = Leasing.open(config, rack, self.slots, self.testrunuid, self._wake, self._said.append)
+        if self.leasing is not None:  # a quarantine is the share's, for every run of it
+            self.health.on_quarantine = self._quarantine_in_share
+            self.health.on_pass = self._passed_check
         #: This host's part of a run over many hosts (--rack-run), or None.
         self.shared: SharedRun | None = None
         try:
@@ -217,6 +221,12 @@ class Controller:
         for slot in self.slots:
             if self.leasing is None or self.leasing.take_now(slot):
                 self.start_worker(slot)
+        if self.leasing is not None:
+            # Quarantined by another run: checked before use, as after any other run; a run with
+            # no check to run keeps it out too.
+            for name, why in self.leasing.quarantined_elsewhere().items():
+                if not self.health.needs_check(self.devices[name]):
+                    self.health.quarantine(name, f"{why} (no check here can clear it)", shared=True)
         for device in {s.device for s in self.slots if s.id in self.workers}:
             self.health.check(device)
         if self.leasing is not None:
@@ -289,6 +299,21 @@ class Controller:
             self.shutdown_worker(worker)
         if self.phase is not Phase.STOPPING:
             self.leasing.wait_for(slot)
+
+    def _quarantine_in_share(self, device: str, reason: str) -> None:
+        assert self.leasing is not None
+        try:
+            self.leasing.quarantine(device, reason)
+        except ShareError as exc:
+            self.problems.append(f"could not tell the share that {device} is quarantined: {exc}")
+
+    def _passed_check(self, device: str) -> None:
+        assert self.leasing is not None
+        try:
+            if self.leasing.passed_check(device):
+                self.notes.append(f"{device} passed its check: its quarantine in the share is lifted")
+        except ShareError as exc:
+            self.problems.append(f"could not lift {device}'s quarantine in the share: {exc}")
 
     def _say_leasing(self) -> None:
         if not self._said:

@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import os
 import queue
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -64,6 +64,9 @@ class Health:
         #: Readable when a check finished: the run loop waits on it.
         self.wakeup = os.fdopen(read, "rb", buffering=0)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        #: A shared rack's: a quarantine here is the share's, and a passed check lifts it there.
+        self.on_quarantine: Callable[[str, str], None] | None = None
+        self.on_pass: Callable[[str], None] | None = None
         self.hooks = hookspecs.hooks_for(config.pluginmanager).hook
         self._user_hooks = bool(
             self.hooks.testrack_device_check.get_hookimpls()
@@ -132,17 +135,22 @@ class Health:
                 break
             if result.ok:
                 self.states[result.device] = DeviceState.HEALTHY
+                if self.on_pass is not None:
+                    self.on_pass(result.device)
             else:
                 self.quarantine(result.device, result.reason or "failed its check")
             results.append(result)
         return results
 
-    def quarantine(self, name: str, reason: str) -> None:
+    def quarantine(self, name: str, reason: str, shared: bool = False) -> None:
+        """Take ``name`` out of this run (``shared``: the share already has it quarantined)."""
         if self.states[name] is DeviceState.QUARANTINED:
             return
         self.states[name] = DeviceState.QUARANTINED
         self.reasons[name] = reason
         self.recorder.quarantine(name, reason)
+        if self.on_quarantine is not None and not shared:
+            self.on_quarantine(name, reason)
 
     def quarantined(self) -> dict[str, str]:
         return {name: self.reasons[name] for name, s in self.states.items() if s is DeviceState.QUARANTINED}

@@ -42,6 +42,7 @@ from testrack.share import (
 )
 from testrack.share.backend import ShareBackend
 from testrack.share.location import open_share, resolve
+from testrack.share.text import clock_time
 
 
 def addoption(group: Any) -> None:
@@ -113,6 +114,7 @@ class Leasing:
         #: Why a slot will never be had (its wait gave up), by slot id.
         self.refused: dict[str, str] = {}
         self.keys: dict[str, SlotKey] = {}
+        self._names: set[str] = set()
 
     @classmethod
     def open(
@@ -154,7 +156,7 @@ class Leasing:
             backend.close()
             raise pytest.UsageError(f"{exc} (or run without leases: --rack-share off)") from None
         leasing = cls(backend, holder, setting.describe(), config.getoption("rack_wait"), wake, say)
-        names = {d.name for d in shared}
+        names = leasing._names = {d.name for d in shared}
         leasing.keys = slot_keys([s for s in slots if s.device in names])
         for warning in warnings:
             say(f"testrack: {warning}")
@@ -274,6 +276,33 @@ class Leasing:
     def _release(self, lease: Lease) -> None:
         with contextlib.suppress(ShareError):  # lost or unreachable: it expires on its own
             self.holder.release(lease)
+
+    # ------------------------------------------------------------------ quarantines
+
+    def quarantined_elsewhere(self) -> dict[str, str]:
+        """This rack's devices the share has quarantined (by another run, or an earlier one), with
+        why, by whom and since when."""
+        try:
+            status = self.backend.status()
+        except ShareError:
+            return {}
+        out = {}
+        for device in status.devices:
+            q = device.quarantine
+            if device.name in self._names and q is not None:
+                since = clock_time(q.at)
+                out[device.name] = f"quarantined in the share by run {q.run} since {since}: {q.reason}"
+        return out
+
+    def quarantine(self, device: str, reason: str) -> None:
+        """Every run of the share keeps the device out until it passes its check again
+        (ShareError when the share cannot be told)."""
+        if device in self._names:
+            self.backend.set_quarantine(device, reason, self.holder.info.run)
+
+    def passed_check(self, device: str) -> bool:
+        """The device passed its check: True when that lifted its quarantine in the share."""
+        return device in self._names and self.backend.clear_quarantine(device)
 
     @property
     def waiting(self) -> bool:
