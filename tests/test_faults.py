@@ -270,6 +270,29 @@ def test_device_failing_its_check_at_start_is_quarantined(pytester, testrack_sim
     record("device fails its check at start", mode, (WORK_TESTS + 1) * (2 if mode == "each" else 1), run)
 
 
+def test_a_device_quarantined_while_its_worker_starts_loses_no_test(pytester, write_rack) -> None:
+    """A check that fails at once (before the device's worker is up) stops that worker before it
+    imports anything: the files go to the other worker, and every test runs there. (Its worker
+    used to take a file after it was told to stop, and the run ended with no tests.)"""
+    from conftest import boards
+
+    write_rack(boards(2))
+    pytester.makeconftest(
+        """
+        def testrack_device_check(device):
+            if device.name == "board-2":
+                raise RuntimeError("fan failure reported by the board")
+        """
+    )
+    for k in range(3):
+        body = "def test_a(device):\n    pass\n\ndef test_b(device):\n    pass\n"
+        pytester.makepyfile(**{f"test_f{k}": body})
+    for _ in range(4):  # a race: the check ends before or after the worker is up
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--rack-store", "memory")
+        result.assert_outcomes(passed=6)
+        assert "board-2: no tests (quarantined: RuntimeError: fan failure" in result.stdout.str()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_swapped_identity_is_refused_with_the_trust_command(pytester, testrack_sim, mode):
     """A device whose identity changed since it was pinned is refused, naming both and the fix."""

@@ -225,3 +225,56 @@ def test_a_quarantine_is_the_shares_until_the_device_passes_its_check(
     assert third.returncode == 0, out
     assert "board-2 passed its check: its quarantine in the share is lifted" in out, out
     assert _quarantine(pytester.path, share, "board-2") is None
+
+
+TAKING_TURNS = """
+    import os, time
+    import pytest
+
+    @pytest.mark.parametrize("n", range(20))
+    def test_turn(device, n):
+        log = os.path.join(os.environ["DEVICE_LOGS"], device.name)
+        with open(log, "a") as f:
+            f.write(f"{os.environ['RUN_NAME']} {time.time()}\\n")
+        time.sleep(0.3)
+"""
+
+
+def test_two_equal_runs_on_one_device_take_turns_and_finish_together(
+    pytester: pytest.Pytester, write_rack, tmp_path: Path
+) -> None:
+    """Two equal runs want one board: the first gives it back between tests once it has had its
+    quantum and the second waits, and so on, so they finish together rather than one after the
+    other (each alone: ~6 s of device time)."""
+    share = str(tmp_path / "share.sqlite")
+    write_rack(boards(1))
+    pytester.makepyfile(test_turns=TAKING_TURNS)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    started = time.monotonic()
+    runs = []
+    for name in ("first", "second"):
+        os.environ["RUN_NAME"] = name
+        try:
+            runs.append(_start(pytester.path, logs, share=share))
+        finally:
+            del os.environ["RUN_NAME"]
+        time.sleep(0.5)
+    ends: dict[int, float] = {}
+    while len(ends) < len(runs):
+        assert time.monotonic() - started < 180, "the runs did not end"
+        for k, run in enumerate(runs):
+            if k not in ends and run.poll() is not None:
+                ends[k] = time.monotonic() - started
+        time.sleep(0.05)
+    outputs = [run.communicate(timeout=60)[0] for run in runs]
+    for run, out in zip(runs, outputs, strict=True):
+        assert run.returncode == 0 and "20 passed" in out, out
+    first, second = ends[0], ends[1]
+    assert abs(first - second) <= 0.25 * max(first, second), (first, second)  # alone: ~50 % apart
+    order = [line.split()[0] for line in (logs / "board-1").read_text().splitlines()]
+    last_first = len(order) - 1 - order[::-1].index("first")
+    assert order.index("second") < last_first, f"the second run waited for the whole first: {order}"
+    assert "board-1 was given back" in outputs[0] and "(fair share)" in outputs[0], outputs[0]
+    switches = sum(1 for a, b in itertools.pairwise(order) if a != b)
+    assert 1 <= switches <= 8, order  # turns in quanta, not test by test

@@ -117,7 +117,7 @@ class Collection:
 
     def feed(self, worker: WorkerHandle) -> None:
         """Load mode: give a ready worker the next files to import, in chunks."""
-        if not self.to_collect or worker.collecting:
+        if not self.to_collect or worker.collecting or worker.winding_down:
             return
         if self.to_collect[0] in self.suspects:
             chunk = [self.to_collect.popleft()]
@@ -164,6 +164,18 @@ class Collection:
             else:
                 self.suspects.update(keys)
                 self.to_collect.extendleft(reversed(keys))
+
+    def on_worker_stopped(self, worker: WorkerHandle) -> None:
+        """A worker ended cleanly before it imported the files it was given (its device was
+        quarantined meanwhile, say): others import them, or their tests would be lost."""
+        keys = self.in_flight.pop(worker.slot.id, [])
+        if not keys or not self._pulls():
+            return
+        trace(f"controller: {worker.slot.id} stopped before importing {len(keys)} files: others will")
+        self.to_collect.extendleft(reversed(keys))
+        for other in self.ctl.alive_workers():
+            if other.state is State.READY and not other.winding_down:
+                self.feed(other)
 
     def report_crash(self, worker: WorkerHandle, key: str, how: str, output: str) -> None:
         nodeid = self.unit_nodeids.get(key, key)

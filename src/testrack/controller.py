@@ -151,6 +151,10 @@ class Controller:
         if self.leasing is not None:  # a quarantine is the share's, for every run of it
             self.health.on_quarantine = self._quarantine_in_share
             self.health.on_pass = self._passed_check
+        #: Slots whose workers end to give their leases back to a run that waits (fairness), and
+        #: how often each device was given back.
+        self.giving_back: set[str] = set()
+        self.gave_back: dict[str, int] = {}
         #: This host's part of a run over many hosts (--rack-run), or None.
         self.shared: SharedRun | None = None
         try:
@@ -716,11 +720,13 @@ class Controller:
                 raise TypeError(f"testrack controller: unexpected message {message!r}")
 
     def on_ready(self, worker: WorkerHandle) -> None:
-        worker.state = State.READY
         trace(f"controller: {worker.slot.id} ready")
         node = getattr(worker, "node", None)
         if node is not None:
             nodes.ready(node)
+        if worker.state is not State.STARTING:
+            return  # told to stop while it started (its device was quarantined): it ends now
+        worker.state = State.READY
         self.collection.on_ready(worker)
 
     @pytest.hookimpl(trylast=True)
@@ -781,6 +787,13 @@ class Controller:
             return
         if self.leasing is not None and not self.leasing.holds(worker.slot.id):
             self.lease_lost(worker.slot.id)  # asked before each test: never touch a device not ours
+            return
+        if (
+            self.leasing is not None
+            and self.phase is Phase.RUNNING
+            and self.leasing.should_give_back(worker.slot.id)
+        ):
+            self.give_back(worker)
             return
         state = self.health.state(worker.device.name)
         if state in (DeviceState.UNCHECKED, DeviceState.CHECKING):
@@ -853,6 +866,23 @@ class Controller:
         if self.gangs.running:
             self.gangs.finished(worker, nodeid)
             self.feed_idle()  # the slots it had borrowed take work again
+
+    def give_back(self, worker: WorkerHandle) -> None:
+        """Another run waits for this slot and has had less of it: the worker ends after the
+        tests it holds, then the lease goes back and this run waits for it again."""
+        slot_id = worker.slot.id
+        trace(f"controller: {slot_id} gives its lease back")
+        self.giving_back.add(slot_id)
+        self.gave_back[worker.device.name] = self.gave_back.get(worker.device.name, 0) + 1
+        self.finish_worker(worker)
+
+    def after_give_back(self, slot: Slot) -> None:
+        """The slot's worker ended: release the lease and queue for it again (fairly)."""
+        assert self.leasing is not None
+        self.giving_back.discard(slot.id)
+        self.leasing.release(slot.id)
+        if self.phase is Phase.RUNNING and (self.dispatcher.remaining or self.shared is not None):
+            self.leasing.wait_for(slot)
 
     def finish_worker(self, worker: WorkerHandle) -> None:
         """No more work for this worker: it runs what it holds, then ends its session."""
@@ -970,6 +1000,11 @@ class Controller:
             )
             worker.kill()
             worker.state = State.DEAD
+        for device, times in self.gave_back.items():
+            self.notes.append(
+                f"{device} was given back {times} time{'s' if times != 1 else ''} to a run waiting "
+                "for it with less device time or a higher priority, and waited for again (fair share)"
+            )
         if self.shared is not None:
             self.shared.leave()  # before the share closes: what is still claimed goes back
         if self.leasing is not None:

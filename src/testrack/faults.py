@@ -116,12 +116,15 @@ class Faults:
         running = ctl.phase.name == "RUNNING"
         if finished:
             ctl.node_down(worker, None)
+            ctl.collection.on_worker_stopped(worker)
             # A clean exit: after Finish, after Shutdown, or on its own at --maxfail.
             if worker.assigned and running:
                 ctl.dispatcher.requeue(list(worker.assigned))
             worker.assigned.clear()
             if ctl.workers.get(slot.id) is worker:  # else a new worker has the slot already
                 ctl.dispatcher.drop_slot(slot.id, permanently=False)
+            if slot.id in ctl.giving_back:
+                ctl.after_give_back(slot)
             if running and not ctl.gangs.active:  # else the allocator starts what its tests need
                 ctl.restart_for_leftovers()
                 ctl.share_free_slots()

@@ -44,6 +44,9 @@ from testrack.share.backend import ShareBackend
 from testrack.share.location import open_share, resolve
 from testrack.share.text import clock_time
 
+#: The least a run holds a slot before it gives it back to a fairer claim (seconds).
+GIVE_BACK_QUANTUM = 3.0
+
 
 def addoption(group: Any) -> None:
     group.addoption(
@@ -115,6 +118,7 @@ class Leasing:
         self.refused: dict[str, str] = {}
         self.keys: dict[str, SlotKey] = {}
         self._names: set[str] = set()
+        self._granted_at: dict[str, float] = {}
 
     @classmethod
     def open(
@@ -229,6 +233,7 @@ class Leasing:
     def _keep(self, slot: Slot, lease: Lease) -> None:
         self.leases[slot.id] = lease
         self._slot_of[lease.token] = slot.id
+        self._granted_at[slot.id] = time.monotonic()
 
     # ------------------------------------------------------------------ holding
 
@@ -276,6 +281,19 @@ class Leasing:
     def _release(self, lease: Lease) -> None:
         with contextlib.suppress(ShareError):  # lost or unreachable: it expires on its own
             self.holder.release(lease)
+
+    def should_give_back(self, slot_id: str) -> bool:
+        """Give the slot back before its next test? When another run waits for it with a higher
+        priority or less device time than this one (the share's rule), and this run has held it
+        for GIVE_BACK_QUANTUM seconds at least: each give-back costs a worker's start, so two
+        equal runs take turns in quanta, not test by test."""
+        lease = self.leases.get(slot_id)
+        if lease is None or time.monotonic() - self._granted_at.get(slot_id, 0.0) < GIVE_BACK_QUANTUM:
+            return False
+        try:
+            return self.holder.should_give_back(lease)
+        except ShareError:
+            return False
 
     # ------------------------------------------------------------------ quarantines
 
