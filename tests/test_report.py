@@ -313,7 +313,8 @@ def test_testrack_report_writes_both_files(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.parametrize(
     "extra,message",
     [
-        ([], "testrack report: nothing to write: give --html FILE, --junitxml FILE, or both"),
+        ([], "testrack report: nothing to write: give --html FILE, --junitxml FILE, or both "
+             "(or --wait, for a shared run)"),
         (["--html", "{tmp}"],
          "testrack report: --html {tmp} is a directory; give a file path such as {tmp}/report"),
         (["--html", "x.html", "--run", "5"],

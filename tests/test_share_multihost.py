@@ -223,3 +223,17 @@ def test_report_wait_says_what_to_give_for_wrong_input(pytester: pytest.Pytester
     assert "no shared run nobody-started-this in the share" in never.stderr, never.stderr
     assert "start the hosts with pytest --rack-run nobody-started-this" in never.stderr, never.stderr
     assert all("Traceback" not in r.stderr for r in (number, sqlite, never))
+
+
+def test_a_seeded_host_runs_its_share_and_says_the_seed_does_not_order_it(
+    pytester: pytest.Pytester, pg_database: str
+) -> None:
+    """--rack-seed on a shared run: the queue decides the order (said in the output), and the
+    host's verdict counts what it ran (it used to exit 5, "no tests", after passing them all)."""
+    _suite(pytester, 6, 0.0)
+    (rack,) = _racks(pytester, 1)
+    host = _host(pytester, rack, "ci-0", "pipeline-6", pg_database, "--rack-seed", "7")
+    out = host.communicate(timeout=120)[0]
+    assert host.returncode == 0, out
+    assert "6 passed" in out, out
+    assert "the order of --rack-seed does not apply to shared run pipeline-6" in out, out

@@ -268,7 +268,8 @@ class Collection:
             seen.add(job.nodeid)
         # Progress counts test-device runs (of a replay: those it replays), and the tests
         # reported without running (no device can take them).
-        runs = ctl.dispatcher.remaining + len(plan.gangs) if ctl.order.fixed else plan.runs
+        fixed = ctl.order.fixed and ctl.shared is None
+        runs = ctl.dispatcher.remaining + len(plan.gangs) if fixed else plan.runs
         session.testscollected = runs + len(plan.unrunnable)
         reporter = ctl.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and ctl.config.get_verbosity() >= 0:

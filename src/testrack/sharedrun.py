@@ -138,6 +138,11 @@ class SharedRun:
             command=shlex.join(["pytest", *map(str, ctl.config.invocation_params.args)]),
             started=time.time(),
         )
+        if ctl.order.fixed:
+            ctl.notes.append(
+                f"the order of {ctl.order.source} does not apply to shared run {self.uid}: its hosts "
+                "claim tests from its queue, longest first"
+            )
         try:
             self.joined = self.queue.open_run(plan, self.host, self.holder_id)
             self.queue.add_routes(self.uid, self.host, routes)

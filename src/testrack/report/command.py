@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> tuple[list[str], int]:
 
         return waiting.run(args)
     if args.html is None and args.junitxml is None:
-        raise ReportError("nothing to write: give --html FILE, --junitxml FILE, or both (or --wait)")
+        raise ReportError(
+            "nothing to write: give --html FILE, --junitxml FILE, or both (or --wait, for a shared run)"
+        )
     for option, path in (("--html", args.html), ("--junitxml", args.junitxml)):
         if path is not None and path.is_dir():
             raise ReportError(f"{option} {path} is a directory; give a file path such as {path / 'report'}")
