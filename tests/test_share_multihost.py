@@ -173,6 +173,10 @@ def test_rack_run_without_a_postgresql_share_says_what_to_give(
     assert proc.returncode == 4, out
     assert "--rack-run pipeline-4 spreads a run over many hosts through a PostgreSQL share" in out, out
     assert "Traceback" not in out, out
+    empty = _host(pytester, rack, "ci-0", "  ", str(tmp_path / "share.sqlite"))
+    out = empty.communicate(timeout=120)[0]
+    assert empty.returncode == 4, out
+    assert "--rack-run needs an ID, the same on every host of the run" in out, out
 
 
 def test_each_mode_over_two_hosts_gives_every_device_every_test_and_one_verdict(

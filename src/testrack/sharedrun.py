@@ -104,6 +104,11 @@ class SharedRun:
         uid: str | None = ctl.config.getoption("rack_run")
         if uid is None:
             return None
+        if not uid.strip():
+            raise pytest.UsageError(
+                "--rack-run needs an ID, the same on every host of the run: a CI pipeline id, say "
+                '(--rack-run "$CI_PIPELINE_ID")'
+            )
         from testrack.share.pgqueue import PostgresQueue
         from testrack.share.postgres import PostgresShare
 
