@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     return proc.returncode
 
 
+#: The shared rack's faults, each proven by its own test (real processes, a real PostgreSQL).
+SHARED_RACK = Path(__file__).with_name("reliability_shared.md")
+
+
 def render(rows: list[dict[str, object]], exit_code: int) -> str:
     faults = sum(int(str(r["faults"])) for r in rows)
     expected = sum(int(str(r["expected"])) for r in rows)
@@ -105,9 +109,8 @@ def render(rows: list[dict[str, object]], exit_code: int) -> str:
         "  finished (or shown) when it was stopped.",
         "- A device that stops answering mid-run costs the test it was running (reported as timed out);",
         "  in each mode its remaining tests are not run, and the summary shows it quarantined.",
-        "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + SHARED_RACK.read_text()
 
 
 if __name__ == "__main__":
