@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,14 @@ def test_each_mode_gives_the_matrix_over_environments_and_stores_what_they_are(
         ("idna3", platform.python_implementation(), platform.python_version()),
     ]
     assert records[0].installed != records[1].installed  # different packages, different hashes
+    # the report's summary names each environment's interpreter and packages by its device line
+    from testrack.report.model import build
+
+    summary = build(store, stored).summary()
+    version = f"{platform.python_implementation()} {platform.python_version()}"
+    assert [(d["name"], d["environment"]) for d in summary["devices"]] == [
+        (r.name, f"{version}, packages {r.installed}") for r in records
+    ]
     store.close()
     last = subprocess.run(
         [sys.executable, "-m", "testrack", "last", "--json"],
@@ -95,6 +104,21 @@ def test_each_mode_gives_the_matrix_over_environments_and_stores_what_they_are(
     )
     data = json.loads(last.stdout)
     assert data["environments"]["idna3"]["installed"] == records[1].installed
+    # testrack history: each result with the interpreter and the packages that ran it
+    history = subprocess.run(
+        [sys.executable, "-m", "testrack", "history", "test_env.py::test_needs_idna_3"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+    )
+    assert history.returncode == 0, history.stderr
+    version = f"{platform.python_implementation()} {platform.python_version()}"
+    for record, outcome in zip(records, ("failed", "passed"), strict=True):
+        assert re.search(
+            rf"^run +1 .* {record.name} +{outcome} .* \({version}, packages {record.installed}\)$",
+            history.stdout,
+            re.MULTILINE,
+        ), history.stdout
 
 
 def test_a_second_run_builds_nothing(pytester: pytest.Pytester, envs_dir: Path) -> None:

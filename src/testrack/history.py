@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from testrack.store import DEFAULT_PATH, Pin, Result, Run, SQLiteStore, Store, StoreError, find_store
-from testrack.store.base import Trouble, failing_results, last_run
+from testrack.store.base import EnvironmentRecord, Trouble, failing_results, last_run
 from testrack.store.sqlite import describe
 
 
@@ -199,9 +199,7 @@ def format_last(data: dict[str, Any]) -> list[str]:
     ]
     environments = data.get("environments", {})
     for name, per_device in data["devices"].items():
-        env = environments.get(name)
-        what = f" ({env['implementation']} {env['version']}, packages {env['installed']})" if env else ""
-        lines.append(f"{name}{what}: {counts(per_device)}")
+        lines.append(f"{name}{environment_text(environments.get(name))}: {counts(per_device)}")
     return lines
 
 
@@ -313,10 +311,33 @@ def history(store: Store, nodeid: str, limit: int) -> dict[str, Any]:
         known = _similar(store, nodeid)
         hint = f"; did you mean {', '.join(known)}?" if known else "; give the node id as pytest -v prints it"
         raise HistoryError(f"no recorded result for {nodeid}{hint}")
+    environments: dict[int, dict[str, EnvironmentRecord]] = {}
+    for run, _ in rows:
+        if run.id not in environments:
+            environments[run.id] = {e.name: e for e in store.environments(run.id)}
     return {
         "nodeid": nodeid,
-        "results": [dict(_result_dict(r), run=run.id, run_started=run.started) for run, r in rows],
+        "results": [
+            dict(
+                _result_dict(r),
+                run=run.id,
+                run_started=run.started,
+                environment=_environment_dict(environments[run.id].get(r.device)),
+            )
+            for run, r in rows
+        ],
     }
+
+
+def _environment_dict(env: EnvironmentRecord | None) -> dict[str, str] | None:
+    """Which interpreter and which packages ran a result (an environment's, else None)."""
+    if env is None:
+        return None
+    return {"implementation": env.implementation, "version": env.version, "installed": env.installed}
+
+
+def environment_text(env: dict[str, str] | None) -> str:
+    return f" ({env['implementation']} {env['version']}, packages {env['installed']})" if env else ""
 
 
 def _similar(store: Store, nodeid: str) -> Sequence[str]:
@@ -336,7 +357,7 @@ def format_history(data: dict[str, Any]) -> list[str]:
     for row in rows:
         lines.append(
             f"run {row['run']:>4}  {_when(row['run_started'])}  {row['device']:<16} "
-            f"{row['outcome']:<9} {row['duration']:8.3f} s"
+            f"{row['outcome']:<9} {row['duration']:8.3f} s{environment_text(row.get('environment'))}"
         )
     return lines
 

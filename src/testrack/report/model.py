@@ -89,6 +89,8 @@ class Report:
     """Earlier runs, newest first."""
     history: list[list[int]]
     """Per earlier run, per test: the worst outcome's index over its devices, or -1."""
+    environments: dict[str, str] = dataclasses.field(default_factory=dict)
+    """An environment's identity by its name (interpreter, packages' hash), for its results."""
 
     # ------------------------------------------------------------------ what the summary says
 
@@ -125,6 +127,7 @@ class Report:
                     "name": name if name != "-" else "(no device)",
                     "verdict": "FAILED" if failed else "ok",
                     "counts": words,
+                    "environment": self.environments.get(name),
                 }
             )
         retried = len(self.results) - len(self.final())
@@ -195,12 +198,14 @@ def build(store: Store, run: Run, history_runs: int = HISTORY_RUNS) -> Report:
     """The report of ``run``: its results (with the failures' details) and its tests' history."""
     results = store.results(run.id, details=True)
     earlier = [r for r in store.runs() if r.id < run.id][:history_runs]
+    envs = store.environments(run.id)
     return from_results(
         run,
         results,
         quarantines=[(q.device, q.reason, q.at) for q in store.quarantines(run.id)],
         history_runs=earlier,
         history_rows=store.outcomes([r.id for r in earlier]) if earlier else (),
+        environments={e.name: f"{e.implementation} {e.version}, packages {e.installed}" for e in envs},
     )
 
 
@@ -210,6 +215,7 @@ def from_results(
     quarantines: Sequence[tuple[str, str, float]] = (),
     history_runs: Sequence[Run] = (),
     history_rows: Iterable[tuple[int, str, str]] = (),
+    environments: dict[str, str] | None = None,
 ) -> Report:
     """The report from plain data (what :func:`build` reads from a store).
 
@@ -278,6 +284,7 @@ def from_results(
         ],
         history_runs=list(history_runs),
         history=history,
+        environments=dict(environments or {}),
     )
 
 

@@ -120,6 +120,7 @@
       const line = el("span", "device-line");
       line.append(el("b", null, dev.name + ": "), el("span", dev.verdict === "ok" ? "ok" : "bad", dev.verdict),
         " - " + dev.counts);
+      if (dev.environment) line.append(el("span", "environment", ` (${dev.environment})`));
       box.append(line);
     }
   }
