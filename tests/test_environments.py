@@ -225,3 +225,65 @@ def test_a_bad_environment_entry_names_the_file_the_entry_and_the_fix(
     result = run(pytester, envs_dir)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"{pytester.path / 'testrack.toml'}: {message}" in result.stderr.str()
+
+
+DEVICES_IN_ENVIRONMENTS = (
+    TWO_ENVIRONMENTS
+    + """
+[[devices]]
+name = "board-old"
+kind = "board"
+address = "127.0.0.11:1"
+environment = "idna2"
+
+[[devices]]
+name = "board-new"
+kind = "board"
+address = "127.0.0.12:1"
+environment = "idna3"
+"""
+)
+
+DEVICE_SUITE = """
+import idna
+
+def test_the_device_runs_in_its_environment(device):
+    wanted = {"board-old": "2.", "board-new": "3."}[device.name]
+    assert idna.__version__.startswith(wanted), (device.name, idna.__version__)
+    assert device.attrs["environment"] == {"board-old": "idna2", "board-new": "idna3"}[device.name]
+"""
+
+
+def test_a_device_runs_its_tests_in_the_environment_it_names(
+    pytester: pytest.Pytester, envs_dir: Path
+) -> None:
+    """environment = "NAME" on a device: its workers run in that environment's interpreter (the
+    environment has no slots of its own then), load mode stays the default, and the store says
+    which packages ran each device's results."""
+    pytester.makefile(".toml", testrack=DEVICES_IN_ENVIRONMENTS)
+    pytester.makepyfile(test_dev=DEVICE_SUITE)
+    result = run(pytester, envs_dir, "-p", "no:randomly", "--rack-mode", "each", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["board-old: ok - 1 passed", "board-new: ok - 1 passed"])
+    assert "idna2:" not in result.stdout.str() and "idna3:" not in result.stdout.str()
+    store = SQLiteStore(pytester.path / ".testrack" / "results.sqlite")
+    (stored,) = store.runs()
+    records = {r.name: r.installed for r in store.environments(stored.id)}
+    store.close()
+    assert set(records) == {"board-old", "board-new"} and records["board-old"] != records["board-new"]
+    load = run(pytester, envs_dir, "-p", "no:randomly")
+    load.stdout.fnmatch_lines(["*load mode*"])
+    load.assert_outcomes(passed=1)
+
+
+def test_a_device_naming_an_unknown_environment_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    rack = DEVICES_IN_ENVIRONMENTS.replace('environment = "idna3"', 'environment = "idna4"')
+    pytester.makefile(".toml", testrack=rack)
+    pytester.makepyfile(test_dev=DEVICE_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    wanted = "device board-new: environment = 'idna4' is not one of the rack's [[environments]] "
+    wanted += "(idna2, idna3)"
+    assert wanted in err, err
+    assert "Traceback" not in err

@@ -51,7 +51,8 @@ address = "192.168.1.10"
 """
 
 DEVICE_FIELDS_FIX = (
-    "a device has name, kind, address, capacity, attrs and env (put your own keys in attrs = { ... })"
+    "a device has name, kind, address, capacity, attrs, env and environment "
+    "(put your own keys in attrs = { ... })"
 )
 
 

@@ -65,7 +65,7 @@ def test_unknown_field(pytester: pytest.Pytester) -> None:
     assert_usage_error(
         result,
         f"{path}: device #1 (board-1): unknown field 'revison'; a device has name, kind, address, "
-        "capacity, attrs and env (put your own keys in attrs = { ... })",
+        "capacity, attrs, env and environment (put your own keys in attrs = { ... })",
     )
 
 

@@ -246,7 +246,7 @@ class Controller:
             )
         )
         built = self.config.stash.get(envs.environments_key, {})
-        self.recorder.environments(b for b in built.values() if b.name in self.devices)
+        self.recorder.environments(envs.in_use(built, self.rack.devices))
         if threading.current_thread() is threading.main_thread():
             # SIGTERM (a CI job cancelled) ends the run as Ctrl-C does: summarised and stored.
             for signum in (signal.SIGINT, signal.SIGTERM):

@@ -22,9 +22,12 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from testrack.rack import Device  # the rack file's parser imports this module
 
 #: The kind of the device an environment becomes (``@pytest.mark.device(kind="environment")``).
 KIND = "environment"
@@ -78,6 +81,18 @@ class Built:
 
     def describe(self) -> str:
         return f"{self.implementation} {self.version}, packages {self.installed}"
+
+
+def in_use(built: Mapping[str, Built], devices: Iterable[Device]) -> list[Built]:
+    """What ran each device's tests: an environment of its own kind by its name, and a device
+    that names an environment (``environment = "..."``) under the device's name."""
+    out = []
+    for device in devices:
+        if device.kind == KIND and device.name in built:
+            out.append(built[device.name])
+        elif (chosen := built.get(str(device.attrs.get("environment", "")))) is not None:
+            out.append(dataclasses.replace(chosen, name=device.name))
+    return out
 
 
 # ---------------------------------------------------------------------- declaring

@@ -327,7 +327,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if rack.environments:
         rack, notes = _prepare_environments(config, rack, launcher)
         launcher = config.stash[launcher_key]  # a new one if an environment was left out
-    mode = config.getoption("rack_mode") or rack.mode or ("each" if rack.environments else "load")
+    over_environments = any(d.kind == envs.KIND for d in rack.devices)
+    mode = config.getoption("rack_mode") or rack.mode or ("each" if over_environments else "load")
     sequential = _needs_one_worker(config, mode)
     from testrack.recorder import Recorder
 
@@ -363,13 +364,21 @@ def _prepare_environments(config: pytest.Config, rack: Rack, launcher: Any) -> t
         raise pytest.UsageError(str(exc)) from None
     for name, built in prepared.built.items():
         launcher.interpreters[name] = built.python
+    for device in rack.devices:  # a device that runs its tests in an environment
+        chosen = prepared.built.get(device.attrs.get("environment", ""))
+        if chosen is not None:
+            launcher.interpreters[device.name] = chosen.python
     ready = ", ".join(f"{name} ({'cached' if b.reused else 'built'})" for name, b in prepared.built.items())
     took = time.perf_counter() - started
     config.stash[envs.header_key] = f"testrack: environments {ready} ready in {took:.2f} s"
     config.stash[envs.environments_key] = prepared.built
     if not prepared.left_out:
         return rack, prepared.notes
-    kept = tuple(d for d in rack.devices if d.name not in prepared.left_out)
+    kept = tuple(
+        d
+        for d in rack.devices
+        if d.name not in prepared.left_out and d.attrs.get("environment") not in prepared.left_out
+    )
     if not kept:
         raise pytest.UsageError(
             "; ".join(prepared.left_out.values()) + ": no environment is left to run the tests"

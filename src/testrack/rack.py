@@ -39,7 +39,7 @@ __all__ = [
 
 RACK_FILE = "testrack.toml"
 MODES = ("load", "each")
-_DEVICE_FIELDS = {"name", "kind", "address", "capacity", "attrs", "env"}
+_DEVICE_FIELDS = {"name", "kind", "address", "capacity", "attrs", "env", "environment"}
 _REQUIRED_FIELDS = ("name", "kind", "address")
 _TOP_LEVEL_KEYS = {"devices", "environments", "mode", "random", "seed", "share"}
 _ATTR_VALUE_TYPES = (str, int, float, bool)
@@ -333,6 +333,22 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
         raise RackError(
             f"{path}: {', '.join(sorted(taken))} names both a device and an environment; rename one"
         )
+    # A device may run its tests in one of the environments (environment = "NAME"): that
+    # environment then serves the devices that name it, and has no slots of its own.
+    known = [e.name for e in environments]
+    used: set[str] = set()
+    for device in devices[len(environments) :]:
+        wanted = device.attrs.get("environment")
+        if wanted is None:
+            continue
+        if wanted not in known:
+            listed = ", ".join(known) if known else "none: add an [[environments]] table"
+            raise RackError(
+                f"{path}: device {device.name}: environment = {wanted!r} is not one of the rack's "
+                f"[[environments]] ({listed}); fix the name or add it"
+            )
+        used.add(wanted)
+    devices = [d for d in devices if not (d.kind == ENVIRONMENT_KIND and d.name in used)]
     return Rack(
         tuple(devices), source=str(path), mode=mode, random=random or seed is not None, seed=seed,
         share=share, environments=environments,
@@ -348,7 +364,7 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
     if unknown:
         raise RackError(
             f"{where}: unknown field {', '.join(repr(k) for k in unknown)}; a device has "
-            "name, kind, address, capacity, attrs and env (put your own keys in attrs = { ... })"
+            "name, kind, address, capacity, attrs, env and environment (put your own keys in attrs = { ... })"
         )
     for field in _REQUIRED_FIELDS:
         if field not in entry:
@@ -378,6 +394,16 @@ def _parse_device(entry: Mapping[str, Any], index: int, path: Path, prefix: str)
                 f"{where}: attrs.{key} must be a string, number, boolean or a list of them, "
                 f"not {_toml_value(value)}"
             )
+    environment = entry.get("environment")
+    if environment is not None:
+        if not isinstance(environment, str) or not environment.strip():
+            raise RackError(
+                f"{where}: environment = {_toml_value(environment)} must name one of the rack's "
+                '[[environments]], for example environment = "django5"'
+            )
+        if "environment" in attrs:
+            raise RackError(f"{where}: environment is given twice (as a field and in attrs); keep the field")
+        attrs = {**attrs, "environment": environment}
     env = entry.get("env", {})
     if not isinstance(env, dict):
         raise RackError(f'{where}: env must be a table, for example env = {{ CUDA_VISIBLE_DEVICES = "0" }}')
