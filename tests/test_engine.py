@@ -332,6 +332,8 @@ def test_junitxml_has_every_result_with_its_device(pytester, write_rack):
     pytester.makepyfile(test_j="def test_a(device):\n    pass\n\ndef test_b(device):\n    assert 0\n")
     result = pytester.runpytest_subprocess("--rack-mode=each", "--junitxml=out.xml", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=3)
+    output = result.stdout.str() + result.stderr.str()
+    assert "internal error" not in output and "plugin is not registered" not in output, output
     root = ET.parse(pytester.path / "out.xml").getroot()
     assert root.get("tests") == "6" and root.get("failures") == "3"
     placed = sorted(

@@ -185,6 +185,15 @@ class WorkerSession:
         return True  # files are collected when the controller sends them
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Take the JUnit stand-in away before pytest's junitxml plugin ends: it unregisters
+        whatever it finds there as its writer, and the stand-in was never a plugin."""
+        from _pytest.junitxml import xml_key
+
+        if isinstance(config.stash.get(xml_key, None), relay.SuiteProperties):
+            del config.stash[xml_key]
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         self.loop()
         return True
