@@ -672,6 +672,8 @@ def test_a_worker_done_with_its_files_restarts_to_share_a_big_one_left_to_anothe
         test_slow="import time, pytest\ntime.sleep(0.05)\n\n"
         "@pytest.mark.parametrize('i', range(80))\ndef test_t(i):\n    time.sleep(0.08)\n"
     )
+    # The history says how long the tests take (a guess never pays for a worker's start).
+    pytester.runpytest_subprocess("--rack", "local:2", "-p", "no:cacheprovider").assert_outcomes(passed=280)
     result = pytester.runpytest_subprocess("--rack", "local:2", "-v", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=280)
     slow = [device for device, _word, nodeid in results(result.outlines) if nodeid.startswith("test_slow.py")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -500,6 +501,11 @@ def test_a_slot_whose_worker_finished_shares_big_modules_only_when_it_pays() -> 
     lazy.add(jobs("big", range(0, 20), estimate=1.0))
     lazy.drop_slot("gw1", permanently=False)
     assert lazy.worth_sharing("gw1", start_cost=0.0) == []
+    # A guess never pays for a start: the same work with no history of its own is not shared.
+    guessed = Dispatcher(slots("a", "a"), lazy=False)
+    guessed.add([dataclasses.replace(j, guessed=True) for j in jobs("big", range(0, 20), estimate=1.0)])
+    guessed.drop_slot("gw1", permanently=False)
+    assert guessed.worth_sharing("gw1", start_cost=1.0) == []
 
 
 def test_lazy_dispatch_weighs_the_import_a_slot_would_pay() -> None:
