@@ -55,8 +55,9 @@ def _host(
     env.pop("TESTRACK_SHARE", None)
     return subprocess.Popen(
         [
-            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rack", str(rack),
-            "--rack-share", share, "--rack-run", run, "--rack-host", name, *args,
+            # option=value: a value that names an existing path would otherwise move pytest's rootdir
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rack={rack}",
+            f"--rack-share={share}", f"--rack-run={run}", f"--rack-host={name}", *args,
         ],
         cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
