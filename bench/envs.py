@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ready = []
     for _ in range(args.runs):
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--rack",
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "--rack",
              "both.toml", f"--rack-envs-dir={cache}", "--rack-store", "memory", "-k", "no_such_test"],
             cwd=project, capture_output=True, text=True,
         )  # fmt: skip
