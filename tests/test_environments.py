@@ -287,3 +287,25 @@ def test_a_device_naming_an_unknown_environment_is_a_usage_error(pytester: pytes
     wanted += "(idna2, idna3)"
     assert wanted in err, err
     assert "Traceback" not in err
+
+
+def test_a_plugin_the_interpreter_cannot_have_is_named_with_the_fix() -> None:
+    """Workers get the controller's pytest and plugins, pinned; when an environment's interpreter
+    cannot install one of those (hypothesis 6.170 needs Python >= 3.11, say, on a 3.10), the error
+    names that plugin and where it comes from, not the rack file."""
+    from testrack import envs
+
+    env = envs.Environment("py310", "/usr/bin/python3.10", (), (), None, 1)
+    fails = [
+        sys.executable, "-c",
+        "import sys; sys.stderr.write('hypothesis==6.170.17 depends on Python>=3.11\\n'); sys.exit(1)",
+    ]  # fmt: skip
+    with pytest.raises(envs.EnvironmentProblem) as caught:
+        envs._uv(
+            env, fails, "install its packages", pinned=["pytest==9.2.0", "hypothesis==6.170.17"],
+            interpreter={"implementation": "CPython", "version": "3.10.13"},
+        )  # fmt: skip
+    text = str(caught.value)
+    assert text.startswith("environment py310: uv could not install its packages:\n"), text
+    assert "hypothesis==6.170.17 is installed where testrack runs" in text, text
+    assert "does not install on this CPython 3.10.13" in text and "rack file" not in text, text

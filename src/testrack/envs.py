@@ -315,7 +315,7 @@ def build(
     install += list(env.dependencies)
     if env.requirements:
         install += ["-r", str(rack_dir / env.requirements)]
-    _uv(env, install, "install its packages")
+    _uv(env, install, "install its packages", pinned=packages, interpreter=interpreter)
     freeze = _uv(env, [uv, "pip", "freeze", "--python", venv_python], "list its packages")
     installed = hashlib.sha256(freeze.encode()).hexdigest()[:12]
     ready.write_text(json.dumps({**interpreter, "installed": installed, "freeze": freeze.splitlines()}))
@@ -324,13 +324,30 @@ def build(
     )
 
 
-def _uv(env: Environment, command: list[str], what: str) -> str:
+def _uv(
+    env: Environment,
+    command: list[str],
+    what: str,
+    pinned: Sequence[str] = (),
+    interpreter: Mapping[str, str] | None = None,
+) -> str:
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         text = "\n".join(line for line in proc.stderr.strip().splitlines() if line.strip())
+        # A pin of the controller's own (pytest and the plugins it loaded) that this interpreter
+        # cannot have is not the rack file's fault: say which, and what to do instead.
+        ours = [p for p in pinned if "==" in p and re.search(rf"\b{re.escape(p)}\b", text)]
+        python = f" {interpreter['implementation']} {interpreter['version']}" if interpreter else ""
+        fix = (
+            f"{ours[0]} is installed where testrack runs (workers get the same pytest and plugins), "
+            f"and it does not install on this{python}: install a version of it that supports every "
+            "environment's interpreter, or remove it from where testrack runs"
+            if ours
+            else "fix the environment's packages in the rack file"
+        )
         raise EnvironmentProblem(
             f"environment {env.name}: uv could not {what}:\n{text[-2000:]}\n"
-            f"(fix the environment's packages in the rack file; the command was: {' '.join(command[1:])})"
+            f"({fix}; the command was: {' '.join(command[1:])})"
         )
     return proc.stdout
 
