@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import shlex
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,6 +89,7 @@ class SharedRun:
         #: What this host claimed and has not completed, by :meth:`key`.
         self.claims: dict[tuple[str, str], Claim] = {}
         self.each = ctl.mode == "each"
+        self.claim_size: dict[str, int] = {}
         self._started: set[tuple[str, str]] = set()
         self.joined: JoinedRun | None = None
         self._more = True
@@ -134,6 +136,7 @@ class SharedRun:
             for device in job.eligible:
                 self.jobs[(job.nodeid, device)] = job
                 routes.setdefault(device, []).append(job.nodeid)
+        self.claim_size = self._claim_sizes()  # once: a claim is on the run loop's path
         plan = RunPlan(
             self.uid,
             ctl.mode,
@@ -185,7 +188,7 @@ class SharedRun:
             return []
         device = worker.device.name
         try:
-            size = self._size(device)
+            size = self.claim_size.get(device, 1)
             claims = self.queue.claim(self.uid, self.host, self.holder_id, lease.token, device, size)
         except LeaseLost as exc:
             trace(f"shared: {worker.slot.id} lease lost: {exc}")
@@ -209,11 +212,18 @@ class SharedRun:
         another device here), in each mode once per device."""
         return (nodeid, device if self.each else "")
 
-    def _size(self, device: str) -> int:
-        """How many tests one claim takes: about CLAIM_SECONDS of this device's work."""
-        known = [j.estimate for (_, d), j in self.jobs.items() if d == device and not j.guessed]
-        mean = sum(known) / len(known) if known else DEFAULT_ESTIMATE
-        return max(1, min(CLAIM_MOST, int(CLAIM_SECONDS / max(mean, 1e-3))))
+    def _claim_sizes(self) -> dict[str, int]:
+        """How many tests one claim takes, per device: about CLAIM_SECONDS of its work."""
+        known: dict[str, list[float]] = {}
+        for (_, device), job in self.jobs.items():
+            if not job.guessed:
+                known.setdefault(device, []).append(job.estimate)
+        devices = {device for _, device in self.jobs}
+        sizes = {}
+        for device in devices:
+            mean = statistics.fmean(known[device]) if device in known else DEFAULT_ESTIMATE
+            sizes[device] = max(1, min(CLAIM_MOST, int(CLAIM_SECONDS / max(mean, 1e-3))))
+        return sizes
 
     def may_have_more(self) -> bool:
         """Whether the run may still give this host work: tests queued, or claimed by hosts that
