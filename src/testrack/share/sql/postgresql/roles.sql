@@ -26,7 +26,7 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA testrack TO testrack_runner, testrack_ben
 GRANT INSERT, UPDATE, DELETE ON testrack.share_holders, testrack.share_leases, testrack.share_requests
     TO testrack_runner, testrack_bench;
 GRANT INSERT, UPDATE, DELETE ON testrack.share_grants TO testrack_runner, testrack_bench;
-GRANT UPDATE ON testrack.share_slots TO testrack_runner, testrack_bench;  -- SELECT ... FOR UPDATE
+GRANT UPDATE ON testrack.share_slots TO testrack_runner, testrack_bench;  -- SELECT ... FOR UPDATE (schema 3 and before)
 
 -- Runs register devices, set and clear the shared quarantine, run shared runs and write results.
 GRANT INSERT, UPDATE ON testrack.share_devices, testrack.share_slots TO testrack_runner;
