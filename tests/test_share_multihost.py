@@ -6,6 +6,7 @@ from a log the tests write, not from testrack."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,12 +39,12 @@ def _suite(pytester: pytest.Pytester, count: int, seconds: float) -> None:
     pytester.makepyfile(test_work=SUITE.format(count=count, seconds=seconds))
 
 
-def _racks(pytester: pytest.Pytester, hosts: int, per_host: int = 2) -> list[Path]:
+def _racks(pytester: pytest.Pytester, hosts: int, per_host: int = 2, mode: str | None = None) -> list[Path]:
     paths = []
     for h in range(hosts):
         devices = [Device(f"h{h}-board-{i}", "board", f"127.0.{h + 1}.{i + 1}:1") for i in range(per_host)]
         path = pytester.path / f"host{h}.toml"
-        path.write_text(dump_rack(devices))
+        path.write_text(dump_rack(devices, mode=mode))
         paths.append(path)
     return paths
 
@@ -242,3 +243,63 @@ def test_a_seeded_host_runs_its_share_and_says_the_seed_does_not_order_it(
     assert host.returncode == 0, out
     assert "6 passed" in out, out
     assert "the order of --rack-seed does not apply to shared run pipeline-6" in out, out
+
+
+def test_a_host_frozen_past_its_ttl_rejoins_and_its_verdict_matches_the_runs(
+    pytester: pytest.Pytester, pg_database: str
+) -> None:
+    """The whole host SIGSTOPped for longer than its leases' ttl (15 s), then woken: it finds its
+    leases gone, joins the run again as a new holder, leases its devices again and runs what went
+    back to the queue. Every test gets one final result; a test it was running when frozen is the
+    queue's 'crashed' and is shown so here (not hidden as another host's); nothing runs twice; what
+    the host prints and its exit code match the run's record."""
+    _suite(pytester, 60, 0.1)
+    (rack,) = _racks(pytester, 1)
+    host = _host(pytester, rack, "ci-0", "pipeline-9", pg_database)
+    deadline = time.monotonic() + 120
+    while len(_ran(pytester)) < 6:
+        assert time.monotonic() < deadline and host.poll() is None, host.communicate()[0]
+        time.sleep(0.02)
+    os.killpg(host.pid, signal.SIGSTOP)
+    time.sleep(17.0)  # past the 15 s ttl: the share takes the host for dead
+    os.killpg(host.pid, signal.SIGCONT)
+    out = host.communicate(timeout=180)[0]
+    waited = _report(pytester, "pipeline-9", pg_database, "--wait", "--timeout", "30")
+    assert waited.returncode in (0, 1), waited.stdout + waited.stderr
+    summary = next(line for line in waited.stdout.splitlines() if line.startswith("pipeline-9: "))
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|crashed|failed)", summary)}
+    assert counts.get("failed", 0) == 0, waited.stdout
+    assert counts.get("passed", 0) + counts.get("crashed", 0) == 60, waited.stdout
+    ran = Counter(nodeid for nodeid, _, _ in _ran(pytester))
+    assert set(ran.values()) == {1}, [n for n, c in ran.items() if c > 1]
+    assert "KeyError" not in out and "INTERNALERROR" not in out, out
+    last = out.strip().splitlines()[-1]
+    assert f"{counts['passed']} passed" in last, (last, summary)
+    crashed = counts.get("crashed", 0)
+    assert (f"{crashed} failed" in last) == bool(crashed), (last, summary)
+    assert host.returncode == (1 if crashed else 0), out
+
+
+def test_each_mode_a_late_host_runs_on_its_devices_and_a_retried_host_is_refused(
+    pytester: pytest.Pytester, pg_database: str
+) -> None:
+    """Each mode: a host that starts after the others finished (the run had ended) still runs
+    every test on its devices, and the run's verdict covers them; a host started again with
+    devices that ran the run already is refused, naming the fix."""
+    _suite(pytester, 4, 0.0)
+    early, late = _racks(pytester, 2, mode="each")
+    first = _host(pytester, early, "ci-0", "pipeline-10", pg_database)
+    assert first.wait(timeout=120) == 0, first.communicate()[0]
+    second = _host(pytester, late, "ci-1", "pipeline-10", pg_database)
+    out = second.communicate(timeout=120)[0]
+    assert second.returncode == 0, out
+    assert "joined shared run pipeline-10 as host ci-1" in out, out
+    again = _host(pytester, early, "ci-0", "pipeline-10", pg_database)
+    refused = again.communicate(timeout=120)[0]
+    assert again.returncode == 4, refused
+    assert "a finished run is not run again: give a new --rack-run ID" in refused, refused
+    waited = _report(pytester, "pipeline-10", pg_database, "--wait", "--timeout", "30")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert waited.stdout.splitlines()[0].startswith("pipeline-10: 16 passed"), waited.stdout
+    counts = Counter(device for _, device, _ in _ran(pytester))
+    assert counts == {f"h{h}-board-{i}": 4 for h in (0, 1) for i in (0, 1)}, counts

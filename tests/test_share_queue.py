@@ -44,8 +44,9 @@ class Host:
     def lease(self, device: str) -> Lease:
         return self.holder.acquire([SlotKey(device)])
 
-    def claim(self, lease: Lease, n: int = 10, run: str = "ci-1") -> list[str]:
-        claims = self.queue.claim(run, self.name, self.holder.id, lease.token, lease.slots[0].device, n)
+    def claim(self, lease: Lease, n: int = 10, run: str = "ci-1", among: int = 0) -> list[str]:
+        device = lease.slots[0].device
+        claims = self.queue.claim(run, self.name, self.holder.id, lease.token, device, n, among)
         self.claims = claims
         return [c.nodeid for c in claims]
 
@@ -143,6 +144,22 @@ def test_host_names_are_unique_among_live_hosts(world: World) -> None:
     twin.holder.heartbeat()
     world.clock.advance(TTL / 2 + 1)  # a stopped renewing: it is dead
     twin.queue.open_run(plan(), "a", twin.holder.id)
+
+
+def test_claims_shrink_as_the_queue_drains_when_slots_share_it(world: World) -> None:
+    """Guided claims: with 2 slots sharing the queue, a claim takes at most a quarter of what is
+    left (at least one test), so that the hosts finish within a test of each other, not a claim."""
+    tests = tuple(QueuedTest(f"t.py::test_{i:02d}", 1.0) for i in range(16))
+    a = world.host("a")
+    a.queue.open_run(plan(tests=tests), "a", a.holder.id)
+    a.queue.add_routes("ci-1", "a", {"board-a": [t.nodeid for t in tests]})
+    lease = a.lease("board-a")
+    sizes = []
+    while taken := a.claim(lease, n=3, among=2):
+        sizes.append(len(taken))
+        a.finish(lease)
+    assert sizes == [3, 3, 3, 2, 2, 1, 1, 1], sizes  # 16 left: 3 (of 16/4), ... 3 left: 1
+    assert a.queue.progress("ci-1").complete
 
 
 def test_claims_are_longest_first_and_results_are_stored_once(world: World) -> None:

@@ -886,12 +886,14 @@ class Controller:
 
     def finish_worker(self, worker: WorkerHandle) -> None:
         """No more work for this worker: it runs what it holds, then ends its session."""
+        trace(f"controller: {worker.slot.id} finishes")
         worker.winding_down = True
         self.dispatcher.retire(worker.slot.id)
         self.send(worker, m.Finish())
 
     def shutdown_worker(self, worker: WorkerHandle) -> None:
         """Stop a worker now: it runs nothing more it holds (that goes back to the queue)."""
+        trace(f"controller: {worker.slot.id} shuts down")
         worker.winding_down = True
         worker.state = State.STOPPING
         self.dispatcher.retire(worker.slot.id)
@@ -972,6 +974,7 @@ class Controller:
 
     def stop(self) -> None:
         """``-x``/``--maxfail`` reached: let running tests finish, start nothing new."""
+        trace("controller: stops")
         self.phase = Phase.STOPPING
         assert self.session is not None
         self.replay.stop_reason = self.replay.stop_reason or self.session.shouldfail

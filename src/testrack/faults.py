@@ -119,7 +119,7 @@ class Faults:
             ctl.collection.on_worker_stopped(worker)
             # A clean exit: after Finish, after Shutdown, or on its own at --maxfail.
             if worker.assigned and running:
-                ctl.dispatcher.requeue(list(worker.assigned))
+                self.requeue(list(worker.assigned))
             worker.assigned.clear()
             if ctl.workers.get(slot.id) is worker:  # else a new worker has the slot already
                 ctl.dispatcher.drop_slot(slot.id, permanently=False)
@@ -176,7 +176,7 @@ class Faults:
         elif running and worker.tests_done:
             ctl.problems.append(f"{worker.label.id} ({worker.device.name}) {how} between tests")
         if leftovers and running:
-            ctl.dispatcher.requeue(leftovers)
+            self.requeue(leftovers)
         if running:
             ctl.health.check(worker.device.name)  # a crash may be the device's doing
         ctl.collection.on_worker_lost(worker, how, output)
@@ -278,6 +278,16 @@ class Faults:
         self.report_orphans()
         if ctl.phase.name == "RUNNING":
             ctl.feed_idle()
+
+    def requeue(self, jobs: list[Job]) -> None:
+        """Tests a worker ended without running go to another worker; in a shared run, those
+        claimed from the run's queue go back to the queue instead (the lease they were claimed
+        under may be gone, and the queue gives them out again: run here too, they would run twice)."""
+        ctl = self.ctl
+        if ctl.shared is not None:
+            jobs = [job for job in jobs if not ctl.shared.give_back(job)]
+        if jobs:
+            ctl.dispatcher.requeue(jobs)
 
     def dead_devices(self) -> dict[str, str]:
         """Devices with no slot left, and why."""

@@ -112,6 +112,7 @@ class Replay:
             results.extend(dataclasses.replace(result, device=d) for d in self._others(worker, nodeid))
             worker.tests_done += 1
         refused = self.record(results)
+        crashed = self._crashed_here(refused)
         for report, outcome in zip(reports, outcomes, strict=True):
             nodeid = report.nodeid
             if nodeid in retried or nodeid in overtime or nodeid == timed_out:
@@ -131,7 +132,17 @@ class Replay:
                 if info is not None:
                     started = nodeid in worker.phases
                     self.synthetic(info, worker, overtime[nodeid], "call", started, "timeout", record=False)
+            if nodeid in crashed and (info := ctl.tests.get(nodeid)) is not None:
+                started = nodeid in worker.phases
+                self.synthetic(info, worker, crashed[nodeid], "call", started, "crashed", record=False)
             ctl.finish_job(worker, nodeid)
+
+    def _crashed_here(self, refused: set[str]) -> dict[str, str]:
+        """Refused results whose tests the shared run's queue ended as crashed on this host."""
+        shared = self.ctl.shared
+        if shared is None:
+            return {}
+        return {nodeid: text for nodeid in refused if (text := shared.crashed_here.pop(nodeid, None))}
 
     def record(self, results: list[Result]) -> set[str]:
         """Store results before they are shown; in a shared run, through its queue, which refuses
@@ -141,10 +152,12 @@ class Replay:
             self.ctl.recorder.results(results)
             return set()
         refused = shared.complete(results)
-        if refused:
+        hidden = len(refused - shared.crashed_here.keys())
+        if hidden:
             self.ctl.notes.append(
-                f"{len(refused)} result{'s' if len(refused) != 1 else ''} of shared run {shared.uid} "
-                "not shown: the lease was lost meanwhile and the queue gave the tests to another host"
+                f"{hidden} result{'s' if hidden != 1 else ''} of shared run {shared.uid} not shown: the "
+                "lease was lost meanwhile and the tests went back to the queue (whoever runs them reports "
+                "them)"
             )
         return refused
 
@@ -255,7 +268,10 @@ class Replay:
             refused = self.record([attempt.result(test.nodeid, device or "-", slot, position, outcome)])
             if worker is not None:
                 worker.tests_done += 1
-            if refused:
+            crashed = self._crashed_here(refused)
+            if test.nodeid in crashed:
+                text, outcome = crashed[test.nodeid], "crashed"  # the queue's verdict, not this one
+            elif refused:
                 return  # a shared run's queue gave it to another host meanwhile: theirs counts
         shown = self.display_id(test.nodeid, device)
         if not started:

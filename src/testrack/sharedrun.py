@@ -83,7 +83,7 @@ class SharedRun:
         self.queue = queue
         self.uid = uid
         self.host = host
-        self.holder_id = holder_id
+        self._holder_id = holder_id
         #: The job to run for (node id, device): what the plan made of each test here.
         self.jobs: dict[tuple[str, str], Job] = {}
         #: What this host claimed and has not completed, by :meth:`key`.
@@ -96,9 +96,31 @@ class SharedRun:
         self._looked = -math.inf
         self._next_tick = 0.0
         self._queued = 0
+        #: Device slots sharing the queue, as this host sees it (live hosts x its own slots):
+        #: claims shrink as the queue drains, so that the hosts finish together.
+        self._among = len(ctl.slots)
+        #: Tests of this host the queue recorded as crashed while it was unreachable (frozen, or
+        #: cut off, for longer than its ttl): node id -> why. Shown here as crashed, not hidden.
+        self.crashed_here: dict[str, str] = {}
         #: Set when this host was the last to leave: the whole run's outcome, for the store.
         self.finished_run = False
         self.outcome = "ok"
+
+    @property
+    def holder_id(self) -> int:
+        """This host's holder in the share. When its holder was found dead (the run was frozen,
+        or cut off, for longer than its ttl), it joins the share as a new holder: the run's host
+        row then names the new one, or the other hosts would take this host for dead and its
+        claims and results would be refused."""
+        leasing = self.ctl.leasing
+        assert leasing is not None
+        now = leasing.holder.id
+        if now != self._holder_id:
+            trace(f"shared: holder {self._holder_id} is now {now}: joining run {self.uid} again")
+            with contextlib.suppress(ShareError):  # asked again on the next claim
+                self.queue.rejoin(self.uid, self.host, now)
+                self._holder_id = now
+        return now
 
     @classmethod
     def open(cls, ctl: Controller) -> SharedRun | None:
@@ -152,7 +174,7 @@ class SharedRun:
                 "claim tests from its queue, longest first"
             )
         try:
-            self.joined = self.queue.open_run(plan, self.host, self.holder_id)
+            self.joined = self.queue.open_run(plan, self.host, self.holder_id, sorted(routes))
             self.queue.add_routes(self.uid, self.host, routes)
         except ShareError as exc:
             raise pytest.UsageError(str(exc)) from None
@@ -189,7 +211,8 @@ class SharedRun:
         device = worker.device.name
         try:
             size = self.claim_size.get(device, 1)
-            claims = self.queue.claim(self.uid, self.host, self.holder_id, lease.token, device, size)
+            among = 0 if self.each else self._among  # in each mode a device's tests are its own
+            claims = self.queue.claim(self.uid, self.host, self.holder_id, lease.token, device, size, among)
         except LeaseLost as exc:
             trace(f"shared: {worker.slot.id} lease lost: {exc}")
             return []
@@ -233,12 +256,15 @@ class SharedRun:
             self._looked = now
             try:
                 self.queue.recover(self.uid)
-                progress = self.queue.progress(self.uid)
+                progress = self.queue.progress(self.uid, unrunnable=False)
             except ShareError:
                 return self._more  # the database is away for a moment: as before
             mine = len(self.claims)
             self._more = progress.queued > 0 or progress.claimed > mine
+            trace(f"shared: {progress.queued} queued, {progress.claimed} claimed ({mine} here)")
             self._queued = progress.queued
+            hosts = sum(1 for h in progress.hosts if h.alive and h.left is None)
+            self._among = max(1, hosts) * len(self.ctl.slots)
         return self._more
 
     def tick(self, wait: float | None) -> float:
@@ -265,7 +291,9 @@ class SharedRun:
 
     def waiting(self) -> bool:
         """Whether idle workers wait for tests that may still come back to the queue."""
-        idle = any(w.wants_work and not w.winding_down for w in self.ctl.alive_workers())
+        # Any worker that may still take tests: also one starting or just started, that has not
+        # asked yet (its slot's lease came back after the run was frozen or cut off).
+        idle = any(not w.winding_down and not w.assigned for w in self.ctl.alive_workers())
         return idle and self.may_have_more()
 
     def _mark_started(self) -> None:
@@ -314,7 +342,27 @@ class SharedRun:
             for claim, _ in finished:
                 if claim.item not in accepted:
                     refused.add(claim.nodeid)
+            self._crashed_here([claim for claim, _ in finished if claim.item not in accepted])
         return refused
+
+    def _crashed_here(self, refused: Sequence[Claim]) -> None:
+        """Of refused results, those the queue ended as crashed on this host (it was unreachable
+        while running them, past the retry budget): the run's verdict for them, to show here."""
+        if not refused:
+            return
+        try:
+            fates = self.queue.fates([c.item for c in refused])
+        except ShareError:
+            return
+        for claim in refused:
+            state, outcome, host = fates.get(claim.item, ("", None, None))
+            if state == "done" and outcome == "crashed" and host == self.host:
+                self.crashed_here[claim.nodeid] = (
+                    f"shared run {self.uid}: host {self.host} could not be reached for longer than its "
+                    f"lease's ttl while it ran this test (frozen, or cut off from the share), and the "
+                    f"queue recorded it as crashed on {claim.device} (attempt {claim.attempt}; "
+                    "--rack-retry-crashed allows more); its result here came too late to count"
+                )
 
     def give_back(self, job: Job) -> bool:
         """A claimed test no device here can run now (its device was quarantined or lost): back to
@@ -339,7 +387,7 @@ class SharedRun:
         try:
             self.finished_run = self.queue.leave(self.uid, self.host)
             if self.finished_run:
-                outcomes = self.queue.progress(self.uid).outcomes
+                outcomes = self.queue.progress(self.uid, unrunnable=False).outcomes
                 self.outcome = "tests_failed" if any(o in FAILING for o in outcomes) else "ok"
         except ShareError as exc:
             self.ctl.problems.append(f"shared run {self.uid}: could not leave the run: {exc}")

@@ -17,6 +17,7 @@ from testrack.share.queue import (
     RunPlan,
     RunProgress,
     Unrunnable,
+    guided,
     refuse_finished,
     refuse_mismatch,
 )
@@ -74,7 +75,7 @@ class MemoryQueue:
         self._items: dict[int, _Item] = {}
         self._ids = itertools.count(1)
 
-    def open_run(self, plan: RunPlan, host: str, holder_id: int) -> JoinedRun:
+    def open_run(self, plan: RunPlan, host: str, holder_id: int, devices: Sequence[str] = ()) -> JoinedRun:
         if plan.mode not in MODES:
             raise QueueError(f"run {plan.uid}: mode {plan.mode!r} is not one of {', '.join(MODES)}")
         with self.share.lock:
@@ -90,6 +91,9 @@ class MemoryQueue:
                     for idx, test in enumerate(plan.tests):
                         self._add_item(plan.uid, idx, None, test.estimate)
             else:
+                had = {i.device for i in self._items.values() if i.run == plan.uid}
+                if run.finished is not None and run.plan.mode == plan.mode == "each" and set(devices) - had:
+                    run.finished = None  # a late host, with devices that have not run the tests
                 if run.finished is not None:
                     raise refuse_finished(plan.uid, run.finished, self._outcomes(plan.uid))
                 if run.plan.mode != plan.mode:
@@ -130,7 +134,9 @@ class MemoryQueue:
                     ):
                         self._add_item(run, ids[nodeid], device, plan.tests[ids[nodeid]].estimate)
 
-    def claim(self, run: str, host: str, holder_id: int, token: int, device: str, n: int) -> list[Claim]:
+    def claim(
+        self, run: str, host: str, holder_id: int, token: int, device: str, n: int, among: int = 0
+    ) -> list[Claim]:
         with self.share.lock:
             self._fence(holder_id, token, f"claim tests for {device}")
             plan = self._runs[run].plan
@@ -142,7 +148,8 @@ class MemoryQueue:
                     and (run, device, i.idx) in self._routes
                 ),
                 key=lambda i: (-i.estimate, i.id),
-            )[:n]  # fmt: skip
+            )  # fmt: skip
+            queued = queued[: guided(n, len(queued), among)]
             claims = []
             for item in queued:
                 item.state, item.attempts, item.started = "claimed", item.attempts + 1, False
@@ -157,7 +164,7 @@ class MemoryQueue:
             run
         ):  # tests of a dead host came back: claim again, longest first
             self.unclaim(holder_id, token, claims)
-            return self.claim(run, host, holder_id, token, device, n)
+            return self.claim(run, host, holder_id, token, device, n, among)
         return claims
 
     def mark_started(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
@@ -239,7 +246,17 @@ class MemoryQueue:
                 known.left = self.share.clock.time()
             return self._finish_if_done(run)
 
-    def progress(self, run: str) -> RunProgress:
+    def rejoin(self, run: str, host: str, holder_id: int) -> None:
+        with self.share.lock:
+            known = self._hosts.get((run, host))
+            if known is not None:
+                known.holder_id, known.left = holder_id, None
+
+    def fates(self, items: Sequence[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        with self.share.lock:
+            return {i: (it.state, it.outcome, it.claim_host) for i in items if (it := self._items.get(i))}
+
+    def progress(self, run: str, unrunnable: bool = True) -> RunProgress:
         with self.share.lock:
             if run not in self._runs:
                 raise QueueError(f"there is no shared run {run} in the share {self.share.location}")
@@ -254,9 +271,9 @@ class MemoryQueue:
             )
             live = {h.name for h in hosts if h.alive and h.left is None}
             plan = self._runs[run].plan
-            unrunnable = []
+            stuck = []
             for item in sorted(items, key=lambda i: (i.idx, i.id)):
-                if item.state != "queued":
+                if item.state != "queued" or not unrunnable:
                     continue
                 routes = [
                     (h, d)
@@ -265,10 +282,10 @@ class MemoryQueue:
                 ]
                 if not any(h in live for h, _ in routes):
                     names = tuple(sorted(f"{h}:{d}" for h, d in routes))
-                    unrunnable.append(Unrunnable(plan.tests[item.idx].nodeid, item.device, names))
+                    stuck.append(Unrunnable(plan.tests[item.idx].nodeid, item.device, names))
             return RunProgress(
                 run, len(items), counts["queued"], counts["claimed"], counts["done"], self._outcomes(run),
-                hosts, tuple(unrunnable), self._runs[run].finished,
+                hosts, tuple(stuck), self._runs[run].finished,
             )  # fmt: skip
 
     # -- inside the lock -----------------------------------------------------------------

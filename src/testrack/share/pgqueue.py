@@ -37,7 +37,7 @@ class PostgresQueue:
     def __init__(self, share: PostgresShare) -> None:
         self.share = share  # its tables, the store's included, are migrated when it opens
 
-    def open_run(self, plan: RunPlan, host: str, holder_id: int) -> JoinedRun:
+    def open_run(self, plan: RunPlan, host: str, holder_id: int, devices: Sequence[str] = ()) -> JoinedRun:
         if plan.mode not in MODES:
             raise QueueError(f"run {plan.uid}: mode {plan.mode!r} is not one of {', '.join(MODES)}")
         now = self.share.now_param()
@@ -61,7 +61,7 @@ class PostgresQueue:
                     if plan.mode == "load":
                         conn.execute(Q["queue_add_load_items"], {"run": plan.uid})
                 else:
-                    self._check_join(conn, plan, host)
+                    self._check_join(conn, plan, host, devices)
                 taken = conn.execute(Q["queue_host"], {"run": plan.uid, "host": host, "now": now}).fetchone()
                 if taken is not None and taken[1] is None and taken[2] and taken[0] != holder_id:
                     raise HostNameTaken(
@@ -76,10 +76,18 @@ class PostgresQueue:
 
         return self.share.call(run)
 
-    def _check_join(self, conn: psycopg.Connection[Any], plan: RunPlan, host: str) -> None:
+    def _check_join(
+        self, conn: psycopg.Connection[Any], plan: RunPlan, host: str, devices: Sequence[str]
+    ) -> None:
         uid, mode, digest, _count, _budget, _store, _created, finished = (
             conn.execute(Q["queue_run"], {"uid": plan.uid}).fetchone() or (None,) * 8
         )
+        if finished is not None and mode == plan.mode == "each" and devices:
+            params = {"run": uid, "devices": list(devices)}
+            had = {row[0] for row in conn.execute(Q["queue_devices_of_run"], params)}
+            if set(devices) - had:  # a late host of the run, with devices that have not run it
+                conn.execute(Q["queue_reopen_run"], {"run": uid})
+                finished = None
         if finished is not None:
             outcomes = dict(conn.execute(Q["queue_outcomes"], {"run": uid}).fetchall())
             raise refuse_finished(plan.uid, float(finished), outcomes)
@@ -109,7 +117,9 @@ class PostgresQueue:
 
         self.share.call(go)
 
-    def claim(self, run: str, host: str, holder_id: int, token: int, device: str, n: int) -> list[Claim]:
+    def claim(
+        self, run: str, host: str, holder_id: int, token: int, device: str, n: int, among: int = 0
+    ) -> list[Claim]:
         now = self.share.now_param()
         batch = uuid.uuid4().hex  # names this claim, so that a retry after a lost answer gets the same tests
 
@@ -118,7 +128,7 @@ class PostgresQueue:
                 self._fence(conn, holder_id, token, now, f"claim tests for {device}")
                 params = {
                     "run": run, "device": device, "n": n, "holder_id": holder_id, "host": host,
-                    "token": token, "batch": batch,
+                    "token": token, "batch": batch, "among": among,
                 }  # fmt: skip
                 rows = conn.execute(Q["queue_claimed_batch"], params).fetchall()
                 if not rows:
@@ -130,7 +140,7 @@ class PostgresQueue:
             run
         ):  # tests of a dead host came back: claim again, longest first
             self.unclaim(holder_id, token, claims)
-            return self.claim(run, host, holder_id, token, device, n)
+            return self.claim(run, host, holder_id, token, device, n, among)
         return claims
 
     def mark_started(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
@@ -191,7 +201,16 @@ class PostgresQueue:
 
         return self.share.call(go)
 
-    def progress(self, run: str) -> RunProgress:
+    def rejoin(self, run: str, host: str, holder_id: int) -> None:
+        params = {"run": run, "host": host, "holder_id": holder_id, "now": self.share.now_param()}
+        self.share.call(lambda conn: conn.execute(Q["queue_join_host"], params))
+
+    def fates(self, items: Sequence[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        params = {"items": list(items)}
+        rows = self.share.call(lambda conn: conn.execute(Q["queue_fates"], params).fetchall())
+        return {int(item): (state, outcome, host) for item, state, outcome, host in rows}
+
+    def progress(self, run: str, unrunnable: bool = True) -> RunProgress:
         params = {"run": run, "now": self.share.now_param()}
 
         def go(conn: psycopg.Connection[Any]) -> RunProgress:
@@ -203,14 +222,11 @@ class PostgresQueue:
                 counts = dict(conn.execute(Q["queue_counts"], params).fetchall())
                 outcomes = dict(conn.execute(Q["queue_outcomes"], params).fetchall())
                 hosts = tuple(HostView(*h) for h in conn.execute(Q["queue_hosts"], params))
-                unrunnable = tuple(
-                    Unrunnable(nodeid, device, tuple(sorted(routes)))
-                    for nodeid, device, routes in conn.execute(Q["queue_unrunnable"], params)
-                )
+                stuck = _unrunnable(conn, run, hosts) if unrunnable and counts.get("queued") else ()
             total = sum(counts.values())
             return RunProgress(
                 run, total, counts.get("queued", 0), counts.get("claimed", 0), counts.get("done", 0),
-                outcomes, hosts, unrunnable, row[7],
+                outcomes, hosts, stuck, row[7],
             )  # fmt: skip
 
         return self.share.call(go)
@@ -227,3 +243,25 @@ class PostgresQueue:
 
 def _store_run(conn: psycopg.Connection[Any], info: RunInfo) -> int:
     return store_sql.begin_run(conn, store_sql.run_params(info))
+
+
+def _unrunnable(conn: psycopg.Connection[Any], run: str, hosts: Sequence[HostView]) -> tuple[Unrunnable, ...]:
+    """Queued tests no live host of the run has a route for, with the hosts that had one.
+
+    Worked out here from three reads of one table each, not in one SQL join: a run's rows are
+    new when this is asked, so the planner's statistics say the run is empty, and the join it
+    then chose (nested loops over every test and item) took minutes on a share of 20 runs,
+    holding the connection the heartbeat needs."""
+    live = {h.name for h in hosts if h.alive and h.left is None}
+    routes: dict[int, list[tuple[str, str]]] = {}
+    for idx, device, host in conn.execute(Q["queue_routes_of_run"], {"run": run}):
+        routes.setdefault(idx, []).append((device, host))
+    stuck: dict[int, tuple[str | None, tuple[str, ...]]] = {}
+    for idx, device in conn.execute(Q["queue_queued_items"], {"run": run}):
+        could = [(d, h) for d, h in routes.get(idx, ()) if device is None or d == device]
+        if not any(h in live for _, h in could):
+            stuck[idx] = (device, tuple(sorted({f"{h}:{d}" for d, h in could})))
+    if not stuck:
+        return ()
+    names = dict(conn.execute(Q["queue_test_names"], {"run": run, "idx": sorted(stuck)}).fetchall())
+    return tuple(Unrunnable(names[idx], device, hosts_) for idx, (device, hosts_) in sorted(stuck.items()))

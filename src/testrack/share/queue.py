@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -47,6 +48,16 @@ class RunPlan:
 
     def digest(self) -> str:
         return digest(t.nodeid for t in self.tests)
+
+
+def guided(n: int, left: int, among: int) -> int:
+    """How many of ``left`` queued tests one claim takes, asked for ``n``, with ``among`` slots
+    sharing the queue (0: as asked). Guided self-scheduling: big claims while the queue is long
+    (few round trips), then smaller ones, so that the hosts finish within a test of each other
+    instead of one claim's worth. The PostgreSQL queue computes the same in SQL."""
+    if among < 1:
+        return n
+    return min(n, max(1, math.ceil(left / (2 * among))))
 
 
 def digest(nodeids: Iterable[str]) -> str:
@@ -120,17 +131,22 @@ class RunProgress:
 class RunQueue(Protocol):
     """The shared run queue. Holder ids and tokens are those of the share the queue lives in."""
 
-    def open_run(self, plan: RunPlan, host: str, holder_id: int) -> JoinedRun:
+    def open_run(self, plan: RunPlan, host: str, holder_id: int, devices: Sequence[str] = ()) -> JoinedRun:
         """Create the run or join it. TestSetMismatch (naming the difference), RunFinished, and
-        HostNameTaken (a live host of the run already has this name) refuse."""
+        HostNameTaken (a live host of the run already has this name) refuse. In each mode, a
+        finished run is opened again for a host that brings ``devices`` it has not had (a host
+        that started late: every device runs every test); a retry of a host is still refused."""
 
     def add_routes(self, run: str, host: str, routes: Mapping[str, Sequence[str]]) -> None:
         """Which tests each of the host's devices can run (device name -> node ids). In each mode
         this queues every (test, device) pair."""
 
-    def claim(self, run: str, host: str, holder_id: int, token: int, device: str, n: int) -> list[Claim]:
+    def claim(
+        self, run: str, host: str, holder_id: int, token: int, device: str, n: int, among: int = 0
+    ) -> list[Claim]:
         """Up to ``n`` queued tests ``device`` can run, longest first, under the lease ``token``
-        (LeaseLost if it is not this holder's live lease). [] when nothing is left for it now."""
+        (LeaseLost if it is not this holder's live lease). [] when nothing is left for it now.
+        ``among``: how many device slots share the queue; then at most :func:`guided` of them."""
 
     def mark_started(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
         """These claimed tests started running (a host that dies now is blamed for them)."""
@@ -153,7 +169,15 @@ class RunQueue(Protocol):
     def leave(self, run: str, host: str) -> bool:
         """The host is done with the run; True if that finished the run."""
 
-    def progress(self, run: str) -> RunProgress: ...
+    def rejoin(self, run: str, host: str, holder_id: int) -> None:
+        """The host's holder changed (its old one was found dead): the run's host row names the new one."""
+
+    def fates(self, items: Sequence[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        """Each item's state, final outcome and the host that claimed it last."""
+
+    def progress(self, run: str, unrunnable: bool = True) -> RunProgress:
+        """Where the run stands; ``unrunnable=False`` skips working out which queued tests no
+        live host can run (a host's own loop does not need it)."""
 
 
 def mismatch_message(run: str, host: str, theirs: Iterable[str], mine: Iterable[str], limit: int = 5) -> str:

@@ -124,6 +124,13 @@ VALUES (%(uid)s, %(mode)s, %(digest)s, %(test_count)s, %(retry_budget)s, %(store
 ON CONFLICT (uid) DO NOTHING
 RETURNING uid;
 
+-- name: queue_devices_of_run
+SELECT DISTINCT device FROM testrack.queue_items WHERE run = %(run)s AND device = ANY (%(devices)s::text[]);
+
+-- name: queue_reopen_run
+-- Each mode: a late host brings devices that have not run the run's tests; they will.
+UPDATE testrack.queue_runs SET finished = NULL WHERE uid = %(run)s;
+
 -- name: queue_run
 SELECT uid, mode, digest, test_count, retry_budget, store_run_id, created, finished
 FROM testrack.queue_runs WHERE uid = %(uid)s;
@@ -170,8 +177,19 @@ WHERE l.token = %(token)s AND l.holder_id = %(holder_id)s
 FOR SHARE;
 
 -- name: queue_claim
+-- Guided: with %(among)s slots sharing the queue, a claim takes at most 1/(2 x among) of the tests
+-- left (counting no further than where that no longer binds), so that near the end claims shrink
+-- and the hosts finish together. among = 0: n as asked.
 SELECT item, nodeid, attempts
-FROM testrack.queue_claim(%(run)s, %(device)s, %(n)s, %(holder_id)s::bigint, %(host)s, %(token)s::bigint, %(batch)s);
+FROM testrack.queue_claim(
+    %(run)s, %(device)s,
+    CASE WHEN %(among)s::integer < 1 THEN %(n)s::integer ELSE least(%(n)s::integer, greatest(1, ceil(
+        (SELECT count(*) FROM (
+            SELECT 1 FROM testrack.queue_items
+            WHERE run = %(run)s AND state = 'queued' AND (device IS NULL OR device = %(device)s)
+            LIMIT 2 * %(n)s::integer * %(among)s::integer) AS q
+        ) / (2.0 * %(among)s::integer))::integer)) END,
+    %(holder_id)s::bigint, %(host)s, %(token)s::bigint, %(batch)s);
 
 -- name: queue_claimed_batch
 -- A claim retried after its commit's answer was lost (the server went away): the same tests again.
@@ -232,19 +250,14 @@ SELECT h.name, h.joined, h.left_at,
 FROM testrack.queue_hosts h LEFT JOIN testrack.share_holders s ON s.id = h.holder_id
 WHERE h.run = %(run)s ORDER BY h.name;
 
--- name: queue_unrunnable
--- Queued items no live host in the run has a route for, with the hosts that had one.
-SELECT t.nodeid, i.device, array_remove(array_agg(DISTINCT r.host || ':' || r.device), NULL)
-FROM testrack.queue_items i
-JOIN testrack.queue_tests t ON t.run = i.run AND t.idx = i.idx
-LEFT JOIN testrack.queue_routes r ON r.run = i.run AND r.idx = i.idx AND (i.device IS NULL OR r.device = i.device)
-WHERE i.run = %(run)s AND i.state = 'queued'
-  AND NOT EXISTS (
-      SELECT 1 FROM testrack.queue_routes r2
-      JOIN testrack.queue_hosts h ON h.run = r2.run AND h.name = r2.host
-      JOIN testrack.share_holders s ON s.id = h.holder_id
-      WHERE r2.run = i.run AND r2.idx = i.idx AND (i.device IS NULL OR r2.device = i.device)
-        AND h.left_at IS NULL
-        AND testrack.share_alive(s.id, s.expires, s.ttl, testrack.share_now(%(now)s::double precision)))
-GROUP BY t.nodeid, i.device, i.idx
-ORDER BY i.idx;
+-- name: queue_fates
+SELECT id, state, outcome, claim_host FROM testrack.queue_items WHERE id = ANY (%(items)s::bigint[]);
+
+-- name: queue_routes_of_run
+SELECT idx, device, host FROM testrack.queue_routes WHERE run = %(run)s;
+
+-- name: queue_queued_items
+SELECT idx, device FROM testrack.queue_items WHERE run = %(run)s AND state = 'queued' ORDER BY idx;
+
+-- name: queue_test_names
+SELECT idx, nodeid FROM testrack.queue_tests WHERE run = %(run)s AND idx = ANY (%(idx)s::integer[]);
