@@ -368,3 +368,19 @@ def test_a_crash_after_tiny_tests_blames_the_test_that_crashed(pytester):
     proc = run(pytester, "-q", "-p", "no:cacheprovider", "--rack", "local:1", env={"CRASH": "1"})
     assert "1 failed, 79 passed" in outcome_line(proc.stdout), proc.stdout
     assert re.findall(r"^FAILED (\S+)", proc.stdout, re.M) == ["test_c.py::test_33"]
+
+
+def test_a_worker_started_after_the_store_file_exists_has_the_controllers_test_ids(pytester):
+    """``--rack-store ../elsewhere/h.db`` names a file that does not exist when the run starts; a
+    worker started later (after a crash) saw it, and pytest put the rootdir at the common
+    ancestor: its test ids had the project's directory in front, and the next test was an error
+    ("collected on another worker"). Workers now take the controller's rootdir and config file."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_x="import os\ndef test_a_crash():\n    os._exit(3)\n\ndef test_b():\n    pass\n")
+    elsewhere = pytester.path.parent / f"{pytester.path.name}-elsewhere"
+    elsewhere.mkdir()
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "--rack", "local:1", "--rack-store", str(elsewhere / "h.db")
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.no_fnmatch_line("*collected on another worker*")

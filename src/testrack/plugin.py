@@ -233,11 +233,22 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
     from testrack.workers import Launcher
 
     params = early_config.invocation_params
-    launcher = Launcher(rack, str(params.dir), params.args, _STARTUP_SYS_PATH)
+    launcher = Launcher(rack, str(params.dir), worker_args(early_config), _STARTUP_SYS_PATH)
     launcher.prestart()
     early_config.stash[launcher_key] = launcher
     ns.distload = True  # pytest-cov: measure in the workers and combine here, as under xdist
     return (yield)
+
+
+def worker_args(config: pytest.Config) -> tuple[str, ...]:
+    """The command line for workers: the user's, with the controller's rootdir and config file
+    pinned. pytest works both out from the paths on the command line that exist; a file this
+    run creates (a store given as ``--rack-store PATH``) exists for a worker started later but
+    did not for the controller, and moved the worker's rootdir: its test ids differed."""
+    pinned = [f"--rootdir={config.rootpath}"]
+    if config.inipath is not None:
+        pinned.append(f"--config-file={config.inipath}")
+    return (*config.invocation_params.args, *pinned)
 
 
 def _apply_device_env(early_config: pytest.Config) -> None:
@@ -321,7 +332,7 @@ def pytest_configure(config: pytest.Config) -> None:
             launcher.discard()
         params = config.invocation_params
         launcher = config.stash[launcher_key] = Launcher(
-            rack, str(params.dir), params.args, _STARTUP_SYS_PATH
+            rack, str(params.dir), worker_args(config), _STARTUP_SYS_PATH
         )
     notes: list[str] = []
     if rack.environments:
@@ -392,7 +403,8 @@ def _prepare_environments(config: pytest.Config, rack: Rack, launcher: Any) -> t
     params = config.invocation_params
     from testrack.workers import Launcher
 
-    fresh = config.stash[launcher_key] = Launcher(rack, str(params.dir), params.args, _STARTUP_SYS_PATH)
+    args = worker_args(config)
+    fresh = config.stash[launcher_key] = Launcher(rack, str(params.dir), args, _STARTUP_SYS_PATH)
     fresh.interpreters.update(launcher.interpreters)
     return rack, prepared.notes
 
