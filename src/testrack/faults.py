@@ -285,7 +285,7 @@ class Faults:
         under may be gone, and the queue gives them out again: run here too, they would run twice)."""
         ctl = self.ctl
         if ctl.shared is not None:
-            jobs = [job for job in jobs if not ctl.shared.give_back(job)]
+            jobs = ctl.shared.give_back_all(jobs)
         if jobs:
             ctl.dispatcher.requeue(jobs)
 

@@ -367,10 +367,20 @@ class SharedRun:
     def give_back(self, job: Job) -> bool:
         """A claimed test no device here can run now (its device was quarantined or lost): back to
         the queue for the other hosts. False when it was not a claimed test."""
-        keys = {self.key(job.nodeid, d) for d in job.eligible}
-        claims = [c for k in keys if (c := self.claims.pop(k, None)) is not None]
+        return not self.give_back_all([job])
+
+    def give_back_all(self, jobs: Sequence[Job]) -> list[Job]:
+        """``give_back`` for many tests, in one call to the queue per lease; returns the jobs
+        that were not claimed tests (they stay this host's)."""
+        claims, kept = [], []
+        for job in jobs:
+            keys = {self.key(job.nodeid, d) for d in job.eligible}
+            mine = [c for k in keys if (c := self.claims.pop(k, None)) is not None]
+            claims.extend(mine)
+            if not mine:
+                kept.append(job)
         self._give_back(claims)
-        return bool(claims)
+        return kept
 
     def _give_back(self, claims: Sequence[Claim]) -> None:
         by_token: dict[int, list[Claim]] = {}
