@@ -66,12 +66,28 @@ RACK = ("--rack", "local:2")
 # -- pytest-cov ------------------------------------------------------------------------------------
 
 
+TWO_BOARDS = """
+[[devices]]
+name = "board-1"
+kind = "board"
+address = "10.0.0.1"
+
+[[devices]]
+name = "board-2"
+kind = "board"
+address = "10.0.0.2"
+"""
+
+
 @pytest.mark.parametrize("mode", ["load", "each"])
 def test_pytest_cov_combines_every_worker_into_plain_pytests_total(pytester, mode):
     pytester.makepyfile(calc=textwrap.dedent(CALC), **CALC_TESTS)
+    pytester.path.joinpath("boards.toml").write_text(TWO_BOARDS)
     args = ["-q", "-p", "no:cacheprovider", "--cov=calc", "--cov-report=term-missing"]
     plain = run(pytester, *args, "--rack", "off")
-    rack = run(pytester, *args, *RACK, "--rack-mode", mode)
+    rack = run(pytester, *args, "--rack", "boards.toml", "--rack-mode", mode)
+    assert rack.returncode == 0, rack.stdout + rack.stderr
+    assert last_line(rack.stdout) == ("8 passed" if mode == "each" else "4 passed"), rack.stdout
     total = re.compile(r"^TOTAL\s+\d+\s+\d+\s+\d+%", re.M)
     assert total.search(plain.stdout), plain.stdout
     assert total.search(rack.stdout) and total.search(rack.stdout)[0] == total.search(plain.stdout)[0], (
@@ -91,6 +107,18 @@ def test_coverage_run_is_refused_with_what_to_use(pytester):
     assert "pytest --cov=PACKAGE" in proc.stderr
 
 
+def test_a_crashed_worker_says_its_coverage_is_missing(pytester):
+    """pytest-cov alone blames the install ("ensure that pytest-cov is installed"); the run says
+    what happened: the worker crashed, so the coverage of the tests it ran never came back."""
+    crash = "import os\n\ndef test_crash():\n    os._exit(1)\n"
+    pytester.makepyfile(calc=textwrap.dedent(CALC), test_c=crash)
+    rack = run(pytester, "-q", "-p", "no:cacheprovider", "--cov=calc", "--rack", "local:1")
+    assert "1 failed" in last_line(rack.stdout), rack.stdout
+    assert "gw0 (local) did not end cleanly, so what pytest-cov gathered in it never came back" in rack.stdout
+    clean = run(pytester, "-q", "-p", "no:cacheprovider", "--cov=calc", "--rack", "local:1", "-k", "nothing")
+    assert "did not end cleanly" not in clean.stdout
+
+
 # -- pytest-randomly -------------------------------------------------------------------------------
 
 
@@ -106,6 +134,36 @@ def test_pytest_randomly_is_seeded_from_the_controller(pytester):
     assert "Using --randomly-seed=1234" in rack.stdout
     draw = re.compile(r"^draw (\S+)$", re.M)
     assert draw.findall(rack.stdout) == draw.findall(plain.stdout) != []
+
+
+def test_one_rack_seed_repeats_the_order_and_what_random_draws(pytester):
+    """--rack-seed N used to order the run while pytest-randomly reseeded random with a fresh seed
+    each run; now N is randomly's seed too, unless --randomly-seed says otherwise (then the run
+    names both)."""
+    body = "import random\n\ndef test_d():\n    print('draw', random.random())\n"
+    pytester.makepyfile(**{f"test_r{i}": body for i in range(4)})
+    args = ["-s", "-p", "randomly", "-p", "no:cacheprovider", *RACK]
+    draw = re.compile(r"draw (\S+)$", re.M)
+    first, second = (run(pytester, *args, "--rack-seed", "7") for _ in range(2))
+    assert "Using --randomly-seed=7" in first.stdout
+    assert sorted(draw.findall(first.stdout)) == sorted(draw.findall(second.stdout)) != []
+    other = run(pytester, *args, "--rack-seed", "8")
+    assert sorted(draw.findall(other.stdout)) != sorted(draw.findall(first.stdout))
+    both = run(pytester, *args, "--rack-seed", "7", "--randomly-seed=5")
+    again = "pytest-randomly reseeds random with 5: pytest --rack-seed 7 --randomly-seed=5 runs it again"
+    assert again in both.stdout, both.stdout
+
+
+def test_without_xdist_loaded_randomly_is_refused_and_reruns_still_reported(pytester):
+    """pytest-randomly hands its seed over only when pytest-xdist is loaded: with -p no:xdist every
+    worker crashed (KeyError: 'randomly_seed'); now the run is refused with the fix. Reruns need
+    xdist installed, not loaded (a testrack dependency): they are still reported."""
+    pytester.makepyfile(test_f=textwrap.dedent(FLAKY))
+    refused = run(pytester, "-q", "-p", "randomly", "-p", "no:xdist", *RACK)
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR, refused.stdout + refused.stderr
+    assert "pytest-xdist is not loaded" in refused.stderr and "-p no:randomly" in refused.stderr
+    reruns = run(pytester, "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "--reruns", "2", *RACK)
+    assert last_line(reruns.stdout) == "1 failed, 2 passed, 4 rerun", reruns.stdout
 
 
 # -- pytest-benchmark ------------------------------------------------------------------------------

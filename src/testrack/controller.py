@@ -457,9 +457,15 @@ class Controller:
                 )
         if self.order.seed is not None:
             seed = self.order.seed
-            terminalreporter.write_line(
-                f"testrack: random order, seed {seed}: pytest --rack-seed {seed} runs it again"
-            )
+            other = sequencing.randomly_differs(self.config, self.order)
+            if other is None:
+                again = f"pytest --rack-seed {seed} runs it again"
+            else:  # two seeds given: the order's and what random draws
+                again = (
+                    f"pytest-randomly reseeds random with {other}: pytest --rack-seed {seed} "
+                    f"--randomly-seed={other} runs it again"
+                )
+            terminalreporter.write_line(f"testrack: random order, seed {seed}: {again}")
         for note in self.notes:
             terminalreporter.write_line(f"testrack: {note}")
         for problem in self.problems:
@@ -640,6 +646,12 @@ class Controller:
             node.shutting_down = True
             node.workeroutput = worker.workeroutput or {}
             nodes.down(node, error)
+            if error is not None and (listeners := nodes.listeners(self.config)):
+                self.notes.append(
+                    f"{worker.label.id} ({worker.slot.device}) did not end cleanly, so what "
+                    f"{', '.join(listeners)} gathered in it never came back: that report lacks the "
+                    "tests this worker ran (pytest-xdist loses it the same way)"
+                )
 
     def _forget(self, worker: WorkerHandle) -> None:
         for fileobj in (worker.channel, *worker.streams):

@@ -83,3 +83,20 @@ def down(node: WorkerNode, error: str | None) -> None:
     hook = getattr(node.config.hook, "pytest_testnodedown", None)
     if hook is not None:
         hook(node=node, error=error)
+
+
+def listeners(config: pytest.Config) -> list[str]:
+    """The plugins that take a worker's ``workeroutput`` (pytest-cov's coverage data, say)."""
+    hook = getattr(config.hook, "pytest_testnodedown", None)
+    if hook is None:
+        return []
+    names = []
+    for impl in hook.get_hookimpls():
+        name = config.pluginmanager.get_name(impl.plugin) or impl.plugin_name
+        if name and not name.startswith("testrack"):
+            names.append(_KNOWN.get(name, name))
+    return names
+
+
+#: plugin names as the user knows them
+_KNOWN = {"_cov": "pytest-cov", "randomly": "pytest-randomly", "rerunfailures": "pytest-rerunfailures"}

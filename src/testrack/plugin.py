@@ -591,6 +591,13 @@ def _check_compatible(config: pytest.Config, rack: Rack) -> None:
             "instead (pytest --cov=PACKAGE ..., which combines what every worker measured), or "
             "run the tests in one process with --rack off."
         )
+    if not config.pluginmanager.hasplugin("xdist") and config.pluginmanager.hasplugin("randomly"):
+        raise pytest.UsageError(
+            "pytest-randomly hands its seed to worker processes only through pytest-xdist's hooks, "
+            "and pytest-xdist is not loaded (-p no:xdist, or not installed), so every worker would "
+            "fail; install pytest-xdist (a testrack dependency) and drop -p no:xdist, or add "
+            "-p no:randomly."
+        )
     for name, option in (("usepdb", "--pdb"), ("trace", "--trace")):
         if config.getoption(name, None):
             raise pytest.UsageError(

@@ -45,7 +45,33 @@ def choose(config: pytest.Config, rack: Rack) -> Order:
 
     With pytest-randomly active and no testrack option, its seed orders the run: testrack is in
     charge of the order (across every worker), pytest-randomly of reseeding ``random`` per test.
+    A testrack seed also becomes pytest-randomly's unless ``--randomly-seed`` was given, so
+    one seed repeats both the order and what ``random`` draws.
     """
+    order = _choose(config, rack)
+    if order.seed is not None and order.source != "pytest-randomly" and _randomly_active(config):
+        given = getattr(config.known_args_namespace, "randomly_seed", "default")
+        if given == "default":
+            config.option.randomly_seed = order.seed
+            if getattr(config, "cache", None) is not None:  # what --randomly-seed=last reads
+                config.cache.set("randomly_seed", order.seed)
+    return order
+
+
+def randomly_differs(config: pytest.Config, order: Order) -> int | None:
+    """pytest-randomly's seed when it is not the order's (both given): the header says so."""
+    if order.seed is None or not _randomly_active(config):
+        return None
+    seed = getattr(config.option, "randomly_seed", None)
+    return seed if isinstance(seed, int) and seed != order.seed else None
+
+
+def _randomly_active(config: pytest.Config) -> bool:
+    reorganize = getattr(config.option, "randomly_reorganize", False)
+    return config.pluginmanager.has_plugin("randomly") and bool(reorganize)
+
+
+def _choose(config: pytest.Config, rack: Rack) -> Order:
     bucket = config.getoption("rack_random_bucket", None) or ordering.DEFAULT_BUCKET
     seed = config.getoption("rack_seed", None)
     if seed is not None:
@@ -57,7 +83,7 @@ def choose(config: pytest.Config, rack: Rack) -> Order:
     if rack.random or rack.seed is not None:
         seed = rack.seed if rack.seed is not None else ordering.choose_seed()
         return Order(seed, bucket, source=f"{rack.source}")
-    if config.pluginmanager.has_plugin("randomly") and getattr(config.option, "randomly_reorganize", False):
+    if _randomly_active(config):
         randomly_seed = getattr(config.option, "randomly_seed", None)
         if isinstance(randomly_seed, int):
             return Order(randomly_seed, bucket, source="pytest-randomly")
