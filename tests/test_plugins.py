@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -362,7 +363,13 @@ def test_new_first_puts_new_tests_first_and_remembers_them(pytester):
     pytester.makepyfile(**ORDERED)
     run(pytester, "-q", *RACK)
     pytester.makepyfile(test_c="def test_c1():\n    pass\n")
+    for copy in ("plain", "two"):  # the same cache for each run: each run remembers what it saw
+        shutil.copytree(pytester.path / ".pytest_cache", pytester.path / copy)
+    plain = run(pytester, "-v", "--nf", "-o", "cache_dir=plain", "--rack", "off")
     first = run(pytester, "-v", "--nf", "--rack", "local:1")
     assert _order(first.stdout)[0] == "test_c.py::test_c1", first.stdout
+    assert _order(first.stdout) == _order(plain.stdout), first.stdout + plain.stdout
+    two = run(pytester, "-v", "--nf", "-o", "cache_dir=two", *RACK)
+    assert _order(two.stdout)[0] == "test_c.py::test_c1", two.stdout  # the new test starts a worker
     cache = (pytester.path / ".pytest_cache" / "v" / "cache" / "nodeids").read_text()
     assert "test_c.py::test_c1" in cache
