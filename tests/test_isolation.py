@@ -9,6 +9,7 @@ one polluter among n in ceil(log2 n) + 3 search probes, d in d * (ceil(log2 n) +
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 
 VICTIM = "test_z_victim.py::test_victim"
+#: what a printed reproduction adds when pytest-randomly is installed (it would shuffle the tests)
+KEEP = "-p no:randomly " if importlib.util.find_spec("pytest_randomly") else ""
 #: The tests that run before the victim: 10 of them, over three files.
 LAYOUT = {"test_a.py": range(0, 4), "test_b.py": range(4, 8), "test_c.py": range(8, 10)}
 
@@ -82,7 +85,7 @@ def test_a_known_polluter_is_named_with_the_command_that_reproduces_it(pytester:
         f"{VICTIM} failed in run 1 on local (gw0), after 10 tests in its worker process",
         "confirmed: alone it failed 0 of 2 times; after the 10 tests before it, 2 of 2",
         "polluter: test_b.py::test_6",
-        f"  reproduce: pytest --rack off test_b.py::test_6 {VICTIM}",
+        f"  reproduce: pytest --rack off {KEEP}test_b.py::test_6 {VICTIM}",
     ]
     search = int(lines[4].split()[1])
     assert search <= math.ceil(math.log2(10)) + 3 == target(1)
@@ -90,8 +93,8 @@ def test_a_known_polluter_is_named_with_the_command_that_reproduces_it(pytester:
         f"probes: {search} to search (target for 1 among 10: at most 7), 4 to confirm, 1 to verify, "
         f"1 for cleaners; {search + 6} in all"
     )
-    command = f"-m pytest -p no:cacheprovider --rack off test_b.py::test_6 {VICTIM}"
-    again = pytester.run(sys.executable, *command.split())
+    printed = lines[3].split("reproduce: pytest ")[1]  # the command as printed, run as is
+    again = pytester.run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *printed.split())
     again.assert_outcomes(passed=1, failed=1)
     again.stdout.fnmatch_lines(["*left behind: {'cache'}*"])
 
@@ -113,7 +116,7 @@ def test_two_tests_that_pollute_only_together_are_named_as_a_pair(pytester: pyte
     record(pytester, passed=10, failed=1)
     data = found(pytester.path)
     assert [c["tests"] for c in data["culprits"]] == [[nodeid(2), nodeid(7)]]
-    assert data["culprits"][0]["reproduce"] == f"pytest --rack off {nodeid(2)} {nodeid(7)} {VICTIM}"
+    assert data["culprits"][0]["reproduce"] == f"pytest --rack off {KEEP}{nodeid(2)} {nodeid(7)} {VICTIM}"
 
 
 def test_a_cleaner_in_the_same_half_is_named(pytester: pytest.Pytester) -> None:
@@ -137,7 +140,7 @@ def test_brittle_mode_finds_the_state_setter(pytester: pytest.Pytester) -> None:
         f"{VICTIM} passed in run 1 on local (gw0), after 10 tests in its worker process",
         "confirmed: alone it passed 0 of 2 times; after the 10 tests before it, 2 of 2",
         f"state-setter: {nodeid(5)}",
-        f"  reproduce: pytest --rack off {nodeid(5)} {VICTIM}",
+        f"  reproduce: pytest --rack off {KEEP}{nodeid(5)} {VICTIM}",
     ]
     assert int(lines[4].split()[1]) <= target(1)
 
@@ -195,7 +198,7 @@ def test_the_report_words_for_a_pair_a_cleaner_and_inconsistent_evidence() -> No
         "confirmed: alone it failed 0 of 2 times; after the 3 tests before it, 2 of 2",
         "polluter: a.py::t1 + b.py::t3 (only together)",
         "  cleaned by: a.py::t2",
-        "  reproduce: pytest --rack off --rack-device board-2 a.py::t1 b.py::t3 v.py::victim",
+        f"  reproduce: pytest --rack off {KEEP}--rack-device board-2 a.py::t1 b.py::t3 v.py::victim",
         "probes: 5 to search (target for 2 among 3: at most 8), 4 to confirm, 1 to verify, 2 for cleaners; "
         "12 in all",
     ]
@@ -206,10 +209,10 @@ def test_the_report_words_for_a_pair_a_cleaner_and_inconsistent_evidence() -> No
         "a.py::t2 reproduced once, then not when verified: the victim is flaky, so this set may be wrong",
         ("a.py::t2",),
     )
-    assert Report(target, Mode.POLLUTED, flaky, None).lines()[2:] == [
+    assert Report(target, Mode.POLLUTED, flaky, None).lines()[1:] == [
         "inconsistent evidence: a.py::t2 reproduced once, then not when verified: the victim is flaky, "
         "so this set may be wrong",
-        "  last set that reproduced (1 test): pytest --rack off a.py::t2 v.py::victim",
+        f"  last set that reproduced (1 test): pytest --rack off {KEEP}a.py::t2 v.py::victim",
         "probes: 3 to search (target for 1 among 3: at most 5), 4 to confirm, 0 to verify, 0 for cleaners; "
         "7 in all",
     ]

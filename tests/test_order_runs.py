@@ -96,7 +96,39 @@ def test_the_rack_file_can_ask_for_random_order(pytester):
         'seed = -1\n\n[[devices]]\nname = "b1"\nkind = "board"\naddress = "x"\n'
     )
     bad = run(pytester, "-q")
-    assert "seed = -1 is not a seed; use a whole number >= 0" in bad.stderr
+    assert "seed = -1 is not a seed; use a whole number from 0 to 9223372036854775807" in bad.stderr
+
+
+def test_a_seed_or_option_testrack_cannot_honour_is_refused_with_the_fix(pytester):
+    """A seed too large for the store ran, then lost its record (and so its replay); options
+    that need another option were ignored without a word."""
+    suite(pytester)
+    for args, said in [
+        (["--rack-seed", str(2**64)], "is not a seed; give a whole number from 0 to 9223372036854775807"),
+        (["--rack-rerun-failed", "-1"], "'-1' is not a count; give a whole number >= 0"),
+        (["--rack-replay-anywhere"], "--rack-replay-anywhere moves the sequences of --rack-replay RUN"),
+    ]:
+        proc = run(pytester, "-q", "--rack", "local:2", *args)
+        assert proc.returncode == pytest.ExitCode.USAGE_ERROR, (args, proc.stdout)
+        assert said in proc.stderr, (args, proc.stderr)
+
+
+def test_a_replay_names_a_device_that_left_the_rack_and_anywhere_runs_its_sequence(pytester):
+    suite(pytester)
+    rack = pytester.path / "rack.toml"
+    rack.write_text(THREE_BOARDS)
+    first = run(pytester, "-q", "--rack", "rack.toml", "--rack-random")
+    assert first.returncode == 0, first.stdout
+    ran = sequences(pytester.path)
+    rack.write_text(THREE_BOARDS.replace("board-3", "board-4"))
+    refused = run(pytester, "-q", "--rack", "rack.toml", "--rack-replay", "last")
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR, refused.stdout
+    assert (
+        "board-3, which is not in this rack" in refused.stderr and "--rack-replay-anywhere" in refused.stderr
+    )
+    anywhere = run(pytester, "-q", "--rack", "rack.toml", "--rack-replay", "1", "--rack-replay-anywhere")
+    assert "32 passed" in anywhere.stdout, anywhere.stdout
+    assert sorted(sequences(pytester.path).values()) == sorted(ran.values())
 
 
 def test_replay_gives_each_worker_the_sequence_it_ran(pytester):
@@ -147,6 +179,44 @@ def test_rerun_failed_tells_flaky_from_broken(pytester):
     ok = run(pytester, "-q", "-p", "no:rerunfailures", "--rack", "local:2", "--rack-rerun-failed", "2",
              "--rack-flaky-ok", "-k", "not always")  # fmt: skip
     assert ok.returncode == 0, ok.stdout
+
+
+THREE_BOARDS = "".join(
+    f'[[devices]]\nname = "board-{i}"\nkind = "board"\naddress = "10.0.0.{i}"\n\n' for i in (1, 2, 3)
+)
+
+ON_BOARD_2 = """
+    import os
+
+    def test_fine():
+        pass
+
+    def test_on_board_2(device):
+        with open("attempts", "a") as log:
+            log.write(f"{device.name} {os.getpid()}\\n")
+        assert device.name != "board-2"
+"""
+
+
+@pytest.mark.parametrize("seeded", [False, True], ids=["dynamic", "seeded"])
+def test_a_rerun_goes_to_another_device_in_random_order_too(pytester, seeded):
+    """With a seed, every test's job named only its sequence's device, so a rerun went back to the
+    device it failed on (here board-2, where it always fails) instead of another one."""
+    pytester.makepyfile(test_f=textwrap.dedent(ON_BOARD_2))
+    pytester.path.joinpath("rack.toml").write_text(THREE_BOARDS)
+    args = ["-q", "-p", "no:rerunfailures", "--rack", "rack.toml", "--rack-rerun-failed", "2"]
+    for attempt in range(12):  # a seed (or chance) that puts the test's first attempt on board-2
+        (pytester.path / "attempts").unlink(missing_ok=True)
+        order = ["--rack-seed", str(attempt)] if seeded else []
+        proc = run(pytester, *args, *order, "--rack-store", "memory")
+        attempts = [line.split() for line in (pytester.path / "attempts").read_text().splitlines()]
+        if attempts[0][0] == "board-2":
+            break
+    assert attempts[0][0] == "board-2", "no run put the test on board-2 first"
+    assert len(attempts) == 2 and attempts[1][0] != "board-2", attempts
+    assert attempts[1][1] != attempts[0][1]  # another process
+    assert "1 rerun, 1 flaky" in proc.stdout.strip().splitlines()[-1], proc.stdout
+    assert "board-2: 1 rerun" in proc.stdout  # its per-device line said "no tests"
 
 
 def test_pytest_randomly_s_seed_orders_the_whole_run(pytester):

@@ -172,6 +172,11 @@ class Controller:
             raise pytest.UsageError(
                 "--rack-worker picks a worker of --rack-replay RUN; add --rack-replay RUN"
             )
+        if config.getoption("rack_replay_anywhere") and not config.getoption("rack_replay"):
+            raise pytest.UsageError(
+                "--rack-replay-anywhere moves the sequences of --rack-replay RUN to other devices; "
+                "add --rack-replay RUN"
+            )
         if config.getoption("rack_replay"):
             if config.getoption("rack_seed") is not None or config.getoption("rack_random"):
                 raise pytest.UsageError(
@@ -425,10 +430,11 @@ class Controller:
                 width=terminalreporter._tw.fullwidth,
                 not_run={d: len(ids) for d, ids in self.not_run.items()},
                 not_collected=self.collection.not_collected,
+                reruns=self.replay.rerun_on,
             ):
                 _write(terminalreporter, line)
         else:
-            counts = device_counts(outcomes, names)
+            counts = device_counts(outcomes, names, self.replay.rerun_on)
             slots = len(self.slots)
             spread = (
                 _n(slots, "slot") if len(names) == 1 else f"{_n(len(names), 'device')}, {_n(slots, 'slot')}"

@@ -259,7 +259,7 @@ class Faults:
         ctl = self.ctl
         self.retries[job.nodeid] = self.retries.get(job.nodeid, 0) + 1
         device = worker.device.name
-        others = job.eligible - {device} - set(ctl.health.quarantined())
+        others = ctl.dispatcher.devices_for(job) - {device} - set(ctl.health.quarantined())
         retry = dataclasses.replace(job, eligible=frozenset(others)) if others else job
         ctl.dispatcher.requeue([retry])
         return f"on {', '.join(sorted(others))}" if others else f"on {device} after it is checked again"

@@ -10,6 +10,7 @@ for the opposite: NODEID failed alone and passed in the run, after a test that s
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ from testrack.ordering import WorkerSequence, replay_sequences
 from testrack.probing import ProbeRunner
 from testrack.store import Run, Store
 from testrack.store.base import FAILING
+
+#: pytest-randomly shuffles the tests named on a command line: a reproduction needs their order
+_KEEP_ORDER = ["-p", "no:randomly"] if importlib.util.find_spec("pytest_randomly") else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +135,7 @@ class Report:
 
     def reproduce(self, tests: Sequence[str]) -> str:
         device = ["--rack-device", self.device] if self.device else []
-        return shlex.join(["pytest", "--rack", "off", *device, *tests, self.target.nodeid])
+        return shlex.join(["pytest", "--rack", "off", *_KEEP_ORDER, *device, *tests, self.target.nodeid])
 
     def as_dict(self) -> dict[str, Any]:
         result = self.result
@@ -181,7 +185,7 @@ class Report:
                 f"the run's order did not reproduce it: {self.result.detail}; "
                 "it may be flaky, or depend on something besides the tests before it"
             )
-        else:
+        elif verdict is Verdict.FOUND:  # inconsistent evidence says its detail below
             lines.append(f"confirmed: {self.result.detail}")
         for found in self.result.culprits:
             together = " (only together)" if len(found.tests) > 1 else ""
@@ -230,7 +234,7 @@ def run_bisect(
         failed = runner.victim_failed(prefix, nodeid)
         if progress is not None:
             outcome = "failed" if failed else "passed"
-            progress(f"probe {count}: {len(prefix)} tests, then the victim {outcome}")
+            progress(f"probe {count}: {n_tests(len(prefix))}, then the victim {outcome}")
         return failed
 
     confirmations = FLAKY_CONFIRMATIONS if seems_flaky(store, nodeid) else CONFIRMATIONS

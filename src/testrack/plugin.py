@@ -21,7 +21,7 @@ import pytest
 
 from testrack import envs, hookspecs, leasing, progress, sharedrun
 from testrack.devices import Devices
-from testrack.rack import MODES, Device, Rack, RackError, discover_rack, load_rack
+from testrack.rack import MAX_SEED, MODES, Device, Rack, RackError, discover_rack, load_rack
 from testrack.report import plugin as report_plugin
 
 #: sys.path before any conftest touched it; workers start from the same one.
@@ -174,7 +174,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--rack-rerun-failed",
-        type=int,
+        type=_count,
         default=0,
         metavar="N",
         help="run a test that failed again, up to N times (on another device where one matches, in a "
@@ -273,10 +273,21 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
+    if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a seed; give a whole number >= 0, such as the one a random run printed"
+            f"{text!r} is not a seed; give a whole number from 0 to {MAX_SEED} (the results store keeps "
+            "it as a 64-bit number), such as the one a random run printed"
         )
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number >= 0, such as 2")
     return value
 
 

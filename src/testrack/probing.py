@@ -74,7 +74,8 @@ class ProbeRunner:
         if len(outcomes) < len(tests):
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-OUTPUT_TAIL:])
             raise ProbeError(
-                f"a probe of {len(tests)} tests in {self.root} ran {len(outcomes)} of them "
+                f"a probe of {len(tests)} test{'s' if len(tests) != 1 else ''} in {self.root} ran "
+                f"{len(outcomes)} of them "
                 f"(pytest exit code {done.returncode}); its last output:\n{tail}"
             )
         return outcomes

@@ -41,6 +41,9 @@ RACK_FILE = "testrack.toml"
 MODES = ("load", "each")
 _DEVICE_FIELDS = {"name", "kind", "address", "capacity", "attrs", "env", "environment"}
 _REQUIRED_FIELDS = ("name", "kind", "address")
+#: the largest seed: the results store keeps it as a signed 64-bit number
+MAX_SEED = 2**63 - 1
+
 _TOP_LEVEL_KEYS = {"devices", "environments", "mode", "random", "seed", "share"}
 _ATTR_VALUE_TYPES = (str, int, float, bool)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
@@ -289,10 +292,12 @@ def _parse_rack(data: Mapping[str, Any], path: Path, prefix: str) -> Rack:
             f"{path}: {prefix}random = {_toml_value(random)} is not true or false; write random = true"
         )
     seed = data.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
+    ):
         raise RackError(
-            f"{path}: {prefix}seed = {_toml_value(seed)} is not a seed; use a whole number >= 0, "
-            "for example seed = 1234 (the one a random run printed)"
+            f"{path}: {prefix}seed = {_toml_value(seed)} is not a seed; use a whole number from 0 to "
+            f"{MAX_SEED}, for example seed = 1234 (the one a random run printed)"
         )
     share = data.get("share")
     if share is not None and (not isinstance(share, str) or not share.strip()):

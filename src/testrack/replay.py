@@ -13,6 +13,7 @@ time limit) are made here too, with the words from :mod:`testrack.explain`.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
@@ -49,6 +50,8 @@ class Replay:
         #: --rack-rerun-failed: how often a test may run again after failing, and did.
         self.rerun_limit = int(ctl.config.getoption("rack_rerun_failed", 0) or 0)
         self.reruns: dict[str, int] = {}
+        #: failed attempts run again, per device they failed on (the per-device summary lines)
+        self.rerun_on: Counter[str] = Counter()
         self.failed_on: dict[str, set[str]] = {}
         #: Tests that failed, then passed on a rerun: the devices they failed on, where they passed.
         self.flaky: dict[str, tuple[list[str], str]] = {}
@@ -176,8 +179,9 @@ class Replay:
             return
         device = worker.device.name
         self.reruns[nodeid] = self.reruns.get(nodeid, 0) + 1
+        self.rerun_on[device] += 1
         self.failed_on.setdefault(nodeid, set()).add(device)
-        others = job.eligible - {device} - set(self.ctl.health.quarantined())
+        others = self.ctl.dispatcher.devices_for(job) - {device} - set(self.ctl.health.quarantined())
         again = dataclasses.replace(job, eligible=frozenset(others)) if others and not self.each else job
         self.ctl.dispatcher.requeue([again])
 

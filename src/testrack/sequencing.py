@@ -117,7 +117,8 @@ def seeded(
             for nodeid in nodeids
         ]
     unrunnable = [job for job in jobs if job.nodeid in set(split.unrunnable)]
-    return SequenceDispatcher(slots, sequences), unrunnable
+    matching = {nodeid: frozenset(devices) for nodeid, devices in eligible.items()} if mode == "load" else {}
+    return SequenceDispatcher(slots, sequences, matching=matching), unrunnable
 
 
 def replayed(

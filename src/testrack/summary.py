@@ -46,12 +46,17 @@ def worse(a: str | None, b: str) -> str:
 
 
 def device_counts(
-    outcomes: Mapping[str, Mapping[str, str]], devices: Sequence[str]
+    outcomes: Mapping[str, Mapping[str, str]],
+    devices: Sequence[str],
+    reruns: Mapping[str, int] | None = None,
 ) -> dict[str, Counter[str]]:
+    """Final outcomes per device, and the failed attempts that were run again there (``rerun``)."""
     counts: dict[str, Counter[str]] = {d: Counter() for d in devices}
     for per_device in outcomes.values():
         for device, outcome in per_device.items():
             counts.setdefault(device, Counter())[outcome] += 1
+    for device, n in (reruns or {}).items():
+        counts.setdefault(device, Counter())["rerun"] += n
     return counts
 
 
@@ -63,6 +68,7 @@ COUNT_ORDER = (
     "xfailed",
     "xpassed",
     "error",
+    "rerun",
     "crashed",
     "timeout",
     "unmatched",
@@ -86,6 +92,7 @@ def matrix_lines(
     width: int = 80,
     not_run: Mapping[str, int] | None = None,
     not_collected: Mapping[str, set[str]] | None = None,
+    reruns: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Rows: tests (only those not passing everywhere unless ``everything``); columns: devices.
 
@@ -126,7 +133,7 @@ def matrix_lines(
         lines.append(f"{what} gave the same outcome on every device")
     elif outcomes:
         lines.append("every test that ran gave the same outcome on every device it ran on")
-    counts = device_counts(outcomes, devices)
+    counts = device_counts(outcomes, devices, reruns)
     for device in devices:
         ran = format_counts(counts[device])
         missing = f", {not_run[device]} not run" if not_run.get(device) else ""

@@ -189,6 +189,10 @@ class Dispatcher:
             if home is not None:
                 self.mark_imported(home, [job.module])
 
+    def devices_for(self, job: Job) -> frozenset[str]:
+        """Every device ``job``'s test may run on: where a rerun or a retry may go."""
+        return job.eligible
+
     def requeue(self, jobs: Iterable[Job]) -> None:
         """Put back jobs a worker never ran (or whose results died with it)."""
         for job in jobs:

@@ -33,9 +33,15 @@ class SequenceDispatcher:
     """Hands each slot its own sequence, in order, in chunks sized by time."""
 
     def __init__(
-        self, slots: Sequence[Slot], sequences: Mapping[str, Sequence[Job]], divisor: int = 4
+        self,
+        slots: Sequence[Slot],
+        sequences: Mapping[str, Sequence[Job]],
+        divisor: int = 4,
+        matching: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._divisor = divisor
+        #: load mode: every device a test may run on (a sequence's job names its slot's only)
+        self._matching = dict(matching or {})
         self._lanes: dict[str, _Lane] = {s.id: _Lane(s.device) for s in slots}
         self._owner: dict[tuple[str, frozenset[str]], str] = {}
         self._orphans: list[Job] = []
@@ -75,6 +81,10 @@ class SequenceDispatcher:
         owner = self._owner.get((job.nodeid, job.eligible))
         return [owner] if owner in self._lanes else []
 
+    def devices_for(self, job: Job) -> frozenset[str]:
+        """Every device ``job``'s test may run on: where a rerun or a retry may go."""
+        return self._matching.get(job.nodeid, job.eligible)
+
     def add(self, jobs: Iterable[Job], home: str | None = None) -> None:
         raise TypeError("fixed sequences are given whole, when the dispatcher is made")
 
@@ -84,12 +94,24 @@ class SequenceDispatcher:
         for job in jobs:
             owner = self._owner.get((job.nodeid, job.eligible))
             if owner is None or owner not in self._lanes:
-                self._orphans.append(job)
-                continue
+                owner = self._elsewhere(job)
+                if owner is None:
+                    self._orphans.append(job)
+                    continue
+                self._owner[(job.nodeid, job.eligible)] = owner
             by_slot.setdefault(owner, []).append(job)
             self._count(job, +1)
         for slot_id, back in by_slot.items():
             self._lanes[slot_id].pending.extendleft(reversed(back))
+
+    def _elsewhere(self, job: Job) -> str | None:
+        """A rerun or retry sent to other devices (its ``eligible`` changed): the slot of those
+        devices with the least left to do, live ones first. It is not part of the seeded
+        sequences, so where it goes does not change what they reproduce."""
+        lanes = [(s, lane) for s, lane in self._lanes.items() if lane.device in job.eligible]
+        if not lanes:
+            return None
+        return min(lanes, key=lambda sl: (not sl[1].live, sum(_weight(j) for j in sl[1].pending)))[0]
 
     def mark_imported(self, slot_id: str, modules: Iterable[str]) -> None:
         lane = self._lanes.get(slot_id)
