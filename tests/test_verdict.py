@@ -339,6 +339,28 @@ def test_short_time_limits_are_kept_on_every_worker(pytester):
         assert proc.stdout.count("timed out after 0.2 s") >= 6
 
 
+@pytest.mark.parametrize("mode", ["load", "each"])
+def test_a_test_just_over_its_limit_is_reported_as_timed_out_never_dropped(pytester, mode):
+    """Tests ending 10-90 ms after a 0.2 s limit: the controller flagged each, asked its worker for
+    stacks, then the test ended on its own and its worker went on; the test was never reported
+    (`1 passed`, exit 0, for a suite of 6 tests). Every test is reported, the late ones as over."""
+    pytester.makepyfile(
+        test_t="import time, pytest\n\ndef test_ok():\n    pass\n\n"
+        "@pytest.mark.parametrize('s', [0.21, 0.23, 0.26, 0.28, 0.3])\n"
+        "def test_late(s):\n    time.sleep(s)\n"
+    )
+    args = ["-q", "-p", "no:cacheprovider", "--rack-store", "off", "--rack-timeout", "0.2"]
+    proc = run(pytester, *args, "--rack", "local:1", "--rack-mode", mode, "--junitxml", "j.xml")
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (failed|passed)", outcome_line(proc.stdout))}
+    # within the documented 50 ms a test may pass; past it, it is over its limit
+    failed, passed = counts.get("failed", 0), counts.get("passed", 0)
+    assert failed + passed == 6 and failed >= 3, proc.stdout
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    over = proc.stdout.count("over its limit of 0.2 s") + proc.stdout.count("timed out after 0.2 s")
+    assert over >= failed
+    assert 'tests="6"' in (pytester.path / "j.xml").read_text()
+
+
 # -- 14, 15. each mode names the device where it matters ---------------------------------------------
 
 

@@ -74,6 +74,12 @@ class Replay:
         hook = config.hook
         device = worker.device.name
         timed_out = worker.timed_out[0] if worker.timed_out else None
+        late = None
+        if timed_out is not None and timed_out in message.finished:
+            # It ended on its own after its limit passed, before the worker was stopped for it:
+            # the worker is fine and keeps going; the test is reported here, as over its limit.
+            late, timed_out = timed_out, None
+            worker.timed_out = worker.kill_at = None
         reports = [hook.pytest_report_from_serializable(config=config, data=d) for d in message.reports]
         for report, data in zip(reports, message.reports, strict=True):
             _keep_subtest_params(report, data)
@@ -94,6 +100,8 @@ class Replay:
         finished = [nodeid for nodeid in message.finished if nodeid != timed_out]
         retried = {nodeid for nodeid in finished if ctl.faults.retry_device_error(worker, nodeid)}
         overtime = {nodeid: text for nodeid in finished if (text := self._over_limit(worker, nodeid))}
+        if late is not None and late not in overtime:
+            overtime[late] = self._over_limit(worker, late, measured=False) or ""
         again = {
             nodeid
             for nodeid in finished
@@ -222,9 +230,15 @@ class Replay:
             # The count that reached --maxfail: later failures must not change the message.
             self.stop_reason = session.shouldfail
 
-    def _over_limit(self, worker: WorkerHandle, nodeid: str) -> str | None:
-        """The words for a test that finished, but later than its time limit allows."""
+    def _over_limit(self, worker: WorkerHandle, nodeid: str, measured: bool = True) -> str | None:
+        """The words for a test that finished, but later than its time limit allows (``measured``:
+        by its reports; else the controller saw it pass the limit while it ran)."""
         limit, source = self.ctl.faults.limit_for(nodeid)
+        if not measured:
+            return (
+                f"ran over its limit of {limit or 0:g} s (set by {source}) on {worker.device.name}; it "
+                "finished before testrack stopped it, so its own outcome is not used"
+            )
         attempt = worker.attempts.get(nodeid)
         if not limit or attempt is None or attempt.stopped <= attempt.started:
             return None
