@@ -8,6 +8,7 @@ import itertools
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -278,3 +279,63 @@ def test_two_equal_runs_on_one_device_take_turns_and_finish_together(
     assert "board-1 was given back" in outputs[0] and "(fair share)" in outputs[0], outputs[0]
     switches = sum(1 for a, b in itertools.pairwise(order) if a != b)
     assert 1 <= switches <= 8, order  # turns in quanta, not test by test
+
+
+HOLDS_BOARD_1 = """
+    import os, time, pytest
+
+    @pytest.mark.device(name="board-1")
+    def test_hold(device):
+        open(os.path.join(os.environ["DEVICE_LOGS"], "holding"), "w").close()
+        time.sleep(60)
+"""
+
+PAIR = """
+    import pytest
+
+    def test_one(device):
+        pass
+
+    @pytest.mark.devices(2, kind="board")
+    def test_pair(devices):
+        assert len({d.name for d in devices}) == 2
+
+    def test_two(device):
+        pass
+"""
+
+
+def test_a_run_gives_back_what_it_has_no_work_for_and_a_pair_takes_the_free_boards(
+    pytester: pytest.Pytester, write_rack, tmp_path: Path
+) -> None:
+    """Run A has one long test, on board-1. It used to keep board-2 and board-3 leased until it
+    ended, so run B's tests (one on two boards) waited for all of run A; and B's pair chose
+    board-1, which A holds, while two boards stood free. Now A's idle slots are released at
+    once, B runs everything on board-2 and board-3 meanwhile, and ends without a thread error."""
+    share = str(tmp_path / "share.sqlite")
+    write_rack(boards(3))
+    holder_project = tmp_path / "a"
+    holder_project.mkdir()
+    (holder_project / "testrack.toml").write_text((pytester.path / "testrack.toml").read_text())
+    (holder_project / "test_hold.py").write_text(textwrap.dedent(HOLDS_BOARD_1))
+    pytester.makepyfile(test_pair=PAIR)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    holder = _start(holder_project, logs, share=share)
+    try:
+        deadline = time.monotonic() + 60
+        while not (logs / "holding").exists():
+            assert time.monotonic() < deadline and holder.poll() is None, "run A never started its test"
+            time.sleep(0.1)
+        started = time.monotonic()
+        second = _start(pytester.path, logs, "-v", share=share)
+        out = second.communicate(timeout=120)[0]
+        took = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert second.returncode == 0, out
+    assert "3 passed" in out, out
+    assert "[board-2+board-3] " in out or "[board-3+board-2] " in out, out
+    assert took < 30, f"run B waited for run A ({took:.1f} s):\n{out}"
+    assert "Exception in thread" not in out, out

@@ -154,6 +154,9 @@ class Controller:
         #: Slots whose workers end to give their leases back to a run that waits (fairness), and
         #: how often each device was given back.
         self.giving_back: set[str] = set()
+        #: Slots whose lease went back because nothing left in the run could use them: another
+        #: run may have the device meanwhile; work that comes back for it (a retry) waits again.
+        self.released_idle: dict[str, Slot] = {}
         self.gave_back: dict[str, int] = {}
         #: This host's part of a run over many hosts (--rack-run), or None.
         self.shared: SharedRun | None = None
@@ -596,6 +599,31 @@ class Controller:
             left = [j for j in left if j not in mine]
             if not left:
                 return
+        self.lease_again({s for j in left for s in self.dispatcher.slots_for(j)})
+
+    def release_idle_lease(self, slot: Slot) -> None:
+        """Nothing left in this run can use the slot: its lease goes back now, not at the run's
+        end, so another run waiting for the device need not wait for all of this one."""
+        if (
+            self.leasing is None
+            or self.shared is not None  # a shared run's hosts claim more from the queue
+            or self.phase is not Phase.RUNNING
+            or self.dispatcher.remaining
+            or self.gangs.active
+            or slot.id in self.giving_back
+            or ((worker := self.workers.get(slot.id)) is not None and worker.alive)
+            or not self.leasing.holds(slot.id)
+        ):
+            return
+        trace(f"controller: {slot.id} has nothing left here: its lease goes back")
+        self.leasing.release(slot.id)
+        self.released_idle[slot.id] = slot
+
+    def lease_again(self, slot_ids: set[str]) -> None:
+        """Work came back for slots whose lease went back idle: queue for them again."""
+        for slot_id in slot_ids & self.released_idle.keys():
+            if self.leasing is not None and self.phase is Phase.RUNNING:
+                self.leasing.wait_for(self.released_idle.pop(slot_id))
 
     def share_free_slots(self) -> None:
         """A worker finished its part while others still work through modules it did not

@@ -128,6 +128,7 @@ class Faults:
             if running and not ctl.gangs.active:  # else the allocator starts what its tests need
                 ctl.restart_for_leftovers()
                 ctl.share_free_slots()
+            ctl.release_idle_lease(slot)
             return
         how = worker.how_it_ended()
         outcome = "crashed"

@@ -25,6 +25,10 @@ from testrack.scheduling import Job
 from testrack.scheduling.allocation import Pending, Reservation, SlotState, allocate
 from testrack.workers import State, WorkerLabel
 
+#: What the allocator is told a slot leased to another run has left: unknown, so long that a
+#: test on several devices takes free slots first and holds these only when nothing else fits.
+NOT_LEASED = 24 * 3600.0
+
 if TYPE_CHECKING:
     from testrack.controller import Controller
     from testrack.workers import WorkerHandle
@@ -84,6 +88,12 @@ class Gangs:
             if slot.id in ctl.faults.dead_slots or ctl.health.state(slot.device) is DeviceState.QUARANTINED:
                 continue
             worker = ctl.workers.get(slot.id)
+            if ctl.leasing is not None and not ctl.leasing.holds(slot.id):
+                # Another run has it (or had it): free only when its lease comes, so never a
+                # slot to hold the others for; queue for it again if this run gave it back.
+                ctl.lease_again({slot.id})
+                states.append(SlotState(slot.id, slot.device, busy=True, remaining=NOT_LEASED))
+                continue
             if worker is None or not worker.alive:
                 idle[slot.id] = None  # a fresh worker can be started there
                 states.append(SlotState(slot.id, slot.device))

@@ -207,7 +207,13 @@ class Leasing:
         except WaitTimeout as exc:
             self._granted.put((slot, None, str(exc)))
         except ShareError as exc:
+            if self._closed.is_set():
+                return  # the run ended while this slot waited: nobody wants the answer
             self._granted.put((slot, None, f"the share {self.describe} failed while waiting: {exc}"))
+        except Exception:
+            if self._closed.is_set():
+                return  # the share's connection closed under the wait, as the run ended
+            raise
         else:
             if self._closed.is_set():
                 self._release(lease)
