@@ -194,6 +194,44 @@ def test_a_crash_in_a_test_on_several_devices_names_them_and_the_run_goes_on(
     assert len({device for device, _word, nodeid in results(result.outlines) if "test_after" in nodeid}) >= 2
 
 
+def test_a_device_error_in_a_test_on_several_devices_retries_it_whole_after_their_checks(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """A two-board test raised DeviceError: it was retried as a one-board test, which errored
+    ("this worker was not sent the devices of ..."), only the first board was checked, and when
+    its worker had been told to finish meanwhile the run hung. Now it waits again for two boards,
+    both are checked, and the retry passes."""
+    write_rack(boards(3))
+    pytester.makeconftest(
+        LOGGING_CONFTEST + "\n\ndef testrack_device_check(device):\n"
+        "    with open(os.path.join(os.path.dirname(__file__), 'checks'), 'a') as f:\n"
+        "        f.write(device.name + '\\n')\n"
+    )
+    pytester.makepyfile(
+        test_de="""
+        import os, pytest, testrack
+
+        @pytest.mark.devices(2, kind="board")
+        def test_pair(devices):
+            if not os.path.exists("raised"):
+                open("raised", "w").close()
+                raise testrack.DeviceError("the boards' link dropped")
+
+        def test_one(device):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "-p", "no:randomly", timeout=120)
+    result.assert_outcomes(passed=2)
+    pair = [e["devices"] for e in held(pytester) if e["test"].endswith("test_pair")]
+    assert len(pair) == 2 and all(len(set(d)) == 2 for d in pair), pair
+    result.stdout.fnmatch_lines(
+        ["*test_pair: DeviceError on board-*+board-* (the boards' link dropped); retried*"]
+    )
+    checks = (pytester.path / "checks").read_text().split()
+    assert all(checks.count(name) >= 2 for name in pair[0]), (checks, pair)  # checked again, each
+
+
 def test_the_store_keeps_a_result_for_each_device_of_the_test(
     pytester: pytest.Pytester, write_rack: Callable[..., None], tmp_path: Path
 ) -> None:

@@ -909,9 +909,9 @@ class Controller:
         started = worker.phases.pop(nodeid, None) is not None
         if started:
             self.replay.logfinish(worker, nodeid, worker.device.name)
-        if self.gangs.running:
+        if self.gangs.running or self.gangs.pending:
             self.gangs.finished(worker, nodeid)
-            self.feed_idle()  # the slots it had borrowed take work again
+            self.feed_idle()  # the slots it had borrowed take work again, or wait for another
 
     def give_back(self, worker: WorkerHandle) -> None:
         """Another run waits for this slot and has had less of it: the worker ends after the
@@ -966,6 +966,8 @@ class Controller:
         for worker in self.alive_workers():
             if worker.wants_work and self.phase is Phase.RUNNING:
                 self.feed(worker)
+        if self.gangs.pending and self.phase is Phase.RUNNING:
+            self.gangs.start()  # one came back (a DeviceError): its devices may need fresh workers
         self.restart_for_leftovers()
 
     def run_done(self) -> bool:

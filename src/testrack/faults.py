@@ -248,6 +248,16 @@ class Faults:
         if self.retries.get(nodeid, 0) >= DEVICE_ERROR_RETRIES:
             ctl.notes.append(f"{nodeid}: DeviceError on {device} again; not retried any more")
             return False
+        devices = ctl.gangs.again(worker, nodeid)
+        if devices:
+            self.retries[nodeid] = self.retries.get(nodeid, 0) + 1
+            for name in devices[1:]:
+                ctl.health.check(name)
+            ctl.notes.append(
+                f"{nodeid}: DeviceError on {'+'.join(devices)} ({attempt.device_error}); retried on "
+                "devices free after their checks"
+            )
+            return True
         job = next((j for j in worker.assigned if j.nodeid == nodeid), None)
         if job is None:
             return False

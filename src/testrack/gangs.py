@@ -149,6 +149,17 @@ class Gangs:
         if run is not None and run.gang.nodeid == nodeid:
             self._release(worker.slot.id)
 
+    def again(self, worker: WorkerHandle, nodeid: str) -> tuple[str, ...]:
+        """The multi-device test this worker ran raised DeviceError: it waits again, whole (all
+        its devices or none, like the first time); its devices, for their checks and the note."""
+        run = self.running.get(worker.slot.id)
+        if run is None or run.gang.nodeid != nodeid:
+            return ()
+        self._release(worker.slot.id)
+        self.pending.append(run.gang)
+        self.pending.sort(key=lambda g: g.index)
+        return run.devices
+
     def worker_gone(self, worker: WorkerHandle) -> tuple[str, ...]:
         """The first device's worker died: the other devices of its test, which are free again."""
         run = self.running.get(worker.slot.id)
