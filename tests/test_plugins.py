@@ -225,7 +225,9 @@ def test_pytest_timeout_stacks_reach_the_test_that_timed_out(pytester, method):
     """Both methods fail the hanging test with its stack, and the rest of the run goes on
     (plain pytest stops the whole session under the thread method)."""
     pytester.makepyfile(test_h=HANGS)
-    proc = run(pytester, "-q", "-p", "no:cacheprovider", "--timeout", "1", "--timeout-method", method, *RACK)
+    # one slot: the test after the hanging one runs in the worker that replaced the killed one
+    args = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--timeout", "1", "--timeout-method", method]
+    proc = run(pytester, *args, "--rack", "local:1")
     assert last_line(proc.stdout) == "1 failed, 1 passed", proc.stdout
     assert re.search(r'test_h\.py(:4: Failed|", line 4, in test_hangs)', proc.stdout), proc.stdout
     assert "Timeout" in proc.stdout
