@@ -190,8 +190,50 @@ def test_a_crash_in_a_test_on_several_devices_names_them_and_the_run_goes_on(
     )
     result = pytester.runpytest_subprocess("--rack", "testrack.toml", "-v")
     result.assert_outcomes(passed=9, failed=1)
-    result.stdout.fnmatch_lines(["*exited with code 3 (its test also had board-*) while running this test*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_dies _*",
+            "[[]board-*+board-*[]] devices board-* (kind board, *), board-* (kind board, *)",
+            "*exited with code 3 (its test also had board-*) while running this test*",
+        ]
+    )
     assert len({device for device, _word, nodeid in results(result.outlines) if "test_after" in nodeid}) >= 2
+    store = SQLiteStore(pytester.path / ".testrack" / "results.sqlite")
+    try:  # a result on each of its devices, as for a test that ends on its own
+        rows = [r for r in store.results(store.runs(limit=1)[0].id) if r.nodeid.endswith("test_dies")]
+    finally:
+        store.close()
+    assert sorted(r.outcome for r in rows) == ["crashed", "crashed"] and len({r.device for r in rows}) == 2, (
+        rows
+    )
+
+
+def test_a_crashed_test_on_several_devices_is_retried_whole(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """--rack-retry-crashed on a two-board test: it was requeued as a one-board test (an error,
+    "this worker was not sent the devices"); now it runs again on two boards."""
+    write_rack(boards(3))
+    pytester.makeconftest(LOGGING_CONFTEST)
+    pytester.makepyfile(
+        test_crash="""
+        import os, pytest
+
+        @pytest.mark.devices(2, kind="board")
+        def test_dies_once(devices):
+            if not os.path.exists("died"):
+                open("died", "w").close()
+                os._exit(3)
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--rack", "testrack.toml", "--rack-retry-crashed", "1", timeout=120
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_dies_once: worker exited with code 3 (its test also had board-*) on board-*; retried on dev*"]
+    )
+    assert [len(set(e["devices"])) for e in held(pytester)] == [2]  # the retry; the crash logged nothing
 
 
 def test_a_device_error_in_a_test_on_several_devices_retries_it_whole_after_their_checks(

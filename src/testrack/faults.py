@@ -29,6 +29,7 @@ from testrack.workers import State
 
 if TYPE_CHECKING:
     from testrack.controller import Controller
+    from testrack.gangs import GangRun
     from testrack.replay import When
     from testrack.workers import WorkerHandle
 
@@ -144,7 +145,8 @@ class Faults:
             output = dump
         ctl.node_down(worker, f"worker {how}")
         crashed, lost = self.what_was_running(worker)
-        borrowed = ctl.gangs.worker_gone(worker)  # a test on several devices: they are free again
+        gang = ctl.gangs.worker_gone(worker)  # a test on several devices: the others are free again
+        borrowed = gang.devices[1:] if gang is not None else ()
         if borrowed:
             how += f" (its test also had {', '.join(borrowed)})"
             if running:
@@ -167,13 +169,19 @@ class Faults:
                 ctl.recorder.results(
                     [attempt.result(crashed.nodeid, worker.device.name, slot.id, worker.tests_done, outcome)]
                 )
-                where = self.requeue_elsewhere(worker, crashed)
+                if gang is not None and gang.gang.nodeid == crashed.nodeid:
+                    self.retries[crashed.nodeid] = self.retries.get(crashed.nodeid, 0) + 1
+                    ctl.gangs.retry(gang)  # whole, on whichever devices fit it next
+                    where = "on devices free after their checks"
+                else:
+                    where = self.requeue_elsewhere(worker, crashed)
                 ctl.notes.append(
                     f"{crashed.nodeid}: worker {how} on {worker.device.name}; retried {where} "
                     f"({self.retries[crashed.nodeid]} of {self.retry_crashed}, --rack-retry-crashed)"
                 )
             else:
-                self.report_crash(worker, crashed, how, output, outcome)
+                on = gang if gang is not None and gang.gang.nodeid == crashed.nodeid else None
+                self.report_crash(worker, crashed, how, output, outcome, on)
         elif running and worker.tests_done:
             ctl.problems.append(f"{worker.label.id} ({worker.device.name}) {how} between tests")
         if leftovers and running:
@@ -219,7 +227,10 @@ class Faults:
                 crashed = assigned[position]
         return crashed, assigned[:done]
 
-    def report_crash(self, worker: WorkerHandle, job: Job, how: str, output: str, outcome: str) -> None:
+    def report_crash(
+        self, worker: WorkerHandle, job: Job, how: str, output: str, outcome: str, gang: GangRun | None = None
+    ) -> None:
+        """The test the worker died in, reported (on every device of a test on several)."""
         ctl = self.ctl
         phases = worker.phases.pop(job.nodeid, set())
         seen = worker.board.read()
@@ -232,7 +243,13 @@ class Faults:
         )
         when: When = "teardown" if "call" in phases else "call"
         ctl.replay.synthetic(
-            ctl.tests[job.nodeid], worker, text, when=when, started=bool(phases), outcome_name=outcome
+            ctl.tests[job.nodeid],
+            worker,
+            text,
+            when=when,
+            started=bool(phases),
+            outcome_name=outcome,
+            gang=gang,
         )
 
     # ------------------------------------------------------------------ devices

@@ -156,17 +156,21 @@ class Gangs:
         if run is None or run.gang.nodeid != nodeid:
             return ()
         self._release(worker.slot.id)
-        self.pending.append(run.gang)
-        self.pending.sort(key=lambda g: g.index)
+        self.retry(run)
         return run.devices
 
-    def worker_gone(self, worker: WorkerHandle) -> tuple[str, ...]:
-        """The first device's worker died: the other devices of its test, which are free again."""
+    def retry(self, run: GangRun) -> None:
+        """Run the test again, on any set of devices that fits it, when one is free."""
+        self.pending.append(run.gang)
+        self.pending.sort(key=lambda g: g.index)
+
+    def worker_gone(self, worker: WorkerHandle) -> GangRun | None:
+        """The first device's worker died: its test on several devices, whose others are free again."""
         run = self.running.get(worker.slot.id)
         if run is None:
-            return ()
+            return None
         self._release(worker.slot.id)
-        return run.devices[1:]
+        return run
 
     def _release(self, primary: str) -> None:
         self.running.pop(primary, None)

@@ -26,6 +26,7 @@ from testrack.summary import phase_outcome, worse
 
 if TYPE_CHECKING:
     from testrack.controller import Controller
+    from testrack.gangs import GangRun
     from testrack.planning import TestInfo
     from testrack.workers import WorkerHandle
 
@@ -269,13 +270,18 @@ class Replay:
         outcome_name: str | None = None,
         device: str | None = None,
         record: bool = True,
+        gang: GangRun | None = None,
     ) -> None:
-        """Report a failure the test itself could not report (crash, no device, time limit)."""
+        """Report a failure the test itself could not report (crash, no device, time limit);
+        a test on several devices (``gang``) has it on each of them."""
         ctl = self.ctl
         hook = ctl.config.hook
         test = info.test
         device = worker.device.name if worker else device
+        others = gang.devices[1:] if gang is not None else ()
         properties = [("device", device)] if device else []
+        if others:
+            properties.append(("devices", ",".join((device or "-", *others))))
         outcome = outcome_name or ("unmatched" if worker is None else "error")
         if record:
             attempt = worker.attempts.pop(test.nodeid, Attempt()) if worker else Attempt()
@@ -283,7 +289,8 @@ class Replay:
             attempt.longrepr = text
             slot = worker.slot.id if worker else "-"
             position = worker.tests_done if worker else 0
-            refused = self.record([attempt.result(test.nodeid, device or "-", slot, position, outcome)])
+            result = attempt.result(test.nodeid, device or "-", slot, position, outcome)
+            refused = self.record([result, *(dataclasses.replace(result, device=d) for d in others)])
             if worker is not None:
                 worker.tests_done += 1
             crashed = self._crashed_here(refused)
@@ -291,7 +298,7 @@ class Replay:
                 text, outcome = crashed[test.nodeid], "crashed"  # the queue's verdict, not this one
             elif refused:
                 return  # a shared run's queue gave it to another host meanwhile: theirs counts
-        shown = self.display_id(test.nodeid, device)
+        shown = self.display_id(test.nodeid, "+".join((device, *others)) if device else device)
         if not started:
             hook.pytest_runtest_logstart(nodeid=shown, location=test.location)
         reports = [
@@ -306,12 +313,12 @@ class Replay:
                 )
             )
         for report in reports:
-            if worker is not None:
-                report.node = worker.label  # type: ignore[attr-defined]  # read by the terminal and junitxml
+            if worker is not None:  # read by the terminal and junitxml
+                report.node = gang.label if gang is not None else worker.label  # type: ignore[attr-defined]
             hook.pytest_runtest_logreport(report=report)
-        key = device or "-"
         per_device = self.outcomes.setdefault(test.nodeid, {})
-        per_device[key] = worse(per_device.get(key), outcome)
+        for key in (device or "-", *others):
+            per_device[key] = worse(per_device.get(key), outcome)
         hook.pytest_runtest_logfinish(nodeid=shown, location=test.location)
 
     def fix_last_failed(self) -> None:
