@@ -69,3 +69,14 @@ def test_no_device_left_names_each_device_and_leaves_the_reasons_to_the_summary(
     expected = "no working device left to run this test: it can run on a, b, and a is quarantined; "
     expected += "b has no worker left (the reasons are in the testrack summary below)"
     assert text == expected
+
+
+def test_no_set_left_says_which_devices_still_work_and_how_many_are_needed() -> None:
+    """Two phones needed, phone-2 quarantined: the old words said phone-1 had "no worker left",
+    though it was fine and had just passed a test."""
+    text = explain.no_set_left(["phone-2", "phone-1"], {"phone-2": "quarantined: no signal"}, 2)
+    assert text == (
+        "no set of working devices left for this test: it needs 2 at once among phone-1, phone-2; "
+        "phone-2 is quarantined, so only phone-1 can take part (the reasons are in the testrack "
+        "summary below)"
+    )

@@ -85,6 +85,25 @@ def no_device_left(devices: Iterable[str], why: Mapping[str, str]) -> str:
     )
 
 
+def no_set_left(devices: Iterable[str], why: Mapping[str, str], needed: int) -> str:
+    """Why a test on several devices cannot run any more: too few of its devices still work."""
+    names = sorted(devices)
+    out = [n for n in names if n in why]
+    quarantined = [n for n in out if why[n].startswith("quarantined")]
+    gone = [n for n in out if n not in quarantined]
+    parts = []
+    if quarantined:
+        parts.append(f"{', '.join(quarantined)} {'is' if len(quarantined) == 1 else 'are'} quarantined")
+    if gone:
+        parts.append(f"{', '.join(gone)} {'has' if len(gone) == 1 else 'have'} no worker left")
+    working = [n for n in names if n not in why]
+    return (
+        f"no set of working devices left for this test: it needs {needed} at once among "
+        f"{', '.join(names)}; {'; '.join(parts) or 'some are out of the run'}, so only "
+        f"{', '.join(working) or 'none'} can take part (the reasons are in the testrack summary below)"
+    )
+
+
 def trim_stacks(dump: str) -> str:
     """A faulthandler dump, each thread's stack cut where pytest's and pluggy's frames begin."""
     out: list[str] = []

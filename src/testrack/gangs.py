@@ -194,5 +194,5 @@ class Gangs:
         if info is None:
             return
         names = sorted({name for position in gang.positions for name in position})
-        text = explain.no_device_left(names, ctl.faults.dead_devices())
+        text = explain.no_set_left(names, ctl.faults.dead_devices(), len(gang.positions))
         ctl.replay.synthetic(info, None, text, when="setup", device=None)
