@@ -7,6 +7,8 @@ log, so a test that shared a device with another one, or got the wrong devices, 
 from __future__ import annotations
 
 import json
+import re
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -336,3 +338,32 @@ def test_simulated_devices_log_no_other_test_during_a_test_on_two_of_them(pytest
         begin, end = min(r.start for r in mine), max(r.end for r in mine)
         others = [r for r in work if r.test != pair and r.device in names and r.start < end and r.end > begin]
         assert others == [], f"{pair} held {sorted(names)}, yet {others} used them meanwhile"
+
+
+def test_each_mode_with_only_tests_on_several_devices_ends_and_names_each_set_in_junit(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """Only two-board tests, each mode, three boards: each needs two runs; the second never
+    started (the first run's worker had been told to finish, and nothing woke the allocator
+    when it ended): the run hung. JUnit named a case `test_pair@board-1+board-2@board-1`."""
+    write_rack(boards(3), mode="each")
+    pytester.makepyfile(
+        test_j="""
+        import pytest
+
+        @pytest.mark.devices(2, kind="board")
+        def test_pair(devices):
+            pass
+
+        @pytest.mark.devices(2, kind="board")
+        @pytest.mark.parametrize("i", [1])
+        def test_pp(devices, i):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--junitxml", "j.xml", timeout=60)
+    result.assert_outcomes(passed=4)
+    names = [case.get("name") for case in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")]
+    assert len(names) == 4 and all(
+        re.fullmatch(r"test_(pair|pp\[1\])@board-\d\+board-\d", n) for n in names
+    ), names

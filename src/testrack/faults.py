@@ -126,9 +126,11 @@ class Faults:
                 ctl.dispatcher.drop_slot(slot.id, permanently=False)
             if slot.id in ctl.giving_back:
                 ctl.after_give_back(slot)
-            if running and not ctl.gangs.active:  # else the allocator starts what its tests need
+            if running and not ctl.gangs.active:
                 ctl.restart_for_leftovers()
                 ctl.share_free_slots()
+            elif running:  # the allocator starts what its tests need, on this slot too
+                ctl.feed_idle()
             ctl.release_idle_lease(slot)
             return
         how = worker.how_it_ended()

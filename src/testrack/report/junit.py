@@ -93,7 +93,8 @@ def rewrite(
             device = _property(case, "device")
             name = case.get("name")
             if mode == "each" and device and name:
-                case.set("name", device_name(name, device))
+                together = _property(case, "devices")  # a test on several: test_x@board-1+board-2
+                case.set("name", device_name(name, together.replace(",", "+") if together else device))
             by_device.setdefault(device or "", []).append(case)
         global_properties = suite.find("properties")
         name = suite.get("name", "pytest")
