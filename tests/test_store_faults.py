@@ -150,6 +150,30 @@ def test_history_commands_on_a_damaged_store_say_so_in_one_line(damaged: Path, c
     )
 
 
+@pytest.mark.parametrize(
+    "command", [["report", "--html", "r.html"], ["flaky"], ["bisect", "test_many.py::test_p[5]"]]
+)
+def test_report_flaky_and_bisect_on_a_damaged_store_say_so_in_one_line(
+    recorded: Path, command: list[str]
+) -> None:
+    """They read the store as last does, and say the same one line (they ended in a traceback,
+    exit 1). The audit's recipe: every 7th byte after the first page, so every table is hit."""
+    path = recorded / STORE
+    data = bytearray(path.read_bytes())
+    for offset in range(4096, len(data), 7):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    out = run_testrack(recorded, *command)
+    assert "Traceback" not in out.stderr
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        f"testrack {command[0]}: the results store {path} is damaged (database disk image is malformed); "
+        f"move it aside (mv {path} {path}.damaged; sqlite3 {path}.damaged .recover may rescue its "
+        "history): the next pytest run starts a new store\n"
+    )
+    assert not (recorded / "r.html").exists()
+
+
 @pytest.mark.parametrize("command", [["trust", "--list"], ["trust", "board-1"], ["last"]])
 def test_a_store_with_a_damaged_header_is_named_damaged_at_open(recorded: Path, command: list[str]) -> None:
     """Damage SQLite finds as soon as it opens the file gives the same one line."""

@@ -313,6 +313,68 @@ def test_rack_options_without_a_rack_are_refused_with_the_fix(pytester, option):
     assert "pass --rack FILE, or --rack local:N" in proc.stderr
 
 
+@pytest.mark.parametrize("rack", [[], ["--rack-mode", "each"], ["--rack", "local:2"]])
+def test_rack_device_on_a_rack_run_is_refused_with_the_fix(pytester, write_rack, rack):
+    """--rack-device picks the device --rack off plays; a rack run ignored it without a word."""
+    write_rack(boards(2))
+    pytester.makepyfile(test_t="def test_t(device):\n    pass\n")
+    proc = run(pytester, "-p", "no:cacheprovider", *rack, "--rack-device", "board-2")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout
+    fix = "use --rack off instead of --rack local:2" if "local:2" in rack else "add --rack off"
+    source = "local:2" if "local:2" in rack else str(pytester.path / "testrack.toml")
+    assert proc.stderr == (
+        "ERROR: --rack-device board-2 picks the device that --rack off runs the tests as, in this "
+        f"process, but this run spreads them over the rack {source}; {fix} to run them as board-2, "
+        "or leave out --rack-device\n\n"
+    )
+    assert "passed" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_rack_device_without_a_rack_is_refused_with_the_fix(pytester):
+    pytester.makepyfile(test_t="def test_t():\n    pass\n")
+    proc = run(pytester, "-p", "no:cacheprovider", "--rack-device", "board-2")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout
+    assert (
+        "ERROR: --rack-device board-2 picks the device that --rack off runs the tests as, and there is no "
+        f"rack file (testrack.toml or [tool.testrack] in pyproject.toml) under {pytester.path} to take it "
+        "from; leave out --rack-device"
+    ) in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("has_rack", [True, False])
+@pytest.mark.parametrize(
+    ("single", "how"),
+    [(["--rack", "off"], "--rack off"), (["--rack-sequence", "seq.txt"], "--rack-sequence")],
+)
+def test_rack_html_where_the_tests_run_in_this_process_is_refused_with_the_fix(
+    pytester, write_rack, has_rack, single, how
+):
+    """--rack off records nothing for --rack-html to report: it wrote no file and said nothing."""
+    if has_rack:
+        write_rack(boards(1))
+    pytester.makepyfile(test_t="def test_t():\n    pass\n")
+    (pytester.path / "seq.txt").write_text("test_t.py::test_t\n")
+    proc = run(pytester, "-p", "no:cacheprovider", *single, "--rack-html", "r.html")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout
+    assert (
+        f"ERROR: --rack-html reports what a rack run records, and with {how} the tests run in "
+        "this process unrecorded; run them on the rack (or --rack local:1, one local worker) for the "
+        "report, or leave out --rack-html"
+    ) in proc.stderr
+    assert not (pytester.path / "r.html").exists()
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_rack_html_without_a_rack_is_refused_with_the_fix(pytester):
+    pytester.makepyfile(test_t="def test_t():\n    pass\n")
+    proc = run(pytester, "-p", "no:cacheprovider", "--rack-html", "r.html")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout
+    assert "ERROR: --rack-html needs a rack, and there is none" in proc.stderr
+    assert "pass --rack FILE, or --rack local:N" in proc.stderr
+    assert not (pytester.path / "r.html").exists()
+
+
 # -- 12. a time limit is a limit ---------------------------------------------------------------------
 
 

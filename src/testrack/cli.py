@@ -321,6 +321,16 @@ def _add_history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--count", type=_positive, default=50, help="how many results (default: 50)")
 
 
+@contextlib.contextmanager
+def _store_trouble(args: argparse.Namespace) -> Iterator[None]:
+    """A store that fails while report, bisect or flaky read it (a damaged file, say): one line
+    with the cause and the fix, as for the other commands (see _history_command)."""
+    try:
+        yield
+    except StoreError as exc:
+        raise CliError(history.store_problem(exc, given=getattr(args, "store", None) is not None)) from None
+
+
 def _history_command(
     query: Callable[[Store, argparse.Namespace], dict[str, Any]],
     render: Callable[[dict[str, Any]], list[str]],
@@ -380,7 +390,8 @@ def _format_trust(data: dict[str, Any]) -> list[str]:
 
 def run_report(args: argparse.Namespace) -> int:
     try:
-        lines, code = report_command.run(args)
+        with _store_trouble(args):
+            lines, code = report_command.run(args)
     except report_command.ReportError as exc:
         raise CliError(str(exc)) from None
     if lines:
@@ -428,19 +439,20 @@ def run_bisect_command(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        store = history.open_for_reading(args.store, Path.cwd())
-        try:
-            report = run_bisect(
-                store,
-                root_of(getattr(store, "path", None), Path.cwd()),
-                args.nodeid,
-                args.run_spec,
-                args.device,
-                Mode.BRITTLE if args.brittle else Mode.POLLUTED,
-                progress if args.verbose else None,
-            )
-        finally:
-            store.close()
+        with _store_trouble(args):
+            store = history.open_for_reading(args.store, Path.cwd())
+            try:
+                report = run_bisect(
+                    store,
+                    root_of(getattr(store, "path", None), Path.cwd()),
+                    args.nodeid,
+                    args.run_spec,
+                    args.device,
+                    Mode.BRITTLE if args.brittle else Mode.POLLUTED,
+                    progress if args.verbose else None,
+                )
+            finally:
+                store.close()
     except history.HistoryError as exc:
         raise CliError(str(exc)) from None
     except ProbeError as exc:
@@ -474,12 +486,13 @@ def run_flaky_command(args: argparse.Namespace) -> int:
     from testrack.probing import ProbeError, ProbeRunner
 
     try:
-        store = history.open_for_reading(args.store, Path.cwd())
-        try:
-            seen, runs = flaky.observations(store, args.runs)
-            found = flaky.find_flaky(store, args.runs)
-        finally:
-            store.close()
+        with _store_trouble(args):
+            store = history.open_for_reading(args.store, Path.cwd())
+            try:
+                seen, runs = flaky.observations(store, args.runs)
+                found = flaky.find_flaky(store, args.runs)
+            finally:
+                store.close()
         root = root_of(getattr(store, "path", None), Path.cwd())
         for test in found if args.confirm else []:
             runner = ProbeRunner(root, flaky.device_for_probes(test, seen[test.nodeid], runs))

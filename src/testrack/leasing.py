@@ -215,8 +215,9 @@ class Leasing:
                 return  # the share's connection closed under the wait, as the run ended
             raise
         else:
-            if self._closed.is_set():
-                self._release(lease)
+            if self._closed.is_set():  # granted as the run ended: give it back if the share still answers
+                with contextlib.suppress(Exception):
+                    self._release(lease)
                 return
             self._granted.put((slot, lease, None))
         self._wake()

@@ -218,7 +218,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
         _apply_device_env(early_config)
         return (yield)
     listing = ("collectonly", "help", "version", "showfixtures", "show_fixtures_per_test", "markers")
-    if any(getattr(ns, name, False) for name in (*listing, "numprocesses", "usepdb", "trace")):
+    doubtful = (*listing, "numprocesses", "usepdb", "trace", "rack_device")  # --rack-device: refused
+    if any(getattr(ns, name, False) for name in doubtful):
         return (yield)
     try:
         rack = (
@@ -321,6 +322,7 @@ def pytest_configure(config: pytest.Config) -> None:
             _register_xdist_compat(config)
         return
     rack = _read_rack(config)
+    _check_device_option(config, rack)
     if rack is None:
         if config.getoption("rack_sequence") or config.getoption("rack_outcomes"):
             from testrack.sequence import SequencePlugin
@@ -428,8 +430,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _read_rack(config: pytest.Config) -> Rack | None:
     spec: str | None = config.getoption("rack")
-    wanted = {"--rack-sequence": "rack_sequence", "--rack-outcomes": "rack_outcomes"}
-    single = next((flag for flag, dest in wanted.items() if config.getoption(dest)), None)
+    single = _single_process_option(config)
     if single is not None:
         if spec is not None and spec.lower() not in OFF:
             raise pytest.UsageError(
@@ -471,6 +472,7 @@ _RACK_ONLY = {
     "rack_host": None,
     "rack_progress": "auto",
     "rack_progress_interval": progress.DEFAULT_INTERVAL,
+    "rack_html": None,  # the report is of the run the controller records
 }
 
 
@@ -481,14 +483,52 @@ def _check_rack_options(config: pytest.Config) -> None:
         return
     options = ", ".join("--" + name.replace("_", "-") for name in given)
     spec = config.getoption("rack")
-    if spec is not None and spec.lower() in OFF:
+    single = _single_process_option(config)
+    if single is not None or (spec is not None and spec.lower() in OFF):
+        how = single or "--rack off"
+        if "rack_html" in given:
+            raise pytest.UsageError(
+                f"--rack-html reports what a rack run records, and with {how} the tests run in this "
+                "process unrecorded; run them on the rack (or --rack local:1, one local worker) for the "
+                "report, or leave out --rack-html"
+            )
         raise pytest.UsageError(
-            f"{options}: the tests run in this process with --rack off, so there is no rack to apply "
-            "this to; leave it out, or run on the rack"
+            f"{options}: the tests run in this process with {how}, so there is no rack to apply this "
+            "to; leave it out, or run on the rack"
         )
     raise pytest.UsageError(
         f"{options} needs a rack, and there is none: no testrack.toml or [tool.testrack] in "
         f"pyproject.toml under {config.rootpath}; pass --rack FILE, or --rack local:N for N local workers"
+    )
+
+
+def _single_process_option(config: pytest.Config) -> str | None:
+    """``--rack-sequence`` or ``--rack-outcomes`` when given: they imply ``--rack off``."""
+    wanted = {"--rack-sequence": "rack_sequence", "--rack-outcomes": "rack_outcomes"}
+    return next((flag for flag, dest in wanted.items() if config.getoption(dest)), None)
+
+
+def _check_device_option(config: pytest.Config, rack: Rack | None) -> None:
+    """``--rack-device`` picks the device ``--rack off`` plays; where the tests run on a rack, or
+    there is no rack at all, it would be silently ignored: refuse it, with the fix."""
+    name = config.getoption("rack_device")
+    if not name:
+        return
+    if rack is None:
+        spec = config.getoption("rack")
+        if _single_process_option(config) is not None or (spec is not None and spec.lower() in OFF):
+            return  # this process plays the device (_play_one_device checked the name)
+        raise pytest.UsageError(
+            f"--rack-device {name} picks the device that --rack off runs the tests as, and there is no "
+            f"rack file (testrack.toml or [tool.testrack] in pyproject.toml) under {config.rootpath} to "
+            "take it from; leave out --rack-device"
+        )
+    spec = config.getoption("rack")
+    fix = f"use --rack off instead of --rack {spec}" if spec else "add --rack off"
+    raise pytest.UsageError(
+        f"--rack-device {name} picks the device that --rack off runs the tests as, in this process, but "
+        f"this run spreads them over the rack {rack.source}; {fix} to run them as {name}, or leave out "
+        "--rack-device"
     )
 
 
