@@ -66,6 +66,14 @@ def test_the_seed_is_printed_even_under_q_and_stored_with_the_run(pytester):
     store = SQLiteStore(pytester.path / ".testrack" / "results.sqlite")
     assert store.runs(limit=1)[0].seed == seed
     store.close()
+    last = subprocess.run(
+        [sys.executable, "-m", "testrack", "last"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"random order, seed {seed}: pytest --rack-seed {seed} runs it again" in last.stdout, last.stdout
     first = sequences(pytester.path)
     run(pytester, "-q", "--rack", "local:2", "--rack-seed", str(seed))
     assert sequences(pytester.path) == first

@@ -978,9 +978,9 @@ class Controller:
         if self.dispatcher.remaining or self.gangs.active:
             if self.alive_workers() or (self.leasing is not None and self.leasing.waiting):
                 return False
-            self.restart_for_leftovers()
+            self.restart_for_leftovers()  # a fresh worker, or a lease given back waited for again
             self.gangs.start()
-            if self.alive_workers():
+            if self.alive_workers() or (self.leasing is not None and self.leasing.waiting):
                 return False
             self._orphan_all()
             return True

@@ -197,6 +197,8 @@ def format_last(data: dict[str, Any]) -> list[str]:
         f"outcome: {run_outcome(run['outcome'])}; {plural(data['results'], 'result')}: "
         f"{counts(data['outcomes'])}",
     ]
+    if run.get("seed") is not None:  # what repeats its order
+        lines.insert(2, f"random order, seed {run['seed']}: pytest --rack-seed {run['seed']} runs it again")
     environments = data.get("environments", {})
     for name, per_device in data["devices"].items():
         lines.append(f"{name}{environment_text(environments.get(name))}: {counts(per_device)}")
