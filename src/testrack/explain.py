@@ -72,6 +72,14 @@ def import_crash(slot: str, device: str, how: str, output: str) -> str:
 def no_device_left(devices: Iterable[str], why: Mapping[str, str]) -> str:
     """Why nothing could run a test; each device's own reason is in the summary, said once there."""
     names = sorted(devices)
+    return (
+        f"no working device left to run this test: it can run on {', '.join(names)}, and "
+        f"{_what_became(names, why)} (the reasons are in the testrack summary below)"
+    )
+
+
+def _what_became(names: list[str], why: Mapping[str, str]) -> str:
+    """``a is quarantined; b has no worker left``: each device out of the run, and how."""
     quarantined = [n for n in names if why.get(n, "").startswith("quarantined")]
     gone = [n for n in names if n not in quarantined]
     parts = []
@@ -79,27 +87,17 @@ def no_device_left(devices: Iterable[str], why: Mapping[str, str]) -> str:
         parts.append(f"{', '.join(quarantined)} {'is' if len(quarantined) == 1 else 'are'} quarantined")
     if gone:
         parts.append(f"{', '.join(gone)} {'has' if len(gone) == 1 else 'have'} no worker left")
-    return (
-        f"no working device left to run this test: it can run on {', '.join(names)}, and "
-        f"{'; '.join(parts)} (the reasons are in the testrack summary below)"
-    )
+    return "; ".join(parts)
 
 
 def no_set_left(devices: Iterable[str], why: Mapping[str, str], needed: int) -> str:
     """Why a test on several devices cannot run any more: too few of its devices still work."""
     names = sorted(devices)
-    out = [n for n in names if n in why]
-    quarantined = [n for n in out if why[n].startswith("quarantined")]
-    gone = [n for n in out if n not in quarantined]
-    parts = []
-    if quarantined:
-        parts.append(f"{', '.join(quarantined)} {'is' if len(quarantined) == 1 else 'are'} quarantined")
-    if gone:
-        parts.append(f"{', '.join(gone)} {'has' if len(gone) == 1 else 'have'} no worker left")
+    out = _what_became([n for n in names if n in why], why)
     working = [n for n in names if n not in why]
     return (
         f"no set of working devices left for this test: it needs {needed} at once among "
-        f"{', '.join(names)}; {'; '.join(parts) or 'some are out of the run'}, so only "
+        f"{', '.join(names)}; {out or 'some are out of the run'}, so only "
         f"{', '.join(working) or 'none'} can take part (the reasons are in the testrack summary below)"
     )
 
