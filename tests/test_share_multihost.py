@@ -20,15 +20,17 @@ from testrack.rack import Device, dump_rack
 
 pytestmark = pytest.mark.timeout(300)
 
-#: Each test appends "nodeid device pid" to ran.log when it has run (one short write: atomic).
+#: Each test appends "nodeid device pid start end" (wall times) to ran.log when it has run (one
+#: short write: atomic).
 SUITE = """
     import os, time
     import pytest
 
     @pytest.mark.parametrize("n", range({count}))
     def test_work(device, n):
+        start = time.time()
         time.sleep({seconds})
-        line = f"test_work[{{n}}] {{device.name}} {{os.getpid()}}\\n"
+        line = f"test_work[{{n}}] {{device.name}} {{os.getpid()}} {{start}} {{time.time()}}\\n"
         fd = os.open(os.environ["RAN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         os.write(fd, line.encode())
         os.close(fd)
@@ -74,10 +76,28 @@ def _report(pytester: pytest.Pytester, run: str, share: str, *args: str) -> subp
 
 
 def _ran(pytester: pytest.Pytester) -> list[tuple[str, str, str]]:
+    """(node id, device, pid) of each test that ran, in the order they ended."""
+    return [(nodeid, device, pid) for nodeid, device, pid, _, _ in _ran_at(pytester)]
+
+
+def _ran_at(pytester: pytest.Pytester) -> list[tuple[str, str, str, float, float]]:
+    """``_ran`` with the wall times each test started and ended."""
     log = pytester.path / "ran.log"
     if not log.exists():
         return []
-    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
+    rows = (line.split() for line in log.read_text().splitlines())
+    return [(nodeid, device, pid, float(start), float(end)) for nodeid, device, pid, start, end in rows]
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and every process under it, parents first (Linux: /proc/PID/task/TID/children)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        for task in Path(f"/proc/{tree[i]}/task").iterdir():
+            with open(task / "children") as f:
+                tree.extend(int(child) for child in f.read().split())
+        i += 1
+    return tree
 
 
 def test_two_hosts_share_one_run_and_each_test_runs_once(pytester: pytest.Pytester, pg_database: str) -> None:
@@ -251,8 +271,11 @@ def test_a_host_frozen_past_its_ttl_rejoins_and_its_verdict_matches_the_runs(
     """The whole host SIGSTOPped for longer than its leases' ttl (15 s), then woken: it finds its
     leases gone, joins the run again as a new holder, leases its devices again and runs what went
     back to the queue. Every test gets one final result; a test it was running when frozen is the
-    queue's 'crashed' and is shown so here (not hidden as another host's); nothing runs twice; what
-    the host prints and its exit code match the run's record."""
+    queue's 'crashed' and is shown so here (not hidden as another host's); what the host prints and
+    its exit code match the run's record. No worker of the frozen run starts a test after waking.
+    A test runs twice only when it started before the freeze and the share had not heard of its
+    start or its end (its result, on its way when the host froze, is refused on waking: the lease
+    had expired), and then the host says so."""
     _suite(pytester, 60, 0.1)
     (rack,) = _racks(pytester, 1)
     host = _host(pytester, rack, "ci-0", "pipeline-9", pg_database)
@@ -260,9 +283,19 @@ def test_a_host_frozen_past_its_ttl_rejoins_and_its_verdict_matches_the_runs(
     while len(_ran(pytester)) < 6:
         assert time.monotonic() < deadline and host.poll() is None, host.communicate()[0]
         time.sleep(0.02)
-    os.killpg(host.pid, signal.SIGSTOP)
+    # The whole run: its workers are in sessions of their own. The controller first, so that its
+    # workers' last results are on their way when they freeze too (a loaded machine does that by
+    # itself, now and then).
+    os.kill(host.pid, signal.SIGSTOP)
+    time.sleep(0.35)
+    run = _process_tree(host.pid)
+    for pid in run:
+        os.kill(pid, signal.SIGSTOP)
+    frozen = time.time()
     time.sleep(17.0)  # past the 15 s ttl: the share takes the host for dead
-    os.killpg(host.pid, signal.SIGCONT)
+    woken = time.time()
+    for pid in reversed(run):
+        os.kill(pid, signal.SIGCONT)
     out = host.communicate(timeout=180)[0]
     waited = _report(pytester, "pipeline-9", pg_database, "--wait", "--timeout", "30")
     assert waited.returncode in (0, 1), waited.stdout + waited.stderr
@@ -270,8 +303,17 @@ def test_a_host_frozen_past_its_ttl_rejoins_and_its_verdict_matches_the_runs(
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|crashed|failed)", summary)}
     assert counts.get("failed", 0) == 0, waited.stdout
     assert counts.get("passed", 0) + counts.get("crashed", 0) == 60, waited.stdout
-    ran = Counter(nodeid for nodeid, _, _ in _ran(pytester))
-    assert set(ran.values()) == {1}, [n for n, c in ran.items() if c > 1]
+    ran_at = _ran_at(pytester)
+    ran = Counter(nodeid for nodeid, _, _, _, _ in ran_at)
+    assert sorted(ran) == sorted(f"test_work[{n}]" for n in range(60)), ran
+    twice = sorted(nodeid for nodeid, count in ran.items() if count > 1)
+    assert twice and set(ran.values()) == {1, 2}, (ran, out)
+    for nodeid in twice:
+        first, second = sorted(start for n, _, _, start, _ in ran_at if n == nodeid)
+        assert first < frozen < woken < second, (nodeid, first, second, frozen, woken)
+    before = {pid for _, _, pid, start, _ in ran_at if start < frozen}
+    assert not [n for n, _, pid, start, _ in ran_at if pid in before and start > woken], ran_at
+    assert f"{len(twice)} result" in out and "not shown: the lease was lost meanwhile" in out, out
     assert "KeyError" not in out and "INTERNALERROR" not in out, out
     last = out.strip().splitlines()[-1]
     assert f"{counts['passed']} passed" in last, (last, summary)

@@ -205,6 +205,30 @@ def test_a_stale_lease_can_neither_claim_nor_write_a_result(world: World) -> Non
     assert sorted(r.nodeid for r in world.store.results(run.store_run_id)) == sorted(t.nodeid for t in TESTS)
 
 
+def test_a_host_woken_past_its_ttl_cannot_blame_itself_for_tests_after_the_fact(world: World) -> None:
+    """A frozen host that wakes with the starts of its claimed tests still to tell (they ran, and
+    ended, while it held its lease) may not mark them started now: its lease is gone. Then the
+    queue takes them back as not started, so they run again (their results were refused), instead
+    of ending as 'crashed' on a host that never crashed while running them."""
+    a, b = world.host("a"), world.host("b")
+    run = a.queue.open_run(plan(budget=0), "a", a.holder.id)
+    b.queue.open_run(plan(budget=0), "b", b.holder.id)
+    for host in (a, b):
+        host.queue.add_routes("ci-1", host.name, {"board-a": [t.nodeid for t in TESTS]})
+    old = a.lease("board-a")
+    a.claim(old, n=2)
+    world.clock.advance(TTL / 2)
+    b.holder.heartbeat()
+    world.clock.advance(TTL / 2 + 1)  # a froze past its ttl; it wakes and reports the starts
+    with pytest.raises(LeaseLost, match="cannot mark tests started: the lease is no longer this holder's"):
+        a.queue.mark_started(a.holder.id, old.token, a.claims)
+    new = b.lease("board-a")
+    assert b.claim(new) == ["t.py::long", "t.py::mid", "t.py::short"]
+    b.finish(new)
+    outcomes = sorted((r.nodeid, r.outcome) for r in world.store.results(run.store_run_id))
+    assert outcomes == sorted((t.nodeid, "passed") for t in TESTS)
+
+
 def test_hosts_get_only_what_their_devices_can_run(world: World) -> None:
     """Routing stays in the hosts: a device is offered only the tests its host said it can run."""
     a, b = world.host("a"), world.host("b")

@@ -71,6 +71,9 @@ LONG_TEST = 0.05
 #: configuration, the collection of its file), measured at 0.4-0.8 s on a small machine: a free
 #: slot joins a module left to busy workers only when its share is worth twice that.
 FRESH_WORKER_COST = 1.0
+#: Seconds between copies of the leases' deadlines to the workers' boards (the heartbeat renews
+#: the leases every ttl / 3; a worker past its board's deadline asks before its next test).
+BOARDS_EVERY = 0.5
 
 
 class Phase(enum.Enum):
@@ -142,6 +145,7 @@ class Controller:
         self._signal_read = os.fdopen(read, "rb", buffering=0)
         self._selector.register(self._signal_read, selectors.EVENT_READ, "signal")
         self._checks_deadline: float | None = None
+        self._boards_due = 0.0
         self._warnings_seen: set[tuple[str, str, str, int, str, str]] = set()
         #: The live view or progress lines (progress.py); the run loop ticks it.
         self.progress = Progress(config, self)
@@ -410,6 +414,8 @@ class Controller:
         dead = self.faults.dead_slots
         if self.recorder.problem and self.recorder.problem not in self.problems:
             self.problems.append(self.recorder.problem)
+        if (hidden := self.replay.hidden_note()) is not None:
+            self.notes.append(hidden)
         if not (outcomes or dead or self.problems or self.notes or quarantined):
             return
         names = [d.name for d in self.rack.devices]
@@ -563,7 +569,27 @@ class Controller:
         for stream in worker.streams:
             self._selector.register(stream, selectors.EVENT_READ, (worker, stream))
         self.send(worker, m.Start(basetemp=basetemp, workerinput=worker.node.workerinput))
+        self.allow_starts(worker)
         return worker
+
+    def allow_starts(self, worker: WorkerHandle) -> None:
+        """Write the slot's lease deadline on its worker's board: past it (this run was frozen or
+        cut off), the worker asks before its next test (``MayIStart``) instead of touching a
+        device that may be another run's by now."""
+        if self.leasing is not None and (deadline := self.leasing.deadline(worker.slot.id)):
+            worker.board.allow_until(deadline)
+
+    def on_may_i_start(self, worker: WorkerHandle) -> None:
+        """A worker found its lease's deadline passed: confirm the lease with the share, or stop
+        the worker (what it held goes back to the queue)."""
+        if worker.winding_down or not worker.alive:
+            return  # Shutdown or Finish is on its way
+        assert self.leasing is not None
+        if not self.leasing.holds(worker.slot.id):
+            self.lease_lost(worker.slot.id)
+            return
+        self.allow_starts(worker)
+        self.send(worker, m.LeaseHeld())
 
     def replace_worker(self, dead: WorkerHandle) -> None:
         """A new worker in a dead one's slot; it imports what the slot was planned to run."""
@@ -698,6 +724,10 @@ class Controller:
         """Wait for the next messages or output from any worker (or a device check) and handle them."""
         if not self._selector.get_map():
             return
+        if self.leasing is not None and (now := time.monotonic()) >= self._boards_due:
+            self._boards_due = now + BOARDS_EVERY  # the heartbeat renews the leases meanwhile
+            for worker in self.alive_workers():
+                self.allow_starts(worker)
         for key, events in self._selector.select(timeout):
             if key.data is None:
                 self.on_checks()
@@ -742,6 +772,8 @@ class Controller:
                 worker.wants_work = True
                 if self.phase is Phase.RUNNING:
                     self.feed(worker)
+            case m.MayIStart():
+                self.on_may_i_start(worker)
             case m.Collected():
                 self.collection.on_collected(worker, message)
             case m.WorkerReady():

@@ -244,6 +244,11 @@ class Leasing:
 
     # ------------------------------------------------------------------ holding
 
+    def deadline(self, slot_id: str) -> float:
+        """Until when (monotonic) the slot's lease is certainly held; 0.0: the slot needs none."""
+        lease = self.leases.get(slot_id)
+        return 0.0 if lease is None else lease.deadline
+
     def holds(self, slot_id: str) -> bool:
         """Whether the slot's lease is held, asking the share when the local deadline passed."""
         lease = self.leases.get(slot_id)

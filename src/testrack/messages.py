@@ -79,6 +79,13 @@ class WantWork:
 
 
 @dataclasses.dataclass(frozen=True)
+class MayIStart:
+    """The worker is about to start a test, and the deadline its controller set on its board
+    (its slot's lease, certainly held until then) has passed: it starts nothing until told
+    (``LeaseHeld``, with the board's deadline moved on) or stopped (``Shutdown``)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TestReports:
     """Serialized ``TestReport`` objects, in order, for one or more tests."""
 
@@ -134,6 +141,7 @@ FromWorker: TypeAlias = (
     WorkerReady
     | Collected
     | WantWork
+    | MayIStart
     | TestReports
     | WarningRecorded
     | LogRecords
@@ -208,4 +216,9 @@ class Shutdown:
     """Stop now: run nothing more that is queued, end the session and exit."""
 
 
-ToWorker: TypeAlias = Hello | Start | Collect | Run | Finish | Shutdown
+@dataclasses.dataclass(frozen=True)
+class LeaseHeld:
+    """The answer to ``MayIStart`` when the share confirmed the lease: go on."""
+
+
+ToWorker: TypeAlias = Hello | Start | Collect | Run | Finish | Shutdown | LeaseHeld

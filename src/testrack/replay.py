@@ -48,6 +48,8 @@ class Replay:
         #: Per test, per device: the worst outcome of its phases.
         self.outcomes: dict[str, dict[str, str]] = {}
         self.stop_reason: str | bool = False
+        #: Results a shared run's queue refused (the lease was lost meanwhile): not shown here.
+        self.hidden = 0
         #: --rack-rerun-failed: how often a test may run again after failing, and did.
         self.rerun_limit = int(ctl.config.getoption("rack_rerun_failed", 0) or 0)
         self.reruns: dict[str, int] = {}
@@ -164,14 +166,19 @@ class Replay:
             self.ctl.recorder.results(results)
             return set()
         refused = shared.complete(results)
-        hidden = len(refused - shared.crashed_here.keys())
-        if hidden:
-            self.ctl.notes.append(
-                f"{hidden} result{'s' if hidden != 1 else ''} of shared run {shared.uid} not shown: the "
-                "lease was lost meanwhile and the tests went back to the queue (whoever runs them reports "
-                "them)"
-            )
+        self.hidden += len(refused - shared.crashed_here.keys())
         return refused
+
+    def hidden_note(self) -> str | None:
+        """What the summary says of results a shared run's queue refused, all of them at once."""
+        shared, hidden = self.ctl.shared, self.hidden
+        if shared is None or not hidden:
+            return None
+        return (
+            f"{hidden} result{'s' if hidden != 1 else ''} of shared run {shared.uid} not shown: the "
+            "lease was lost meanwhile and the tests went back to the queue (whoever runs them reports "
+            "them)"
+        )
 
     def _runs_again(self, worker: WorkerHandle, nodeid: str) -> bool:
         """--rack-rerun-failed N: did this test fail, with reruns left?"""

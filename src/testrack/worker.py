@@ -80,6 +80,8 @@ class WorkerSession:
         self.files: dict[str, list[pytest.File]] | None = None
         self.queue: deque[str] = deque()
         self.asked = False
+        #: Set by the controller's answer to MayIStart.
+        self.lease_held = False
         self.finishing = False
         self.stopping = False
         self.buffer: list[m.SerializedReport] = []
@@ -344,8 +346,21 @@ class WorkerSession:
                 self.flush()
                 self.handle(self.receive())
                 continue
+            if not self.board.may_start() and not self._lease_confirmed():
+                continue
             nodeid = self.queue.popleft()
             self.run_one(nodeid, self._next_item())
+
+    def _lease_confirmed(self) -> bool:
+        """The slot's lease is not certainly held any more (the controller, or this whole run,
+        was frozen or cut off for a while): ask, and start nothing until the answer. False
+        when told to stop instead (the device is no longer this run's)."""
+        self.flush()
+        self.send(m.MayIStart())
+        self.lease_held = False
+        while not self.stopping and not self.lease_held:
+            self.handle(self.receive())
+        return not self.stopping
 
     def _next_item(self) -> pytest.Item | None:
         for nodeid in self.queue:
@@ -406,6 +421,8 @@ class WorkerSession:
                 self.finishing = True
             case m.Shutdown():
                 self.stopping = True
+            case m.LeaseHeld():
+                self.lease_held = True  # and the board's deadline moved on
             case _:
                 raise TypeError(f"testrack worker: unexpected message {message!r}")
 

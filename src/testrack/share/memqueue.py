@@ -169,6 +169,8 @@ class MemoryQueue:
 
     def mark_started(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
         with self.share.lock:
+            if claims:
+                self._fence(holder_id, token, "mark tests started")
             for claim in claims:
                 item = self._items[claim.item]
                 if item.state == "claimed" and item.claim_token == token:

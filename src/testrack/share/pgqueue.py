@@ -144,9 +144,17 @@ class PostgresQueue:
         return claims
 
     def mark_started(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
-        if claims:
-            params = {"items": [c.item for c in claims], "token": token}
-            self.share.call(lambda conn: conn.execute(Q["queue_mark_started"], params))
+        if not claims:
+            return
+        now = self.share.now_param()
+        params = {"items": [c.item for c in claims], "token": token}
+
+        def go(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                self._fence(conn, holder_id, token, now, "mark tests started")
+                conn.execute(Q["queue_mark_started"], params)
+
+        self.share.call(go)
 
     def complete(
         self, run: str, holder_id: int, token: int, finished: Sequence[tuple[Claim, Result]]

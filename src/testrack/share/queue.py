@@ -149,7 +149,10 @@ class RunQueue(Protocol):
         ``among``: how many device slots share the queue; then at most :func:`guided` of them."""
 
     def mark_started(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
-        """These claimed tests started running (a host that dies now is blamed for them)."""
+        """These claimed tests started running (a host that dies now is blamed for them). Fenced
+        by ``token`` like every write: LeaseLost, and nothing marked, when the lease is gone. (A
+        host woken after its ttl must not blame itself, after the fact, for tests that ran and
+        ended while it still held its lease: their results were refused, and they run again.)"""
 
     def complete(
         self, run: str, holder_id: int, token: int, finished: Sequence[tuple[Claim, Result]]
