@@ -5,6 +5,7 @@ from a log the tests write, not from testrack."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -174,7 +175,8 @@ def test_the_tests_of_a_host_killed_mid_run_are_run_by_another(
     while not any(device.startswith("h1") for _, device, _ in _ran(pytester)):
         assert time.monotonic() < deadline and survivor.poll() is None, survivor.communicate()[0]
         time.sleep(0.05)
-    os.killpg(doomed.pid, signal.SIGKILL)
+    for pid in _process_tree(doomed.pid):  # the whole host: its workers are in sessions of their own
+        os.kill(pid, signal.SIGKILL)
     doomed.communicate(timeout=60)
     out = survivor.communicate(timeout=180)[0]
     assert survivor.returncode == 0, out
@@ -345,3 +347,129 @@ def test_each_mode_a_late_host_runs_on_its_devices_and_a_retried_host_is_refused
     assert waited.stdout.splitlines()[0].startswith("pipeline-10: 16 passed"), waited.stdout
     counts = Counter(device for _, device, _ in _ran(pytester))
     assert counts == {f"h{h}-board-{i}": 4 for h in (0, 1) for i in (0, 1)}, counts
+
+
+#: Single-device tests and tests on two devices at once; each appends what it ran on.
+PAIRS = """
+    import os, time
+    import pytest
+
+    def _log(line):
+        fd = os.open(os.environ["RAN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, line.encode())
+        os.close(fd)
+
+    @pytest.mark.parametrize("n", range(16))
+    def test_work(device, n):
+        start = time.time()
+        time.sleep(0.1)
+        _log(f"test_work[{n}] {device.name} {os.getpid()} {start} {time.time()}\\n")
+
+    @pytest.mark.parametrize("g", range(4))
+    @pytest.mark.devices(2, kind="board")
+    def test_pair(devices, g):
+        start = time.time()
+        time.sleep(0.3)
+        names = "+".join(d.name for d in devices)
+        _log(f"test_pair[{g}] {names} {os.getpid()} {start} {time.time()}\\n")
+"""
+
+
+def _no_device_twice_at_once(ran: list[tuple[str, str, str, float, float]]) -> None:
+    """From the tests' own log: no device ran two tests at once."""
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for nodeid, devices, _, start, end in ran:
+        for device in devices.split("+"):
+            spans.setdefault(device, []).append((start, end, nodeid))
+    for device, used in spans.items():
+        used.sort()
+        for (_, end, first), (start, _, second) in itertools.pairwise(used):
+            assert end <= start, f"{device} ran {first} and {second} at once"
+
+
+@pytest.mark.parametrize("mode", ["load", "each"])
+def test_tests_on_several_devices_run_in_a_shared_run_on_one_hosts_devices(
+    pytester: pytest.Pytester, pg_database: str, mode: str
+) -> None:
+    """Two hosts of two boards each, a suite with tests on two devices at once (issue 11, point
+    6): such a test runs on two distinct devices of one host, claimed once from the queue under
+    both devices' leases (load: once in the run; each: on every set of every host); no device
+    runs two tests at once; report --wait counts them with the rest."""
+    pytester.makepyfile(test_pairs=PAIRS)
+    racks = _racks(pytester, 2, mode=None if mode == "load" else "each")
+    run = f"pipeline-pairs-{mode}"
+    hosts = [_host(pytester, rack, f"ci-{h}", run, pg_database) for h, rack in enumerate(racks)]
+    waited = _report(pytester, run, pg_database, "--wait", "--timeout", "60")
+    outputs = [p.communicate(timeout=240)[0] for p in hosts]
+    for proc, out in zip(hosts, outputs, strict=True):
+        assert proc.returncode == 0, out
+    ran = _ran_at(pytester)
+    _no_device_twice_at_once(ran)
+    pairs = [(nodeid, devices) for nodeid, devices, _, _, _ in ran if nodeid.startswith("test_pair")]
+    for nodeid, devices in pairs:
+        first, second = devices.split("+")
+        assert first != second and first[:2] == second[:2], (nodeid, devices)  # one host's two boards
+    work = Counter(nodeid for nodeid, _, _, _, _ in ran if nodeid.startswith("test_work"))
+    if mode == "load":
+        assert sorted(Counter(n for n, _ in pairs).items()) == [(f"test_pair[{g}]", 1) for g in range(4)]
+        assert set(work.values()) == {1} and len(work) == 16, work
+        assert waited.returncode == 0 and f"{run}: 20 passed" in waited.stdout, waited.stdout
+    else:
+        # each: every device of every host takes part (two positions, no roles: one set a host)
+        sets = Counter(devices for _, devices in pairs)
+        assert sets == {"h0-board-0+h0-board-1": 4, "h1-board-0+h1-board-1": 4}, sets
+        assert set(work.values()) == {4} and len(work) == 16, work  # on each of the 4 boards
+        assert waited.returncode == 0 and f"{run}: 72 passed" in waited.stdout, waited.stdout
+
+
+def test_a_test_on_several_devices_whose_host_is_killed_runs_on_another_host(
+    pytester: pytest.Pytester, pg_database: str
+) -> None:
+    """kill -9 of the host running a test on two devices: with --rack-retry-crashed 1 the test goes
+    back to the queue and the other host, which had found it taken, claims it and runs it on two
+    of its own devices; report --wait ends with every test passed."""
+    pytester.makepyfile(
+        test_pairs="""
+        import os, time
+        import pytest
+
+        def _log(line):
+            fd = os.open(os.environ["RAN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.write(fd, line.encode())
+            os.close(fd)
+
+        @pytest.mark.parametrize("n", range(24))
+        def test_work(device, n):
+            time.sleep(0.2)
+            _log(f"test_work[{n}] {device.name} {os.getpid()} 0 0\\n")
+
+        @pytest.mark.devices(2, kind="board")
+        def test_pair(devices):
+            names = "+".join(d.name for d in devices)
+            with open(f"began-{names}", "w"):
+                pass
+            time.sleep(3.0)
+            _log(f"test_pair {names} {os.getpid()} 0 0\\n")
+        """
+    )
+    racks = _racks(pytester, 2)
+    args = ("--rack-retry-crashed", "1")
+    hosts = [
+        _host(pytester, rack, f"ci-{h}", "pipeline-11", pg_database, *args) for h, rack in enumerate(racks)
+    ]
+    deadline = time.monotonic() + 120
+    while not (began := list(pytester.path.glob("began-*"))):
+        assert time.monotonic() < deadline and all(h.poll() is None for h in hosts), "no test_pair began"
+        time.sleep(0.02)
+    doomed = int(began[0].name.split("-")[1][1])  # began-h0-board-0+h0-board-1: host 0
+    for pid in _process_tree(hosts[doomed].pid):  # the whole host: its workers are in sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    hosts[doomed].communicate(timeout=60)
+    survivor = hosts[1 - doomed]
+    out = survivor.communicate(timeout=180)[0]
+    assert survivor.returncode == 0, out
+    waited = _report(pytester, "pipeline-11", pg_database, "--wait", "--timeout", "30")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "pipeline-11: 25 passed" in waited.stdout, waited.stdout
+    pairs = [devices for nodeid, devices, _ in _ran(pytester) if nodeid == "test_pair"]
+    assert len(pairs) == 1 and pairs[0].startswith(f"h{1 - doomed}-"), pairs

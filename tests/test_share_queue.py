@@ -229,6 +229,47 @@ def test_a_host_woken_past_its_ttl_cannot_blame_itself_for_tests_after_the_fact(
     assert outcomes == sorted((t.nodeid, "passed") for t in TESTS)
 
 
+def test_a_test_on_several_devices_is_claimed_once_under_all_its_leases(world: World) -> None:
+    """A test on two devices (issue 11, point 6): a host claims it by name for the set it routed it
+    to, in one transaction fenced by both leases; a second claim (another host's set) gets
+    nothing; the result is refused if either lease is gone, and stored once when both hold."""
+    a, b = world.host("a"), world.host("b")
+    run = a.queue.open_run(plan(), "a", a.holder.id)
+    b.queue.open_run(plan(), "b", b.holder.id)
+    a.queue.add_routes("ci-1", "a", {"several devices of host a": ["t.py::long"], "board-a": ["t.py::short"]})
+    b.queue.add_routes("ci-1", "b", {"several devices of host b": ["t.py::long"]})
+    first, second = a.lease("board-a"), a.lease("board-b")
+    stale = b.lease("board-c")
+    world.clock.advance(TTL / 2)
+    a.holder.heartbeat()
+    b.holder.heartbeat()
+    with pytest.raises(LeaseLost):  # one lease of the set is not b's: nothing is claimed
+        b.queue.claim_test(
+            "ci-1", "b", b.holder.id, [stale.token, first.token], "t.py::long", "several devices of host b"
+        )
+    tokens = [first.token, second.token]
+    claim = a.queue.claim_test("ci-1", "a", a.holder.id, tokens, "t.py::long", "several devices of host a")
+    assert claim is not None and claim.nodeid == "t.py::long" and claim.token == first.token
+    assert (
+        a.queue.claim_test("ci-1", "a", a.holder.id, tokens, "t.py::long", "several devices of host a")
+        is None
+    )
+    b_tokens = [stale.token]
+    assert (
+        b.queue.claim_test("ci-1", "b", b.holder.id, b_tokens, "t.py::long", "several devices of host b")
+        is None
+    )
+    assert a.claim(first) == ["t.py::short"]  # a device's own claims never take it
+    a.holder.release(second)
+    done = [(claim, result("t.py::long", "board-a"))]
+    with pytest.raises(LeaseLost):
+        a.queue.complete("ci-1", a.holder.id, first.token, done, also=[second.token])
+    assert [r.nodeid for r in world.store.results(run.store_run_id)] == []
+    again = a.lease("board-b")
+    assert a.queue.complete("ci-1", a.holder.id, first.token, done, also=[again.token]) == [claim]
+    assert [r.nodeid for r in world.store.results(run.store_run_id)] == ["t.py::long"]
+
+
 def test_hosts_get_only_what_their_devices_can_run(world: World) -> None:
     """Routing stays in the hosts: a device is offered only the tests its host said it can run."""
     a, b = world.host("a"), world.host("b")

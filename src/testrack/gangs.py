@@ -79,8 +79,11 @@ class Gangs:
 
     def start(self) -> None:
         """Start every multi-device test whose devices are all free now (all or none)."""
-        if not self.pending:
-            return
+        while self.pending and self._start_once():
+            pass  # a shared run's queue gave tests to other hosts: decide again without them
+
+    def _start_once(self) -> bool:
+        """One allocation decision; True when a granted test turned out to be another host's."""
         ctl = self.ctl
         states: list[SlotState] = []
         idle: dict[str, WorkerHandle | None] = {}
@@ -110,9 +113,14 @@ class Gangs:
             held=self.reservation,
         )
         self.reservation = decision.reservation
+        others = False
         for key in decision.impossible:
             gang = by_key[key]
             self.pending.remove(gang)
+            if ctl.shared is not None:  # this host's devices cannot take it now; another host's may
+                ctl.shared.gangs_elsewhere.append(gang)
+                others = True
+                continue
             self._cannot_run(gang)
         for grant in decision.grants:
             gang = by_key[grant.request]
@@ -122,8 +130,19 @@ class Gangs:
                     slot = next(s for s in ctl.slots if s.id == slot_id)
                     if ctl.workers.get(slot_id) is None or not ctl.workers[slot_id].alive:
                         fresh = ctl.start_worker(slot, fresh=True)
-                        ctl.give_imports(fresh, [gang.module] if slot_id == grant.slots[0] else [])
+                        modules = [gang.module] if slot_id == grant.slots[0] else []
+                        if ctl.shared is not None:  # it may claim any test of the run later
+                            modules = ctl.planned_for(fresh)
+                        ctl.give_imports(fresh, modules)
                 continue
+            if ctl.shared is not None:  # a shared run: the test is this host's once claimed
+                claimed = ctl.shared.claim_gang(gang, grant.slots, grant.devices)
+                if claimed is None:
+                    continue  # not now (a lease went, the share is away): the next decision
+                if not claimed:
+                    self.pending.remove(gang)  # another host runs it, or ran it
+                    others = True
+                    continue
             self.pending.remove(gang)
             primary = idle[grant.slots[0]]
             assert primary is not None
@@ -142,6 +161,7 @@ class Gangs:
                 gang.guessed,
             )
             ctl.assign_gang(primary, job, [ctl.devices[name] for name in grant.devices])
+        return others
 
     def finished(self, worker: WorkerHandle, nodeid: str) -> None:
         """The worker of a multi-device test reported it: its other slots are free again."""

@@ -7,6 +7,10 @@ dispatcher, a worker that wants work claims tests its device can run from the qu
 slot's lease; when their results come back they are stored in the same transaction as the
 lease's fence check, before they are shown, so a result is neither lost nor counted twice. A
 host that dies has its tests put back in the queue for the others (``recover``).
+
+A test on several devices runs on one host's devices: the host routes it to a name for "a set
+of my devices" (each mode: to the set's label, one queue item per set), and claims it when its
+allocator has a whole set free, in one transaction fenced by every lease of the set.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack.planning import Plan
+from testrack.planning import Gang, Plan
 from testrack.rack import Rack
 from testrack.scheduling.dispatch import Job
 from testrack.scheduling.estimates import DEFAULT_ESTIMATE
@@ -46,11 +50,6 @@ CLAIM_SECONDS = 1.0
 CLAIM_MOST = 64
 #: How often an idle host asks the queue again (tests of a host that died come back).
 LOOK_AGAIN = 1.0
-#: Why a test on several devices is an error in a shared run (not built yet: say so).
-SEVERAL_DEVICES = (
-    "tests on several devices at once do not run in a shared run (--rack-run {uid}) yet: "
-    "run them on one host without --rack-run, or deselect them here with -m"
-)
 
 
 def addoption(group: Any) -> None:
@@ -88,6 +87,14 @@ class SharedRun:
         self.jobs: dict[tuple[str, str], Job] = {}
         #: What this host claimed and has not completed, by :meth:`key`.
         self.claims: dict[tuple[str, str], Claim] = {}
+        #: Tests on several devices this host can run (claimed when a set is free), and those
+        #: another host had claimed when this one tried (tried again if tests come back).
+        self.gangs: list[Gang] = []
+        self.gangs_elsewhere: list[Gang] = []
+        #: A claimed test on several devices: its claim's key, by (node id, first device), and
+        #: the leases of its other devices, which fence its result too (by claim item).
+        self._gang_keys: dict[tuple[str, str], tuple[str, str]] = {}
+        self._gang_fences: dict[int, tuple[int, ...]] = {}
         self.each = ctl.mode == "each"
         self.claim_size: dict[str, int] = {}
         self._started: set[tuple[str, str]] = set()
@@ -158,6 +165,9 @@ class SharedRun:
             for device in job.eligible:
                 self.jobs[(job.nodeid, device)] = job
                 routes.setdefault(device, []).append(job.nodeid)
+        for gang in self.gangs:
+            estimates[gang.nodeid] = max(estimates.get(gang.nodeid, 0.0), gang.estimate)
+            routes.setdefault(self.gang_route(gang), []).append(gang.nodeid)
         self.claim_size = self._claim_sizes()  # once: a claim is on the run loop's path
         plan = RunPlan(
             self.uid,
@@ -184,11 +194,45 @@ class SharedRun:
         are queued for the other hosts, not reported here as errors)."""
         elsewhere = [i.test.nodeid for i, _ in plan.unrunnable if not i.test.requirement_error]
         plan.unrunnable = [(i, text) for i, text in plan.unrunnable if i.test.requirement_error]
-        for gang in plan.gangs:
-            info = self.ctl.tests[gang.nodeid]
-            plan.unrunnable.append((info, SEVERAL_DEVICES.format(uid=self.uid)))
-        plan.gangs = []
+        self.gangs = list(plan.gangs)
         return elsewhere
+
+    def gang_route(self, gang: Gang) -> str:
+        """The name a test on several devices is queued for: in each mode the label of its set
+        (each set runs it once), in load mode one name for "a set of this host's devices"."""
+        if self.each:
+            return "+".join(name for position in gang.positions for name in sorted(position))
+        return f"several devices of host {self.host}"
+
+    def claim_gang(self, gang: Gang, slots: Sequence[str], devices: Sequence[str]) -> bool | None:
+        """Claim a test on several devices from the queue for the set the allocator chose, in one
+        transaction fenced by all their slots' leases. False: another host has it, or had it
+        (it is not this host's to run); None: not now (a lease is gone, the share is away)."""
+        leasing = self.ctl.leasing
+        assert leasing is not None
+        tokens = [lease.token for slot_id in slots if (lease := leasing.leases.get(slot_id)) is not None]
+        if len(tokens) != len(slots):
+            return None
+        route = self.gang_route(gang)
+        key = self.key(gang.nodeid, route)
+        claim = self.claims.get(key)  # claimed already: it runs again (a DeviceError)
+        if claim is None:
+            try:
+                claim = self.queue.claim_test(self.uid, self.host, self.holder_id, tokens, gang.nodeid, route)
+            except LeaseLost as exc:
+                trace(f"shared: {gang.nodeid} not claimed: {exc}")
+                return None
+            except ShareError as exc:
+                self.ctl.problems.append(f"shared run {self.uid}: could not claim {gang.nodeid}: {exc}")
+                return None
+            if claim is None:
+                trace(f"shared: {gang.nodeid} on {route} is another host's")
+                self.gangs_elsewhere.append(gang)
+                return False
+            self.claims[key] = claim
+        self._gang_keys[(gang.nodeid, devices[0])] = key
+        self._gang_fences[claim.item] = tuple(t for t in tokens if t != claim.token)
+        return True
 
     def describe(self, elsewhere: int) -> str:
         joined = self.joined
@@ -235,6 +279,18 @@ class SharedRun:
         another device here), in each mode once per device."""
         return (nodeid, device if self.each else "")
 
+    def _claim_key(self, nodeid: str, device: str) -> tuple[str, str]:
+        """The key of the claim a test run on ``device`` (its first device) reports to."""
+        return self._gang_keys.get((nodeid, device)) or self.key(nodeid, device)
+
+    def _pop_claim(self, nodeid: str, device: str) -> Claim | None:
+        key = self._claim_key(nodeid, device)
+        claim = self.claims.pop(key, None)
+        if claim is not None:
+            self._gang_keys.pop((nodeid, device), None)
+            self._started.discard(key)
+        return claim
+
     def _claim_sizes(self) -> dict[str, int]:
         """How many tests one claim takes, per device: about CLAIM_SECONDS of its work."""
         known: dict[str, list[float]] = {}
@@ -279,6 +335,11 @@ class SharedRun:
             ctl = self.ctl
             if any(w.wants_work for w in ctl.alive_workers()):
                 ctl.feed_idle()
+            if self.may_have_more() and self._queued and self.gangs_elsewhere and ctl.phase is Phase.RUNNING:
+                # A host that had claimed them may have died: they may be queued again.
+                ctl.gangs.add(self.gangs_elsewhere)
+                self.gangs_elsewhere = []
+                ctl.gangs.start()
             if self.may_have_more() and self._queued and ctl.phase is Phase.RUNNING:
                 # Tests came back (a host died) after this host's workers finished: a fresh worker
                 # in each free slot claims what its device can run.
@@ -290,11 +351,13 @@ class SharedRun:
         return left if wait is None else min(wait, left)
 
     def waiting(self) -> bool:
-        """Whether idle workers wait for tests that may still come back to the queue."""
+        """Whether this host waits for tests that may still come back to the queue (claimed by
+        hosts that may die): with an idle worker, or a free slot to start one in when they do."""
         # Any worker that may still take tests: also one starting or just started, that has not
-        # asked yet (its slot's lease came back after the run was frozen or cut off).
+        # asked yet (its slot's lease came back after the run was frozen or cut off). Or none:
+        # every worker was told to finish with its last test, just as another host died.
         idle = any(not w.winding_down and not w.assigned for w in self.ctl.alive_workers())
-        return idle and self.may_have_more()
+        return (idle or bool(self.ctl.free_slots())) and self.may_have_more()
 
     def _mark_started(self) -> None:
         """Tell the queue which claimed tests started (a host that dies is blamed for those)."""
@@ -304,7 +367,7 @@ class SharedRun:
         for worker in self.ctl.alive_workers():
             started = worker.board.read().started - worker.reported
             for job in list(worker.assigned)[: max(0, started)]:
-                key = self.key(job.nodeid, worker.device.name)
+                key = self._claim_key(job.nodeid, worker.device.name)
                 claim = self.claims.get(key)
                 if claim is not None and key not in self._started:
                     self._started.add(key)
@@ -319,21 +382,23 @@ class SharedRun:
     def complete(self, results: Sequence[Result]) -> set[str]:
         """Store the final results of claimed tests with their fence checks; returns the node ids
         whose results were refused (their claim went back to the queue: not to be shown)."""
-        by_token: dict[int, list[tuple[Claim, Result]]] = {}
+        by_token: dict[tuple[int, tuple[int, ...]], list[tuple[Claim, Result]]] = {}
         refused: set[str] = set()
         attempts: list[Result] = []
         for result in results:
-            key = self.key(result.nodeid, result.device)
-            claim = None if result.outcome == "rerun" else self.claims.pop(key, None)
+            # An attempt that runs again (a rerun, a DeviceError) keeps the claim.
+            again = result.outcome in ("rerun", "device_error")
+            claim = None if again else self._pop_claim(result.nodeid, result.device)
             if claim is None:
-                attempts.append(result)  # an attempt of a test that runs again, or not a queued one
+                attempts.append(result)  # an attempt, another device's copy, or not a queued test
                 continue
-            self._started.discard(key)
-            by_token.setdefault(claim.token, []).append((claim, result))
+            fences = self._gang_fences.pop(claim.item, ())
+            by_token.setdefault((claim.token, fences), []).append((claim, result))
         self.ctl.recorder.results(attempts)
-        for token, finished in by_token.items():
+        for (token, also), finished in by_token.items():
             try:
-                accepted = {c.item for c in self.queue.complete(self.uid, self.holder_id, token, finished)}
+                done = self.queue.complete(self.uid, self.holder_id, token, finished, also)
+                accepted = {c.item for c in done}
             except LeaseLost:
                 accepted = set()
             except ShareError as exc:
@@ -374,8 +439,7 @@ class SharedRun:
         that were not claimed tests (they stay this host's)."""
         claims, kept = [], []
         for job in jobs:
-            keys = {self.key(job.nodeid, d) for d in job.eligible}
-            mine = [c for k in keys if (c := self.claims.pop(k, None)) is not None]
+            mine = [c for d in job.eligible if (c := self._pop_claim(job.nodeid, d)) is not None]
             claims.extend(mine)
             if not mine:
                 kept.append(job)

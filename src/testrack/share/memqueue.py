@@ -176,13 +176,46 @@ class MemoryQueue:
                 if item.state == "claimed" and item.claim_token == token:
                     item.started = True
 
+    def claim_test(
+        self, run: str, host: str, holder_id: int, tokens: Sequence[int], nodeid: str, device: str
+    ) -> Claim | None:
+        with self.share.lock:
+            for token in tokens:
+                self._fence(holder_id, token, f"claim {nodeid} on {device}")
+            plan = self._runs[run].plan
+            item = next(
+                (
+                    i
+                    for i in self._items.values()
+                    if i.run == run and plan.tests[i.idx].nodeid == nodeid and i.state == "queued"
+                    and i.device in (None, device) and (run, device, i.idx) in self._routes
+                ),
+                None,
+            )  # fmt: skip
+            if item is None:
+                return None
+            item.state, item.attempts, item.started = "claimed", item.attempts + 1, False
+            item.claim_holder, item.claim_host, item.claim_device, item.claim_token = (
+                holder_id,
+                host,
+                device,
+                tokens[0],
+            )
+            return Claim(item.id, nodeid, device, item.attempts, tokens[0])
+
     def complete(
-        self, run: str, holder_id: int, token: int, finished: Sequence[tuple[Claim, Result]]
+        self,
+        run: str,
+        holder_id: int,
+        token: int,
+        finished: Sequence[tuple[Claim, Result]],
+        also: Sequence[int] = (),
     ) -> list[Claim]:
         with self.share.lock:
             if not finished:
                 return []
-            self._fence(holder_id, token, "write results")
+            for fence in (token, *also):
+                self._fence(holder_id, fence, "write results")
             accepted, rows = [], []
             for claim, result in finished:
                 item = self._items[claim.item]

@@ -156,8 +156,33 @@ class PostgresQueue:
 
         self.share.call(go)
 
+    def claim_test(
+        self, run: str, host: str, holder_id: int, tokens: Sequence[int], nodeid: str, device: str
+    ) -> Claim | None:
+        now = self.share.now_param()
+        params = {
+            "run": run, "nodeid": nodeid, "device": device, "holder_id": holder_id, "host": host,
+            "token": tokens[0], "batch": uuid.uuid4().hex,
+        }  # fmt: skip
+
+        def go(conn: psycopg.Connection[Any]) -> Claim | None:
+            with conn.transaction():
+                for token in tokens:
+                    self._fence(conn, holder_id, token, now, f"claim {nodeid} on {device}")
+                row = conn.execute(Q["queue_claim_test"], params).fetchone()
+            if row is None:
+                return None
+            return Claim(int(row[0]), row[1], device, int(row[2]), tokens[0])
+
+        return self.share.call(go)
+
     def complete(
-        self, run: str, holder_id: int, token: int, finished: Sequence[tuple[Claim, Result]]
+        self,
+        run: str,
+        holder_id: int,
+        token: int,
+        finished: Sequence[tuple[Claim, Result]],
+        also: Sequence[int] = (),
     ) -> list[Claim]:
         if not finished:
             return []
@@ -165,7 +190,8 @@ class PostgresQueue:
 
         def go(conn: psycopg.Connection[Any]) -> list[Claim]:
             with conn.transaction():
-                self._fence(conn, holder_id, token, now, "write results")
+                for fence in (token, *also):
+                    self._fence(conn, holder_id, fence, now, "write results")
                 items = [c.item for c, _ in finished]
                 params = {"items": items, "outcomes": [r.outcome for _, r in finished], "token": token}
                 closed = {row[0] for row in conn.execute(Q["queue_finish_items"], params)}

@@ -154,12 +154,26 @@ class RunQueue(Protocol):
         host woken after its ttl must not blame itself, after the fact, for tests that ran and
         ended while it still held its lease: their results were refused, and they run again.)"""
 
+    def claim_test(
+        self, run: str, host: str, holder_id: int, tokens: Sequence[int], nodeid: str, device: str
+    ) -> Claim | None:
+        """Claim one named test, queued for ``device`` (a test on several devices: the label of
+        the set, which the host routed it to), in one transaction fenced by every lease in
+        ``tokens`` (the set's devices; the claim is the first one's): all of them are this
+        holder's, or LeaseLost and nothing is claimed. None: another host has it, or had it."""
+
     def complete(
-        self, run: str, holder_id: int, token: int, finished: Sequence[tuple[Claim, Result]]
+        self,
+        run: str,
+        holder_id: int,
+        token: int,
+        finished: Sequence[tuple[Claim, Result]],
+        also: Sequence[int] = (),
     ) -> list[Claim]:
-        """Store the results and close their claims, in one transaction fenced by ``token``:
-        LeaseLost if the lease is gone (nothing is stored). Returns the claims accepted; a claim
-        that went back to the queue meanwhile is refused (its result must not be shown)."""
+        """Store the results and close their claims, in one transaction fenced by ``token`` (and
+        the leases in ``also``: a test's other devices): LeaseLost if a lease is gone (nothing
+        is stored). Returns the claims accepted; a claim that went back to the queue meanwhile
+        is refused (its result must not be shown)."""
 
     def unclaim(self, holder_id: int, token: int, claims: Sequence[Claim]) -> None:
         """Give back claimed tests that did not start (a give-back, a quarantine, the end)."""

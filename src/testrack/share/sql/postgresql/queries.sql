@@ -191,6 +191,24 @@ FROM testrack.queue_claim(
         ) / (2.0 * %(among)s::integer))::integer)) END,
     %(holder_id)s::bigint, %(host)s, %(token)s::bigint, %(batch)s);
 
+-- name: queue_claim_test
+-- One named test queued for %(device)s (a set's label for a test on several devices), if it still is.
+UPDATE testrack.queue_items i
+SET state = 'claimed', attempts = i.attempts + 1, started = false, claim_holder = %(holder_id)s,
+    claim_host = %(host)s, claim_device = %(device)s, claim_token = %(token)s, claim_batch = %(batch)s
+FROM testrack.queue_tests t
+WHERE i.id = (
+        SELECT q.id FROM testrack.queue_items q
+        JOIN testrack.queue_tests qt ON qt.run = q.run AND qt.idx = q.idx
+        WHERE q.run = %(run)s AND qt.nodeid = %(nodeid)s AND q.state = 'queued'
+          AND (q.device IS NULL OR q.device = %(device)s)
+          AND EXISTS (SELECT 1 FROM testrack.queue_routes r
+                      WHERE r.run = q.run AND r.device = %(device)s AND r.idx = q.idx)
+        LIMIT 1
+        FOR UPDATE OF q SKIP LOCKED)
+  AND t.run = i.run AND t.idx = i.idx
+RETURNING i.id, t.nodeid, i.attempts;
+
 -- name: queue_claimed_batch
 -- A claim retried after its commit's answer was lost (the server went away): the same tests again.
 SELECT i.id, t.nodeid, i.attempts FROM testrack.queue_items i
