@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -111,10 +112,24 @@ def test_roles_get_the_devices_that_match_them(
             assert device == devices["server"] == devices[0]
         """
     )
-    result = pytester.runpytest_subprocess("--rack", "testrack.toml")
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--junitxml", "j.xml")
     result.assert_outcomes(passed=1)
     (entry,) = held(pytester)
     assert entry["devices"][0] == "host-1" and len(set(entry["devices"][1:])) == 2
+    # The store keeps the role each device took; history and JUnit say it.
+    roles = dict(zip(entry["devices"], ["server", "client", "client"], strict=True))
+    store = SQLiteStore(pytester.path / ".testrack" / "results.sqlite")
+    (run,) = store.runs()
+    assert {r.device: r.role for r in store.results(run.id)} == roles
+    store.close()
+    shown = pytester.run(sys.executable, "-m", "testrack", "history", "test_call.py::test_call")
+    assert shown.ret == 0, shown.stdout.str()
+    for device, role in roles.items():
+        shown.stdout.fnmatch_lines([f"*{device} as {role} *passed*"])
+    case = ET.parse(pytester.path / "j.xml").getroot().find(".//testcase")
+    assert case is not None
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["roles"] == ",".join(f"{role}={device}" for device, role in roles.items()), props
 
 
 def test_each_mode_gives_every_device_every_role(

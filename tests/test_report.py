@@ -62,6 +62,19 @@ def test_results_become_columns_with_each_name_once() -> None:
     assert report.quarantines == [(1, "gone", 5_000_000)]
 
 
+def test_a_test_on_several_devices_is_on_the_lane_of_each_of_its_devices() -> None:
+    """Stored once per device under its first device's slot: each copy goes on its device's lane."""
+    results = [
+        _r("t.py::test_one", "board-1", "gw0", "passed", 0.0, 1.0),
+        _r("t.py::test_one", "board-2", "gw1", "passed", 0.0, 1.0),
+        _r("t.py::test_pair", "board-1", "gw0", "passed", 1.0, 2.0),
+        _r("t.py::test_pair", "board-2", "gw0", "passed", 1.0, 2.0),
+    ]
+    report = from_results(RUN, results)
+    assert report.lanes == [("gw0", 0), ("gw1", 1)]
+    assert report.results.lane == [0, 1, 0, 1]
+
+
 def test_a_retried_attempt_is_marked_and_not_counted() -> None:
     """The crash that was retried on the same device (each mode) is superseded; the summary counts finals."""
     report = from_results(RUN, each_mode_results())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from pathlib import Path
@@ -81,6 +82,28 @@ def test_results_keep_every_field_in_order(store) -> None:
         ("t.py::b", "board-2", "gw1", "crashed", 0.5, 3, "killed by signal 9"),
     ]
     assert all(r.run_id == run for r in got)
+
+
+def test_the_role_of_each_device_of_a_test_on_several_is_kept(store) -> None:
+    """A test on two devices is a result on each, with the role each took; history has them too."""
+    run = store.begin_run(RunInfo("u", 1.0, "load", "r", "c"))
+    pair = _result("t.py::call", "host-1", message="assert 1 == 2")
+    store.add_results(
+        run,
+        [
+            dataclasses.replace(pair, role="server", longrepr="E  assert 1 == 2"),
+            dataclasses.replace(pair, device="phone-1", role="client", longrepr="E  assert 1 == 2"),
+            _result("t.py::one"),
+        ],
+    )
+    expected = [("host-1", "server"), ("phone-1", "client"), ("board-1", None)]
+    assert [(r.device, r.role) for r in store.results(run)] == expected
+    detailed = store.results(run, details=True)
+    assert [(r.device, r.role) for r in detailed] == expected and detailed[0].longrepr == "E  assert 1 == 2"
+    assert sorted((r.device, r.role) for _, r in store.history("t.py::call")) == [
+        ("host-1", "server"),
+        ("phone-1", "client"),
+    ]
 
 
 def test_history_spans_runs_and_devices_newest_first(store) -> None:

@@ -163,6 +163,7 @@ def _result_dict(result: Result) -> dict[str, Any]:
         "stopped": result.stopped,
         "position": result.position,
         "message": result.message,
+        "role": result.role,
     }
 
 
@@ -357,8 +358,9 @@ def format_history(data: dict[str, Any]) -> list[str]:
     outcomes = Counter(r["outcome"] for r in rows)
     lines = [f"{data['nodeid']}: {plural(len(rows), 'result')}, {counts(dict(outcomes))}"]
     for row in rows:
+        where = row["device"] + (f" as {row['role']}" if row.get("role") else "")
         lines.append(
-            f"run {row['run']:>4}  {_when(row['run_started'])}  {row['device']:<16} "
+            f"run {row['run']:>4}  {_when(row['run_started'])}  {where:<16} "
             f"{row['outcome']:<9} {row['duration']:8.3f} s{environment_text(row.get('environment'))}"
         )
     return lines

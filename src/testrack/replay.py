@@ -121,9 +121,13 @@ class Replay:
             if nodeid in overtime:
                 attempt.message = overtime[nodeid].splitlines()[0]
             result = attempt.result(nodeid, device, worker.slot.id, worker.tests_done, outcome)
-            results.append(result)
-            # A test on several devices is a result on each of them (its first device ran it).
-            results.extend(dataclasses.replace(result, device=d) for d in self._others(worker, nodeid))
+            # A test on several devices is a result on each of them (its first device ran it),
+            # with the role each took.
+            roles = self._roles(worker, nodeid)
+            results.append(dataclasses.replace(result, role=roles.get(device)) if roles else result)
+            results.extend(
+                dataclasses.replace(result, device=d, role=roles.get(d)) for d in self._others(worker, nodeid)
+            )
             worker.tests_done += 1
         refused = self.record(results)
         crashed = self._crashed_here(refused)
@@ -206,6 +210,17 @@ class Replay:
         run = self.ctl.gangs.running.get(worker.slot.id)
         return run.devices[1:] if run is not None and run.gang.nodeid == nodeid else ()
 
+    def _roles(self, worker: WorkerHandle, nodeid: str) -> dict[str, str | None]:
+        """The role each device of the test on several devices this worker runs took ({}: none)."""
+        run = self.ctl.gangs.running.get(worker.slot.id)
+        info = self.ctl.tests.get(nodeid)
+        if run is None or run.gang.nodeid != nodeid or info is None or info.test.devices is None:
+            return {}
+        request = info.test.devices
+        if not request.named:
+            return {}
+        return {d: role.name for d, role in zip(run.devices, request.positions(), strict=False)}
+
     def _show(self, worker: WorkerHandle, report: Any, outcome: str | None) -> None:
         ctl = self.ctl
         hook = ctl.config.hook
@@ -217,6 +232,9 @@ class Replay:
         report.user_properties.append(("device", device))
         if others:
             report.user_properties.append(("devices", ",".join((device, *others))))
+            roles = self._roles(worker, nodeid)
+            if roles:  # by role, in the marker's order: "server=host-1,client=phone-1,client=phone-2"
+                report.user_properties.append(("roles", ",".join(f"{r}={d}" for d, r in roles.items())))
         shown = self.display_id(nodeid, "+".join((device, *others)))
         if shown != nodeid:
             report.nodeid = shown

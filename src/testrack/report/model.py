@@ -232,6 +232,19 @@ def from_results(
             slot_device[r.worker] = r.device
     lanes = sorted(slot_device.items(), key=lambda kv: (natural_key(kv[1]), natural_key(kv[0])))
     lane_index = {slot: i for i, (slot, _) in enumerate(lanes)}
+    # A test on several devices is stored on each, under its first device's slot: on another
+    # device it goes on that device's (first) lane, so the timeline shows it on every device.
+    device_lane: dict[str, int] = {}
+    for i, (_, device) in enumerate(lanes):
+        device_lane.setdefault(device, i)
+
+    def lane(r: Result) -> int:
+        if r.worker not in lane_index:
+            return -1
+        if slot_device[r.worker] == r.device:
+            return lane_index[r.worker]
+        return device_lane.get(r.device, lane_index[r.worker])
+
     test_index: dict[str, int] = {}
     message_index: dict[str, int] = {}
     starts = [r.started for r in results if r.started > 0]
@@ -241,7 +254,7 @@ def from_results(
     cols = Columns(
         test=[test_index.setdefault(r.nodeid, len(test_index)) for r in results],
         device=[device_index[r.device] for r in results],
-        lane=[lane_index.get(r.worker, -1) for r in results],
+        lane=[lane(r) for r in results],
         outcome=[outcome_index[r.outcome] for r in results],
         start=[round((r.started - origin) * 1e6) for r in results],
         stop=[round((max(r.stopped, r.started) - origin) * 1e6) for r in results],

@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import statistics
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class Trouble(enum.Enum):
@@ -106,6 +106,14 @@ class Result:
     """A failing result's full failure text (pytest's ``longreprtext``), for the report."""
     sections: tuple[tuple[str, str], ...] = ()
     """A failing result's captured output, as pytest's ``(title, text)`` report sections."""
+    role: str | None = None
+    """For a test on several devices: the role this device took (None for the short form, whose
+    devices have positions only, and for a test on one device)."""
+
+
+def result_with_role(row: Sequence[Any]) -> Result:
+    """A result from a row of its ten base columns (``Result``'s first fields) and its role."""
+    return dataclasses.replace(Result(*row[:10]), role=row[10])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ from testrack.store.base import (
     Run,
     RunInfo,
     StoreError,
+    result_with_role,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def result_row(run_id: int, r: Result) -> dict[str, Any]:
         "run_id": run_id, "nodeid": r.nodeid, "device": r.device, "worker": r.worker, "outcome": r.outcome,
         "duration": r.duration, "started": r.started, "stopped": r.stopped, "position": r.position,
         "message": r.message, "longrepr": r.longrepr or None,
-        "sections": Jsonb([list(s) for s in r.sections]) if r.sections else None,
+        "sections": Jsonb([list(s) for s in r.sections]) if r.sections else None, "role": r.role,
     }  # fmt: skip
 
 
@@ -123,13 +124,13 @@ class PostgresStore:
 
     def results(self, run_id: int, details: bool = False) -> list[Result]:
         if not details:
-            return [Result(*row) for row in self._rows(Q["results"], {"run_id": run_id})]
+            return [result_with_role(row) for row in self._rows(Q["results"], {"run_id": run_id})]
         rows = self._rows(Q["results_with_details"], {"run_id": run_id})
         return [
             dataclasses.replace(
-                Result(*row[:10]),
-                longrepr=row[10],
-                sections=tuple((str(title), str(text)) for title, text in row[11] or ()),
+                result_with_role(row),
+                longrepr=row[11],
+                sections=tuple((str(title), str(text)) for title, text in row[12] or ()),
             )
             for row in rows
         ]
@@ -153,7 +154,7 @@ class PostgresStore:
 
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
         rows = self._rows(Q["history"], {"nodeid": nodeid, "limit": limit})
-        return [(Run(*row[10:]), Result(*row[:10])) for row in rows]
+        return [(Run(*row[10:20]), result_with_role((*row[:10], row[20]))) for row in rows]
 
     def recent_results(self, runs: int) -> list[Result]:
         return [Result(*row) for row in self._rows(Q["recent_results"], {"runs": runs})]

@@ -44,6 +44,7 @@ from testrack.store.base import (
     RunInfo,
     StoreError,
     Trouble,
+    result_with_role,
 )
 
 DEFAULT_PATH = Path(".testrack") / "results.sqlite"
@@ -119,6 +120,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             installed TEXT NOT NULL
         )""",
         "CREATE INDEX environments_by_run ON environments (run_id)",
+    ),
+    (  # v7: the role a device took in a test on several devices
+        "ALTER TABLE results ADD COLUMN role TEXT",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -344,13 +348,13 @@ class SQLiteStore:
             return
         rows = [
             (r.nodeid, r.device, r.worker, r.outcome, r.duration, r.started, r.stopped,
-             r.position, r.message, run_id, _pack_text(r.longrepr), _pack_sections(r.sections))
+             r.position, r.message, run_id, _pack_text(r.longrepr), _pack_sections(r.sections), r.role)
             for r in results
         ]  # fmt: skip
         with self._transaction():
             self._db.executemany(
-                f"INSERT INTO results ({_RESULT_COLUMNS}, longrepr, sections) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO results ({_RESULT_COLUMNS}, longrepr, sections, role) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -380,14 +384,14 @@ class SQLiteStore:
     def results(self, run_id: int, details: bool = False) -> list[Result]:
         if not details:
             rows = self._read(
-                f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id = ? ORDER BY id", (run_id,)
+                f"SELECT {_RESULT_COLUMNS}, role FROM results WHERE run_id = ? ORDER BY id", (run_id,)
             )
-            return [Result(*row) for row in rows]
+            return [result_with_role(row) for row in rows]
         rows = self._read(
-            f"SELECT {_RESULT_COLUMNS}, longrepr, sections FROM results WHERE run_id = ? ORDER BY id",
+            f"SELECT {_RESULT_COLUMNS}, role, longrepr, sections FROM results WHERE run_id = ? ORDER BY id",
             (run_id,),
         )
-        return [_with_details(Result(*row[:10]), row[10], row[11]) for row in rows]
+        return [_with_details(result_with_role(row), row[11], row[12]) for row in rows]
 
     def outcomes(self, run_ids: Sequence[int]) -> list[tuple[int, str, str]]:
         if not run_ids:
@@ -400,11 +404,11 @@ class SQLiteStore:
     def history(self, nodeid: str, limit: int = 50) -> list[tuple[Run, Result]]:
         rows = self._read(
             f"SELECT {', '.join('r.' + c.strip() for c in _RESULT_COLUMNS.split(','))}, "
-            f"{', '.join('u.' + c.strip() for c in _RUN_COLUMNS.split(','))} "
+            f"{', '.join('u.' + c.strip() for c in _RUN_COLUMNS.split(','))}, r.role "
             "FROM results r JOIN runs u ON u.id = r.run_id WHERE r.nodeid = ? ORDER BY r.id DESC LIMIT ?",
             (nodeid, limit),
         )
-        return [(Run(*row[10:]), Result(*row[:10])) for row in rows]
+        return [(Run(*row[10:20]), result_with_role((*row[:10], row[20]))) for row in rows]
 
     def recent_results(self, runs: int) -> list[Result]:
         rows = self._read(

@@ -15,9 +15,9 @@ SELECT id FROM testrack.runs WHERE uid = %(uid)s;
 
 -- name: add_result
 INSERT INTO testrack.results (run_id, nodeid, device, worker, outcome, duration, started, stopped, position, message,
-                              longrepr, sections)
+                              longrepr, sections, role)
 VALUES (%(run_id)s, %(nodeid)s, %(device)s, %(worker)s, %(outcome)s, %(duration)s, %(started)s, %(stopped)s,
-        %(position)s, %(message)s, %(longrepr)s, %(sections)s);
+        %(position)s, %(message)s, %(longrepr)s, %(sections)s, %(role)s);
 
 -- name: add_import
 INSERT INTO testrack.imports (run_id, module, worker, device, seconds)
@@ -30,11 +30,11 @@ UPDATE testrack.runs SET finished = %(finished)s, outcome = %(outcome)s WHERE id
 SELECT id, uid, started, mode, rack, command, finished, outcome, revision, seed FROM testrack.runs ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: results
-SELECT nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id
+SELECT nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id, role
 FROM testrack.results WHERE run_id = %(run_id)s ORDER BY id;
 
 -- name: results_with_details
-SELECT nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id, longrepr, sections
+SELECT nodeid, device, worker, outcome, duration, started, stopped, position, message, run_id, role, longrepr, sections
 FROM testrack.results WHERE run_id = %(run_id)s ORDER BY id;
 
 -- name: outcomes
@@ -54,7 +54,7 @@ SELECT module, worker, device, seconds FROM testrack.imports WHERE run_id = %(ru
 
 -- name: history
 SELECT r.nodeid, r.device, r.worker, r.outcome, r.duration, r.started, r.stopped, r.position, r.message, r.run_id,
-       u.id, u.uid, u.started, u.mode, u.rack, u.command, u.finished, u.outcome, u.revision, u.seed
+       u.id, u.uid, u.started, u.mode, u.rack, u.command, u.finished, u.outcome, u.revision, u.seed, r.role
 FROM testrack.results r JOIN testrack.runs u ON u.id = r.run_id
 WHERE r.nodeid = %(nodeid)s ORDER BY r.id DESC LIMIT %(limit)s;
 
