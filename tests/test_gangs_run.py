@@ -251,6 +251,17 @@ def test_a_crashed_test_on_several_devices_is_retried_whole(
         ["*test_dies_once: worker exited with code 3 (its test also had board-*) on board-*; retried on dev*"]
     )
     assert [len(set(e["devices"])) for e in held(pytester)] == [2]  # the retry; the crash logged nothing
+    # The crashed attempt is on both of its devices' summary lines (they said "no tests") and in
+    # the store on both.
+    crashed = re.search(r"code 3 \(its test also had (board-\d)\) on (board-\d)", result.stdout.str())
+    assert crashed is not None
+    for device in crashed.groups():
+        result.stdout.fnmatch_lines([f"{device}: *1 rerun*"])
+    store = SQLiteStore(pytester.path / ".testrack" / "results.sqlite")
+    (run,) = store.runs()
+    stored = sorted(r.device for r in store.results(run.id) if r.outcome == "crashed")
+    assert stored == sorted(crashed.groups())
+    store.close()
 
 
 def test_a_device_error_in_a_test_on_several_devices_retries_it_whole_after_their_checks(

@@ -168,9 +168,13 @@ class Faults:
             if self.retries.get(crashed.nodeid, 0) < self.retry_crashed and running:
                 attempt = worker.attempts.pop(crashed.nodeid, Attempt())
                 attempt.message = f"worker {how}"
-                ctl.recorder.results(
-                    [attempt.result(crashed.nodeid, worker.device.name, slot.id, worker.tests_done, outcome)]
-                )
+                device = worker.device.name
+                tried = attempt.result(crashed.nodeid, device, slot.id, worker.tests_done, outcome)
+                whole = gang is not None and gang.gang.nodeid == crashed.nodeid
+                devices = [device, *borrowed] if whole else [device]
+                # Stored on each of its devices, and counted on their summary lines as a rerun.
+                ctl.recorder.results([dataclasses.replace(tried, device=d) for d in devices])
+                ctl.replay.rerun_on.update(devices)
                 if gang is not None and gang.gang.nodeid == crashed.nodeid:
                     self.retries[crashed.nodeid] = self.retries.get(crashed.nodeid, 0) + 1
                     ctl.gangs.retry(gang)  # whole, on whichever devices fit it next
