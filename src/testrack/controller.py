@@ -582,8 +582,8 @@ class Controller:
     def on_may_i_start(self, worker: WorkerHandle) -> None:
         """A worker found its lease's deadline passed: confirm the lease with the share, or stop
         the worker (what it held goes back to the queue)."""
-        if worker.winding_down or not worker.alive:
-            return  # Shutdown or Finish is on its way
+        if worker.state is State.STOPPING or not worker.alive:
+            return  # Shutdown is on its way (a worker told to Finish still runs what it holds)
         assert self.leasing is not None
         if not self.leasing.holds(worker.slot.id):
             self.lease_lost(worker.slot.id)
