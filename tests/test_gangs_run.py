@@ -393,3 +393,35 @@ def test_each_mode_with_only_tests_on_several_devices_ends_and_names_each_set_in
     assert len(names) == 4 and all(
         re.fullmatch(r"test_(pair|pp\[1\])@board-\d\+board-\d", n) for n in names
     ), names
+
+
+def test_a_test_whose_device_is_never_leased_is_reported_not_waited_for(
+    pytester: pytest.Pytester,
+    write_rack: Callable[..., None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shared rack where a person holds one of the three boards and --rack-wait gives up on
+    it: the three-board test has no set left and is reported so (the run used to wait for ever)."""
+    write_rack(boards(3))
+    monkeypatch.setenv("TESTRACK_SHARE", str(tmp_path / "share.sqlite"))
+    pytester.makepyfile(
+        test_three="""
+        import pytest
+
+        @pytest.mark.devices(3, kind="board")
+        def test_three(devices):
+            pass
+
+        def test_one(device):
+            pass
+        """
+    )
+    pytester.runpytest_subprocess("--rack", "testrack.toml", "-k", "test_one").assert_outcomes(passed=1)
+    reserved = pytester.run(sys.executable, "-m", "testrack", "reserve", "board-2", "--for", "2m")
+    assert reserved.ret == 0, reserved.stdout.str() + reserved.stderr.str()
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--rack-wait", "2", timeout=60)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*board-2*was not leased: gave up after 2 s*", "ERROR *test_three*no set of*"]
+    )

@@ -4,6 +4,7 @@ checks what a person sees), and ``testrack report``'s messages."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -73,6 +74,26 @@ def test_a_test_on_several_devices_is_on_the_lane_of_each_of_its_devices() -> No
     report = from_results(RUN, results)
     assert report.lanes == [("gw0", 0), ("gw1", 1)]
     assert report.results.lane == [0, 1, 0, 1]
+
+
+def test_a_test_on_several_devices_is_one_attempt_on_each_of_them() -> None:
+    """Its rows (one per device, the same worker and times) are one attempt: a retry replaces all
+    of them, they do not replace each other, and in each mode a run on the same devices in other
+    roles is another run, not a retry. A device whose worker ran nothing else gets a lane."""
+    load = dataclasses.replace(RUN, mode="load")
+    crash = [_r("t.py::pair", d, "gw0", "crashed", 1.0, 2.0) for d in ("board-1", "board-2")]
+    final = [_r("t.py::pair", d, "gw0", "passed", 3.0, 4.0) for d in ("board-1", "board-2")]
+    report = from_results(load, [*crash, *final])
+    assert [f & SUPERSEDED for f in report.results.flags] == [1, 1, 0, 0]
+    assert report.summary()["retried"] == 2 and report.summary()["counts"] == "2 passed"
+    assert sorted(report.lanes) == [("board-2 (lent)", 1), ("gw0", 0)]
+    assert sorted(report.results.lane) == [0, 0, 1, 1]
+    swapped = [
+        *[_r("t.py::call", d, "gw0", "failed", 1.0, 2.0) for d in ("phone-1", "phone-2")],
+        *[_r("t.py::call", d, "gw1", "passed", 3.0, 4.0) for d in ("phone-2", "phone-1")],
+    ]
+    each = from_results(RUN, swapped)
+    assert each.results.flags == [0, 0, 0, 0] and each.summary()["failing"] == 2
 
 
 def test_a_retried_attempt_is_marked_and_not_counted() -> None:

@@ -230,6 +230,13 @@ def from_results(
     for r in results:
         if r.worker != "-" and r.worker not in slot_device:
             slot_device[r.worker] = r.device
+    # A device that only took part in tests on several devices (its own worker ran nothing) gets
+    # a lane of its own, so that those tests are drawn on it too.
+    with_lane = set(slot_device.values())
+    for r in results:
+        if r.worker != "-" and r.device not in with_lane:
+            with_lane.add(r.device)
+            slot_device[f"{r.device} (lent)"] = r.device
     lanes = sorted(slot_device.items(), key=lambda kv: (natural_key(kv[1]), natural_key(kv[0])))
     lane_index = {slot: i for i, (slot, _) in enumerate(lanes)}
     # A test on several devices is stored on each, under its first device's slot: on another
@@ -243,7 +250,7 @@ def from_results(
             return -1
         if slot_device[r.worker] == r.device:
             return lane_index[r.worker]
-        return device_lane.get(r.device, lane_index[r.worker])
+        return device_lane[r.device]
 
     test_index: dict[str, int] = {}
     message_index: dict[str, int] = {}
@@ -271,14 +278,18 @@ def from_results(
             cols.detail[i] = len(details)
             details.append(Details(r.longrepr or "", r.sections))
     # An attempt is replaced by a later one of the same test (load mode) or of the same test on
-    # the same device (each mode: a retry stays on its device).
-    last_attempt: dict[tuple[int, int], int] = {}
-    keys = zip(cols.test, cols.device if run.mode == "each" else [0] * len(results), strict=True)
-    for i, key in enumerate(keys):
-        previous = last_attempt.get(key)
-        if previous is not None:
+    # the same devices (each mode: a retry stays on its devices). A test on several devices is
+    # one attempt stored on each of them (the same worker and times): its rows go together.
+    attempts: dict[tuple[str, str, float, float], list[int]] = {}
+    for i, r in enumerate(results):
+        attempts.setdefault((r.nodeid, r.worker, r.started, r.stopped), []).append(i)
+    last_attempt: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+    for rows in attempts.values():
+        on = tuple(cols.device[i] for i in rows) if run.mode == "each" else ()  # in role order
+        key = (cols.test[rows[0]], on)
+        for previous in last_attempt.get(key, ()):
             cols.flags[previous] |= SUPERSEDED
-        last_attempt[key] = i
+        last_attempt[key] = rows
 
     history = _history(history_runs, history_rows, test_index, outcome_index)
     return Report(
