@@ -349,7 +349,8 @@ def test_each_mode_a_late_host_runs_on_its_devices_and_a_retried_host_is_refused
     assert counts == {f"h{h}-board-{i}": 4 for h in (0, 1) for i in (0, 1)}, counts
 
 
-#: Single-device tests and tests on two devices at once; each appends what it ran on.
+#: Single-device tests and tests on two devices at once; each appends what it ran on, and a test
+#: on two devices leaves a file named for its devices when it begins.
 PAIRS = """
     import os, time
     import pytest
@@ -359,19 +360,21 @@ PAIRS = """
         os.write(fd, line.encode())
         os.close(fd)
 
-    @pytest.mark.parametrize("n", range(16))
+    @pytest.mark.parametrize("n", range({work}))
     def test_work(device, n):
         start = time.time()
-        time.sleep(0.1)
-        _log(f"test_work[{n}] {device.name} {os.getpid()} {start} {time.time()}\\n")
+        time.sleep({work_seconds})
+        _log(f"test_work[{{n}}] {{device.name}} {{os.getpid()}} {{start}} {{time.time()}}\\n")
 
-    @pytest.mark.parametrize("g", range(4))
+    @pytest.mark.parametrize("g", range({pairs}))
     @pytest.mark.devices(2, kind="board")
     def test_pair(devices, g):
         start = time.time()
-        time.sleep(0.3)
         names = "+".join(d.name for d in devices)
-        _log(f"test_pair[{g}] {names} {os.getpid()} {start} {time.time()}\\n")
+        with open(f"began-{{names}}", "w"):
+            pass
+        time.sleep({pair_seconds})
+        _log(f"test_pair[{{g}}] {{names}} {{os.getpid()}} {{start}} {{time.time()}}\\n")
 """
 
 
@@ -395,7 +398,7 @@ def test_tests_on_several_devices_run_in_a_shared_run_on_one_hosts_devices(
     6): such a test runs on two distinct devices of one host, claimed once from the queue under
     both devices' leases (load: once in the run; each: on every set of every host); no device
     runs two tests at once; report --wait counts them with the rest."""
-    pytester.makepyfile(test_pairs=PAIRS)
+    pytester.makepyfile(test_pairs=PAIRS.format(work=16, work_seconds=0.1, pairs=4, pair_seconds=0.3))
     racks = _racks(pytester, 2, mode=None if mode == "load" else "each")
     run = f"pipeline-pairs-{mode}"
     hosts = [_host(pytester, rack, f"ci-{h}", run, pg_database) for h, rack in enumerate(racks)]
@@ -428,30 +431,7 @@ def test_a_test_on_several_devices_whose_host_is_killed_runs_on_another_host(
     """kill -9 of the host running a test on two devices: with --rack-retry-crashed 1 the test goes
     back to the queue and the other host, which had found it taken, claims it and runs it on two
     of its own devices; report --wait ends with every test passed."""
-    pytester.makepyfile(
-        test_pairs="""
-        import os, time
-        import pytest
-
-        def _log(line):
-            fd = os.open(os.environ["RAN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            os.write(fd, line.encode())
-            os.close(fd)
-
-        @pytest.mark.parametrize("n", range(24))
-        def test_work(device, n):
-            time.sleep(0.2)
-            _log(f"test_work[{n}] {device.name} {os.getpid()} 0 0\\n")
-
-        @pytest.mark.devices(2, kind="board")
-        def test_pair(devices):
-            names = "+".join(d.name for d in devices)
-            with open(f"began-{names}", "w"):
-                pass
-            time.sleep(3.0)
-            _log(f"test_pair {names} {os.getpid()} 0 0\\n")
-        """
-    )
+    pytester.makepyfile(test_pairs=PAIRS.format(work=24, work_seconds=0.2, pairs=1, pair_seconds=3.0))
     racks = _racks(pytester, 2)
     args = ("--rack-retry-crashed", "1")
     hosts = [
@@ -471,5 +451,5 @@ def test_a_test_on_several_devices_whose_host_is_killed_runs_on_another_host(
     waited = _report(pytester, "pipeline-11", pg_database, "--wait", "--timeout", "30")
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert "pipeline-11: 25 passed" in waited.stdout, waited.stdout
-    pairs = [devices for nodeid, devices, _ in _ran(pytester) if nodeid == "test_pair"]
+    pairs = [devices for nodeid, devices, _ in _ran(pytester) if nodeid == "test_pair[0]"]
     assert len(pairs) == 1 and pairs[0].startswith(f"h{1 - doomed}-"), pairs

@@ -175,7 +175,8 @@ class Faults:
                 # Stored on each of its devices, and counted on their summary lines as a rerun.
                 ctl.recorder.results([dataclasses.replace(tried, device=d) for d in devices])
                 ctl.replay.rerun_on.update(devices)
-                if gang is not None and gang.gang.nodeid == crashed.nodeid:
+                if whole:
+                    assert gang is not None
                     self.retries[crashed.nodeid] = self.retries.get(crashed.nodeid, 0) + 1
                     ctl.gangs.retry(gang)  # whole, on whichever devices fit it next
                     where = "on devices free after their checks"

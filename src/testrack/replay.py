@@ -213,8 +213,10 @@ class Replay:
     def _roles(self, worker: WorkerHandle, nodeid: str) -> dict[str, str | None]:
         """The role each device of the test on several devices this worker runs took ({}: none)."""
         run = self.ctl.gangs.running.get(worker.slot.id)
+        if run is None or run.gang.nodeid != nodeid:
+            return {}  # the common case, on the per-result path: one lookup
         info = self.ctl.tests.get(nodeid)
-        if run is None or run.gang.nodeid != nodeid or info is None or info.test.devices is None:
+        if info is None or info.test.devices is None:
             return {}
         request = info.test.devices
         if not request.named:
