@@ -290,6 +290,15 @@ HOLDS_BOARD_1 = """
         time.sleep(60)
 """
 
+BOARD_1_STARTS_LAST = """
+    import time
+
+    def pytest_sessionstart(session):
+        workerinput = getattr(session.config, "workerinput", None)
+        if workerinput and workerinput["device"]["name"] == "board-1":
+            time.sleep(2)  # the others end before its test is handed out (as on a busy machine)
+"""
+
 PAIR = """
     import pytest
 
@@ -311,13 +320,16 @@ def test_a_run_gives_back_what_it_has_no_work_for_and_a_pair_takes_the_free_boar
     """Run A has one long test, on board-1. It used to keep board-2 and board-3 leased until it
     ended, so run B's tests (one on two boards) waited for all of run A; and B's pair chose
     board-1, which A holds, while two boards stood free. Now A's idle slots are released at
-    once, B runs everything on board-2 and board-3 meanwhile, and ends without a thread error."""
+    once (also when their workers end before A's test is handed out:
+    CI caught that), B runs everything on board-2 and board-3 meanwhile, and ends without a
+    thread error."""
     share = str(tmp_path / "share.sqlite")
     write_rack(boards(3))
     holder_project = tmp_path / "a"
     holder_project.mkdir()
     (holder_project / "testrack.toml").write_text((pytester.path / "testrack.toml").read_text())
     (holder_project / "test_hold.py").write_text(textwrap.dedent(HOLDS_BOARD_1))
+    (holder_project / "conftest.py").write_text(textwrap.dedent(BOARD_1_STARTS_LAST))
     pytester.makepyfile(test_pair=PAIR)
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -637,7 +637,7 @@ class Controller:
             self.leasing is None
             or self.shared is not None  # a shared run's hosts claim more from the queue
             or self.phase is not Phase.RUNNING
-            or self.dispatcher.remaining
+            or self.dispatcher.wants(slot.id)
             or self.gangs.active
             or slot.id in self.giving_back
             or ((worker := self.workers.get(slot.id)) is not None and worker.alive)
@@ -731,6 +731,8 @@ class Controller:
             self._boards_due = now + BOARDS_EVERY  # the heartbeat renews the leases meanwhile
             for worker in self.alive_workers():
                 self.allow_starts(worker)
+            for slot in self.slots:  # a worker that ended while work for others was queued
+                self.release_idle_lease(slot)
         for key, events in self._selector.select(timeout):
             if key.data is None:
                 self.on_checks()

@@ -240,6 +240,14 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ asking
 
+    def wants(self, slot_id: str) -> bool:
+        """Could any job not handed out yet run on ``slot_id``'s device (now or by a fresh
+        worker)? When not, the slot's lease may go back before the run ends."""
+        state = self._slots.get(slot_id)
+        return state is not None and any(
+            state.device in eligible for module in self._modules.values() for eligible in module.queues
+        )
+
     def has_work_for(self, slot_id: str) -> bool:
         """Would ``take(slot_id)`` hand out anything now?"""
         return self._choose(slot_id) is not None

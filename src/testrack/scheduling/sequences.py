@@ -156,6 +156,14 @@ class SequenceDispatcher:
         if heir is not None:
             self._lanes[heir].pending.extend(lane.pending)
 
+    def wants(self, slot_id: str) -> bool:
+        """Is any job left in this slot's sequence, or in another's that this slot's device
+        could take over?"""
+        lane = self._lanes.get(slot_id)
+        return lane is not None and any(
+            lane.device in self.devices_for(job) for other in self._lanes.values() for job in other.pending
+        )
+
     def has_work_for(self, slot_id: str) -> bool:
         lane = self._lanes.get(slot_id)
         return bool(lane and lane.live and lane.pending)
