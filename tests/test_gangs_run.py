@@ -425,3 +425,80 @@ def test_a_test_whose_device_is_never_leased_is_reported_not_waited_for(
     result.stdout.fnmatch_lines(
         ["*board-2*was not leased: gave up after 2 s*", "ERROR *test_three*no set of*"]
     )
+
+
+def test_tests_on_several_devices_in_a_row_run_in_one_worker_with_its_fixtures_kept(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """Each test on two boards ended its worker and a fresh one started for the next (~0.4 s
+    each, and the module's fixtures set up again, unlike plain pytest). Now the next one is
+    queued behind it in the same worker: one module set-up per worker, in both modes."""
+    write_rack(boards(2))
+    pytester.makeconftest(LOGGING_CONFTEST)
+    pytester.makepyfile(
+        test_pairs="""
+        import os, pytest
+
+        @pytest.fixture(scope="module")
+        def module_state():
+            with open("setups.txt", "a") as f:
+                f.write(f"{os.getpid()}\\n")
+            yield
+
+        def test_first(module_state, device):
+            pass
+
+        @pytest.mark.parametrize("i", range(6))
+        @pytest.mark.devices(2, kind="board")
+        def test_pair(module_state, devices, i):
+            assert len({d.name for d in devices}) == 2
+
+        def test_last(module_state, device):
+            pass
+        """
+    )
+    for mode, passed in (("load", 8), ("each", 8 + 2)):
+        (pytester.path / "setups.txt").unlink(missing_ok=True)
+        (pytester.path / "held.jsonl").unlink(missing_ok=True)
+        result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--rack-mode", mode, timeout=120)
+        result.assert_outcomes(passed=passed)
+        setups = (pytester.path / "setups.txt").read_text().split()
+        assert len(setups) == len(set(setups)) <= 2, (mode, setups)  # once in each worker, two workers
+        assert overlaps(held(pytester)) == []
+
+
+def test_a_crash_in_a_queued_test_on_several_devices_retries_it_whole_and_the_rest_run(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """Tests on two boards queued one behind another in a worker: the second kills it. It is
+    retried on two boards, and the third (queued in the dead worker too) still runs on two."""
+    write_rack(boards(2))
+    pytester.makeconftest(LOGGING_CONFTEST)
+    pytester.makepyfile(
+        test_chain="""
+        import os, pytest
+
+        @pytest.mark.devices(2, kind="board")
+        def test_a(devices):
+            pass
+
+        @pytest.mark.devices(2, kind="board")
+        def test_b_dies_once(devices):
+            if not os.path.exists("died"):
+                open("died", "w").close()
+                os._exit(3)
+
+        @pytest.mark.devices(2, kind="board")
+        def test_c(devices):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--rack", "testrack.toml", "--rack-retry-crashed", "1", "-v", timeout=120
+    )
+    result.assert_outcomes(passed=3)
+    entries = held(pytester)
+    assert sorted(e["test"].split("::")[1] for e in entries) == ["test_a", "test_b_dies_once", "test_c"]
+    assert all(len(set(e["devices"])) == 2 for e in entries), entries
+    assert overlaps(entries) == []
+    assert "not sent the devices" not in result.stdout.str()

@@ -895,6 +895,10 @@ class Controller:
                 return  # it was given a test on several devices
             if not worker.assigned and gangs.holds(worker):
                 return  # lent to such a test, or kept for the first one waiting: it waits, idle
+            if worker.assigned and gangs.follow(worker):
+                return  # such a test is queued behind what it holds
+            if worker.slot.id in gangs.queued:
+                return  # one is: asked again when the test before it ends (its worker waits)
             worker.wants_work = False
             kept = gangs.reservation is not None and worker.slot.id in gangs.reservation.slots
         jobs: list[Job] = []

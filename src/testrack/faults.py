@@ -119,10 +119,13 @@ class Faults:
             ctl.node_down(worker, None)
             ctl.collection.on_worker_stopped(worker)
             # A clean exit: after Finish, after Shutdown, or on its own at --maxfail.
+            current = ctl.workers.get(slot.id) is worker  # else a new worker has the slot already
             if worker.assigned and running:
-                self.requeue(list(worker.assigned))
+                jobs = list(worker.assigned)
+                self.requeue(ctl.gangs.take_back(worker, jobs) if current else jobs)
             worker.assigned.clear()
-            if ctl.workers.get(slot.id) is worker:  # else a new worker has the slot already
+            if current:
+                ctl.gangs.worker_gone(worker)
                 ctl.dispatcher.drop_slot(slot.id, permanently=False)
             if slot.id in ctl.giving_back:
                 ctl.after_give_back(slot)
@@ -147,7 +150,11 @@ class Faults:
             output = dump
         ctl.node_down(worker, f"worker {how}")
         crashed, lost = self.what_was_running(worker)
-        gang = ctl.gangs.worker_gone(worker)  # a test on several devices: the others are free again
+        gangs = ctl.gangs
+        gang = gangs.run_of(slot.id, crashed.nodeid) if crashed is not None else gangs.running.get(slot.id)
+        # Tests on several devices it finished but whose results died, or held: waiting again, whole.
+        unrun = gangs.take_back(worker, [j for j in worker.assigned if j is not crashed])
+        gangs.worker_gone(worker)  # the devices its tests on several devices had are free again
         borrowed = gang.devices[1:] if gang is not None else ()
         if borrowed:
             how += f" (its test also had {', '.join(borrowed)})"
@@ -162,7 +169,7 @@ class Faults:
             )
         for job in [*lost, *[j for j in worker.assigned if j is not crashed and j not in lost]]:
             worker.attempts.pop(job.nodeid, None)
-        leftovers = [j for j in worker.assigned if j is not crashed]
+        leftovers = unrun
         worker.assigned.clear()
         if crashed is not None:
             if self.retries.get(crashed.nodeid, 0) < self.retry_crashed and running:

@@ -9,8 +9,10 @@ use, which then take no new work until it starts, so it is not starved by single
 
 A worker that holds its last test waits for an answer before it can run it, so it is never
 kept waiting here: only idle workers (nothing queued) are lent, reserved or asked to wait for
-a multi-device test; a busy one on a reserved slot is told to finish, and a fresh worker is
-started on it when the test needs it.
+a multi-device test. A busy worker that asks instead gets the next such test queued behind
+what it holds (:meth:`Gangs.follow`), on its own device and devices that are idle or already
+lent to it: consecutive tests on several devices then run in one worker, with its module and
+session fixtures kept as pytest keeps them, instead of a fresh worker for each.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from testrack.health import DeviceState
 from testrack.planning import Gang
 from testrack.scheduling import Job
 from testrack.scheduling.allocation import Pending, Reservation, SlotState, allocate
+from testrack.scheduling.requests import perfect_matching
+from testrack.trace import trace
 from testrack.workers import State, WorkerLabel
 
 #: What the allocator is told a slot leased to another run has left: unknown, so long that a
@@ -49,12 +53,22 @@ class Gangs:
         self.ctl = ctl
         self.pending: list[Gang] = []
         self.running: dict[str, GangRun] = {}  # by the primary slot's id
+        self.queued: dict[str, GangRun] = {}  # by the primary slot's id: its worker runs it next
         self.lent: dict[str, str] = {}  # slot id -> primary slot id of the test it is lent to
         self.reservation: Reservation | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.pending or self.running)
+        return bool(self.pending or self.running or self.queued)
+
+    def run_of(self, slot_id: str, nodeid: str) -> GangRun | None:
+        """The run of ``nodeid`` on several devices in this slot's worker (running, or queued
+        next: its reports may arrive in the batch that ends the one before), if it is one."""
+        for runs in (self.running, self.queued):
+            run = runs.get(slot_id)
+            if run is not None and run.gang.nodeid == nodeid:
+                return run
+        return None
 
     def add(self, gangs: list[Gang]) -> None:
         self.pending.extend(sorted(gangs, key=lambda g: g.index))
@@ -146,28 +160,95 @@ class Gangs:
             self.pending.remove(gang)
             primary = idle[grant.slots[0]]
             assert primary is not None
-            labels = [ctl.launcher.labels[slot_id] for slot_id in grant.slots]
-            label = WorkerLabel.joint(labels, [ctl.devices[name] for name in grant.devices])
-            run = GangRun(gang, grant.slots, grant.devices, label)
-            self.running[primary.slot.id] = run
+            self.running[primary.slot.id] = self._grant(gang, grant.slots, grant.devices)
             for slot_id in grant.slots[1:]:
                 self.lent[slot_id] = primary.slot.id
-            job = Job(
-                gang.nodeid,
-                gang.module,
-                gang.index,
-                frozenset([grant.devices[0]]),
-                gang.estimate,
-                gang.guessed,
-            )
-            ctl.assign_gang(primary, job, [ctl.devices[name] for name in grant.devices])
+            self._assign(primary, gang, grant.devices)
         return others
 
+    def _grant(self, gang: Gang, slots: tuple[str, ...], devices: tuple[str, ...]) -> GangRun:
+        labels = [self.ctl.launcher.labels[slot_id] for slot_id in slots]
+        label = WorkerLabel.joint(labels, [self.ctl.devices[name] for name in devices])
+        return GangRun(gang, slots, devices, label)
+
+    def _assign(self, worker: WorkerHandle, gang: Gang, devices: tuple[str, ...]) -> None:
+        job = Job(gang.nodeid, gang.module, gang.index, frozenset([devices[0]]), gang.estimate, gang.guessed)
+        self.ctl.assign_gang(worker, job, [self.ctl.devices[name] for name in devices])
+
+    def follow(self, worker: WorkerHandle) -> bool:
+        """A busy worker asks what follows its last test: queue the first waiting test on
+        several devices behind it when this worker's device can take its first position and
+        the others are idle now or lent to this worker's running test. The slots it needs are
+        lent from now on (they would wait for this worker's test anyway: none has other work).
+        False when none fits, or this worker already has one queued."""
+        ctl = self.ctl
+        primary = worker.slot.id
+        if not worker.assigned or primary in self.queued or primary in self.lent:
+            return False
+        held = {job.nodeid for job in worker.assigned}
+        pool: dict[str, str] = {worker.device.name: primary}  # device -> slot
+        current = self.running.get(primary)
+        for slot_id, device in zip(current.slots, current.devices, strict=True) if current else ():
+            pool.setdefault(device, slot_id)
+        for other in ctl.alive_workers():  # kept for a reservation: only its test is a candidate
+            if other is not worker and self._idle(other):
+                pool.setdefault(other.device.name, other.slot.id)
+        pool = {d: s for d, s in pool.items() if ctl.health.usable(d) and s not in ctl.faults.dead_slots}
+        if worker.device.name not in pool:
+            return False
+        waiting = self.pending
+        if self.reservation is not None:  # the first test that waits keeps its place
+            waiting = [g for g in self.pending if g.key == self.reservation.request]
+        for gang in waiting:
+            if gang.nodeid in held or worker.device.name not in gang.positions[0]:
+                continue
+            candidates = [[worker.device.name], *([d for d in pool if d in p] for p in gang.positions[1:])]
+            taken, _ = perfect_matching(candidates)
+            if None in taken:
+                continue
+            devices = tuple(d for d in taken if d is not None)
+            slots = tuple(pool[d] for d in devices)
+            if ctl.shared is not None:
+                claimed = ctl.shared.claim_gang(gang, slots, devices)
+                if claimed is None:
+                    return False
+                if not claimed:
+                    self.pending.remove(gang)  # another host runs it, or ran it
+                    continue
+            self.pending.remove(gang)
+            if self.reservation is not None and self.reservation.request == gang.key:
+                self.reservation = None
+            self.queued[primary] = self._grant(gang, slots, devices)
+            for slot_id in slots[1:]:
+                self.lent[slot_id] = primary
+            trace(f"controller: {gang.nodeid} queued on {'+'.join(devices)} after {primary}'s test")
+            self._assign(worker, gang, devices)
+            return True
+        return False
+
     def finished(self, worker: WorkerHandle, nodeid: str) -> None:
-        """The worker of a multi-device test reported it: its other slots are free again."""
-        run = self.running.get(worker.slot.id)
+        """The worker of a multi-device test reported it: its other slots are free again (but
+        those of the one queued next in it). ``nodeid`` is the test that just left its queue."""
+        primary = worker.slot.id
+        run = self.running.get(primary)
         if run is not None and run.gang.nodeid == nodeid:
-            self._release(worker.slot.id)
+            self._release(primary)  # the slots of the one queued next stay lent
+        following = self.queued.get(primary)
+        if following is not None and worker.assigned and worker.assigned[0].nodeid == following.gang.nodeid:
+            self.running[primary] = self.queued.pop(primary)
+
+    def take_back(self, worker: WorkerHandle, jobs: list[Job]) -> list[Job]:
+        """A worker ended holding ``jobs``: tests on several devices among them wait again,
+        whole (never as a test of its one device); the others are returned."""
+        runs = [r for r in (self.running.get(worker.slot.id), self.queued.get(worker.slot.id)) if r]
+        rest = []
+        for job in jobs:
+            run = next((r for r in runs if r.gang.nodeid == job.nodeid), None)
+            if run is None:
+                rest.append(job)
+            elif run.gang not in self.pending:
+                self.retry(run)
+        return rest
 
     def again(self, worker: WorkerHandle, nodeid: str) -> tuple[str, ...]:
         """The multi-device test this worker ran raised DeviceError: it waits again, whole (all
@@ -184,18 +265,19 @@ class Gangs:
         self.pending.append(run.gang)
         self.pending.sort(key=lambda g: g.index)
 
-    def worker_gone(self, worker: WorkerHandle) -> GangRun | None:
-        """The first device's worker died: its test on several devices, whose others are free again."""
-        run = self.running.get(worker.slot.id)
-        if run is None:
-            return None
+    def worker_gone(self, worker: WorkerHandle) -> None:
+        """The first device's worker ended: the devices lent to its tests on several devices
+        are free again (what it left unrun was given to :meth:`take_back` first)."""
+        self.queued.pop(worker.slot.id, None)
         self._release(worker.slot.id)
-        return run
 
     def _release(self, primary: str) -> None:
         self.running.pop(primary, None)
         for slot_id in [s for s, p in self.lent.items() if p == primary]:
             del self.lent[slot_id]
+        following = self.queued.get(primary)
+        for slot_id in following.slots[1:] if following is not None else ():
+            self.lent[slot_id] = primary  # still lent: to the test queued next in this worker
 
     def _idle(self, worker: WorkerHandle) -> bool:
         ctl = self.ctl

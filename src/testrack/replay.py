@@ -207,14 +207,14 @@ class Replay:
 
     def _others(self, worker: WorkerHandle, nodeid: str) -> tuple[str, ...]:
         """The other devices of the test on several devices this worker runs, if it is one."""
-        run = self.ctl.gangs.running.get(worker.slot.id)
-        return run.devices[1:] if run is not None and run.gang.nodeid == nodeid else ()
+        run = self.ctl.gangs.run_of(worker.slot.id, nodeid)
+        return run.devices[1:] if run is not None else ()
 
     def _roles(self, worker: WorkerHandle, nodeid: str) -> dict[str, str | None]:
         """The role each device of the test on several devices this worker runs took ({}: none)."""
-        run = self.ctl.gangs.running.get(worker.slot.id)
-        if run is None or run.gang.nodeid != nodeid:
-            return {}  # the common case, on the per-result path: one lookup
+        run = self.ctl.gangs.run_of(worker.slot.id, nodeid)
+        if run is None:
+            return {}  # the common case, on the per-result path: two lookups
         info = self.ctl.tests.get(nodeid)
         if info is None or info.test.devices is None:
             return {}
@@ -230,7 +230,8 @@ class Replay:
         nodeid = report.nodeid
         others = self._others(worker, nodeid)
         # read by the terminal and junitxml, as with xdist
-        report.node = self.ctl.gangs.running[worker.slot.id].label if others else worker.label
+        gang = self.ctl.gangs.run_of(worker.slot.id, nodeid) if others else None
+        report.node = gang.label if gang is not None else worker.label
         report.user_properties.append(("device", device))
         if others:
             report.user_properties.append(("devices", ",".join((device, *others))))
