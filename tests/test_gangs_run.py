@@ -130,6 +130,11 @@ def test_roles_get_the_devices_that_match_them(
     assert case is not None
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["roles"] == ",".join(f"{role}={device}" for device, role in roles.items()), props
+    # Which worker ran it, and its device's suite has a time, as for a test on one device.
+    assert props.get("worker", "").startswith("gw"), props
+    root = ET.parse(pytester.path / "j.xml").getroot()
+    suite = root.find(".//testsuite[@name='pytest@host-1']")
+    assert suite is not None and suite.get("timestamp"), ET.tostring(root)
 
 
 def test_each_mode_gives_every_device_every_role(
@@ -502,3 +507,86 @@ def test_a_crash_in_a_queued_test_on_several_devices_retries_it_whole_and_the_re
     assert all(len(set(e["devices"])) == 2 for e in entries), entries
     assert overlaps(entries) == []
     assert "not sent the devices" not in result.stdout.str()
+
+
+def test_a_crash_or_device_error_is_stored_on_each_device_with_its_role(
+    pytester: pytest.Pytester, write_rack: Callable[..., None], tmp_path: Path
+) -> None:
+    """A DeviceError in a test on two boards was stored on its first board only, and a crash's
+    rows had no role. Each attempt is now a row on each board, with the role that board took."""
+    write_rack(boards(3))
+    pytester.makepyfile(
+        test_roles="""
+        import os, pytest, testrack
+
+        @pytest.mark.devices(near={"kind": "board"}, far={"kind": "board"})
+        def test_link_drops_once(devices):
+            if not os.path.exists("dropped"):
+                open("dropped", "w").close()
+                raise testrack.DeviceError("the link dropped")
+
+        @pytest.mark.devices(near={"kind": "board"}, far={"kind": "board"})
+        def test_dies(devices):
+            os._exit(3)
+        """
+    )
+    store = tmp_path / "history.db"
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--rack-store", str(store), timeout=120)
+    result.assert_outcomes(passed=1, failed=1)
+    opened = SQLiteStore(store, read_only=True)
+    (run,) = opened.runs()
+    rows = opened.results(run.id)
+    opened.close()
+    for test, outcome in (("test_link_drops_once", "device_error"), ("test_dies", "crashed")):
+        mine = [r for r in rows if r.nodeid.endswith(test) and r.outcome == outcome]
+        assert sorted(r.role or "" for r in mine) == ["far", "near"], (test, rows)
+        assert len({r.device for r in mine}) == 2, (test, rows)
+
+
+def test_rack_off_lets_a_methods_devices_marker_replace_its_class_device_marker(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """--rack off skipped a test on two boards because its class asks for a phone: it read
+    every @device marker, where a rack run lets the nearest marker decide."""
+    write_rack(boards(2))
+    pytester.makepyfile(
+        test_off="""
+        import pytest
+
+        @pytest.mark.device(kind="phone")
+        class TestPhone:
+            def test_phone(self, device):
+                pass
+
+            @pytest.mark.devices(2, kind="board")
+            def test_pair(self, devices):
+                assert len({d.name for d in devices}) == 2
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "off", "-rs", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED * needs kind='phone'; --rack off runs as board-1 (board)*"])
+
+
+def test_a_count_far_beyond_the_rack_is_an_error_at_once(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """A role's count of 10**8 stalled the run: its positions were spelled out one by one
+    before the rack's size was checked. Now it is the usual error, in both modes."""
+    write_rack(boards(2))
+    pytester.makepyfile(
+        test_big="""
+        import pytest
+
+        @pytest.mark.devices(server={"kind": "board"}, client={"kind": "board", "count": 10**8})
+        def test_huge(devices):
+            pass
+
+        def test_small(device):
+            pass
+        """
+    )
+    for mode in ("load", "each"):
+        result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--rack-mode", mode, timeout=60)
+        result.assert_outcomes(passed=1 if mode == "load" else 2, errors=1)
+        result.stdout.fnmatch_lines(["*it needs client (kind='board', 100000000 devices), and the rack*"])

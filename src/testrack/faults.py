@@ -178,10 +178,11 @@ class Faults:
                 device = worker.device.name
                 tried = attempt.result(crashed.nodeid, device, slot.id, worker.tests_done, outcome)
                 whole = gang is not None and gang.gang.nodeid == crashed.nodeid
-                devices = [device, *borrowed] if whole else [device]
-                # Stored on each of its devices, and counted on their summary lines as a rerun.
-                ctl.recorder.results([dataclasses.replace(tried, device=d) for d in devices])
-                ctl.replay.rerun_on.update(devices)
+                # Stored on each of its devices (with its role), and counted on their summary
+                # lines as a rerun.
+                tries = ctl.replay.on_each_device(tried, gang if whole else None)
+                ctl.recorder.results(tries)
+                ctl.replay.rerun_on.update(r.device for r in tries)
                 if whole:
                     assert gang is not None
                     self.retries[crashed.nodeid] = self.retries.get(crashed.nodeid, 0) + 1

@@ -571,15 +571,15 @@ class _OneDevice:
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         from testrack.scheduling import describe_requirements, matches
-        from testrack.scheduling.matching import requirement_from_marker
+        from testrack.scheduling.requests import declaration
 
         for item in items:
-            try:
-                requirements = [
-                    requirement_from_marker(m.args, m.kwargs) for m in item.iter_markers("device")
-                ]
-            except ValueError:
-                continue  # reported when the test runs on a rack
+            # The nearest marker decides, as on a rack: a method's @devices replaces its
+            # class's @device (the devices fixture picks that test's set from the rack).
+            declared = declaration(item)
+            if declared.error is not None:
+                continue  # reported when the test runs, as on a rack
+            requirements = list(declared.requirements)
             if requirements and not matches(self.device, requirements):
                 reason = (
                     f"needs {describe_requirements(requirements)}; --rack off runs as {self.device.name} "

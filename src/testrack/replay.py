@@ -76,6 +76,7 @@ class Replay:
         config = ctl.config
         hook = config.hook
         device = worker.device.name
+        gangs = ctl.gangs
         timed_out = worker.timed_out[0] if worker.timed_out else None
         late = None
         if timed_out is not None and timed_out in message.finished:
@@ -95,12 +96,13 @@ class Replay:
             attempt = worker.attempts.setdefault(report.nodeid, Attempt())
             attempt.add(report, outcome)
             if outcome == "rerun":
-                results.append(
-                    attempt.result(report.nodeid, device, worker.slot.id, worker.tests_done, "rerun")
-                )
+                rerun = attempt.result(report.nodeid, device, worker.slot.id, worker.tests_done, "rerun")
+                results.extend(self.on_each_device(rerun, gangs.run_of(worker.slot.id, report.nodeid)))
                 worker.tests_done += 1
                 worker.attempts[report.nodeid] = Attempt()
         finished = [nodeid for nodeid in message.finished if nodeid != timed_out]
+        # Looked up before a DeviceError's retry releases the devices of a test on several.
+        runs = {nodeid: run for nodeid in finished if (run := gangs.run_of(worker.slot.id, nodeid))}
         retried = {nodeid for nodeid in finished if ctl.faults.retry_device_error(worker, nodeid)}
         overtime = {nodeid: text for nodeid in finished if (text := self._over_limit(worker, nodeid))}
         if late is not None and late not in overtime:
@@ -121,13 +123,7 @@ class Replay:
             if nodeid in overtime:
                 attempt.message = overtime[nodeid].splitlines()[0]
             result = attempt.result(nodeid, device, worker.slot.id, worker.tests_done, outcome)
-            # A test on several devices is a result on each of them (its first device ran it),
-            # with the role each took.
-            roles = self._roles(worker, nodeid)
-            results.append(dataclasses.replace(result, role=roles.get(device)) if roles else result)
-            results.extend(
-                dataclasses.replace(result, device=d, role=roles.get(d)) for d in self._others(worker, nodeid)
-            )
+            results.extend(self.on_each_device(result, runs.get(nodeid)))
             worker.tests_done += 1
         refused = self.record(results)
         crashed = self._crashed_here(refused)
@@ -213,15 +209,21 @@ class Replay:
     def _roles(self, worker: WorkerHandle, nodeid: str) -> dict[str, str | None]:
         """The role each device of the test on several devices this worker runs took ({}: none)."""
         run = self.ctl.gangs.run_of(worker.slot.id, nodeid)
+        return self._roles_in(run) if run is not None else {}  # the common case: two lookups
+
+    def _roles_in(self, run: GangRun) -> dict[str, str | None]:
+        info = self.ctl.tests.get(run.gang.nodeid)
+        if info is None or info.test.devices is None or not info.test.devices.named:
+            return {}
+        return {d: role.name for d, role in zip(run.devices, info.test.devices.positions(), strict=False)}
+
+    def on_each_device(self, result: Result, run: GangRun | None) -> list[Result]:
+        """A test on several devices is a result on each of them (its first device ran it),
+        with the role each took; any other test, its one result."""
         if run is None:
-            return {}  # the common case, on the per-result path: two lookups
-        info = self.ctl.tests.get(nodeid)
-        if info is None or info.test.devices is None:
-            return {}
-        request = info.test.devices
-        if not request.named:
-            return {}
-        return {d: role.name for d, role in zip(run.devices, request.positions(), strict=False)}
+            return [result]
+        roles = self._roles_in(run)
+        return [dataclasses.replace(result, device=d, role=roles.get(d)) for d in run.devices]
 
     def _show(self, worker: WorkerHandle, report: Any, outcome: str | None) -> None:
         ctl = self.ctl
@@ -318,7 +320,7 @@ class Replay:
             slot = worker.slot.id if worker else "-"
             position = worker.tests_done if worker else 0
             result = attempt.result(test.nodeid, device or "-", slot, position, outcome)
-            refused = self.record([result, *(dataclasses.replace(result, device=d) for d in others)])
+            refused = self.record(self.on_each_device(result, gang) if others else [result])
             if worker is not None:
                 worker.tests_done += 1
             crashed = self._crashed_here(refused)

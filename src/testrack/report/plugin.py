@@ -53,20 +53,27 @@ class RunReports:
         # The memory store is gone from the recorder once the run is finished; keep hold of it.
         self.store = controller.recorder.store
         self.spans: dict[str, list[float]] = {}
-        self.slots = {id(label): slot for slot, label in controller.launcher.labels.items()}
+        #: a worker's label id -> its slot; a test on several devices has a joint label, ``board-1+board-3``
+        self.slots = {label.id: slot for slot, label in controller.launcher.labels.items()}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Each result's worker slot as a property (junitxml reads it at teardown); each device's span."""
         if self.junit is None:
             return
-        slot = self.slots.get(id(getattr(report, "node", None)))
+        label = getattr(getattr(report, "node", None), "id", None)
+        if not isinstance(label, str):
+            return
+        slot = self.slots.get(label) or self.slots.get(label.split("+")[0])
         if slot is None:
             return
         if report.when == "teardown" or report.failed:
-            report.user_properties.append(("worker", slot))
-        device = next((str(v) for k, v in report.user_properties if k == "device"), None)
-        if device is not None and report.start:
+            report.user_properties.append(("worker", slot))  # the worker that ran it
+        properties = dict(report.user_properties)
+        devices = str(properties.get("devices") or properties.get("device") or "")
+        if not (devices and report.start):
+            return
+        for device in devices.split(","):  # a test on several devices spans each of them
             span = self.spans.get(device)
             if span is None:
                 self.spans[device] = [report.start, report.stop]

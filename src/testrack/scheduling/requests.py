@@ -261,9 +261,18 @@ def shortfall(request: DeviceRequest, devices: Sequence[Device]) -> Shortfall | 
     alternating paths are a set that needs more devices than match any of them
     (Hall's theorem), which is the most useful thing to tell the user.
     """
+    order = {d.name: i for i, d in enumerate(devices)}
+    # Counts beyond the rack's size answered before positions are spelled out one by one
+    # (a count of 10**8 would take minutes and gigabytes to say "not enough").
+    for role in request.roles:
+        matching = tuple(d.name for d in devices if matches(d, [role.requirement]))
+        if role.count > len(matching):
+            return Shortfall(roles=(role,), needed=role.count, matching=matching)
+    if request.size > len(devices):
+        names = tuple(d.name for d in devices if any(matches(d, [r.requirement]) for r in request.roles))
+        return Shortfall(roles=request.roles, needed=request.size, matching=names)
     positions = request.positions()
     options = eligibility(request, devices)
-    order = {d.name: i for i, d in enumerate(devices)}
     candidates = [sorted(names, key=order.__getitem__) for names in options]
     owner = perfect_matching(candidates)[1]
     matched = set(owner.values())
@@ -330,6 +339,8 @@ def first_assignment(
     What a run without workers (``--rack off``) gives the ``devices`` fixture: one
     process can reach every device, and ``device`` is the rack's first device.
     """
+    if request.size > len(devices):
+        return None
     order = {d.name: i for i, d in enumerate(devices)}
     by_name = {d.name: d for d in devices}
     candidates = [sorted(names, key=order.__getitem__) for names in eligibility(request, devices)]
