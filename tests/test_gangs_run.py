@@ -329,6 +329,11 @@ def test_the_store_keeps_a_result_for_each_device_of_the_test(
     rows = opened.results(run.id)
     opened.close()
     assert sorted((r.device, r.outcome) for r in rows) == [("board-1", "failed"), ("board-2", "failed")]
+    # `testrack last` counts it once in its headline, as pytest does, and once on each board.
+    shown = pytester.run(sys.executable, "-m", "testrack", "last", "--store", str(store))
+    shown.stdout.fnmatch_lines(
+        ["outcome: tests failed (exit code 1); 1 result: 1 failed", "board-1: 1 failed"]
+    )
 
 
 def test_simulated_devices_log_no_other_test_during_a_test_on_two_of_them(pytester: pytest.Pytester) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,16 +177,23 @@ def last(store: Store, run: str | None = None) -> dict[str, Any]:
     devices: dict[str, Counter[str]] = {}
     for result in results:
         devices.setdefault(result.device, Counter())[result.outcome] += 1
+    outcomes = outcomes_once(results)
     return {
         "run": _run_dict(found),
-        "results": len(results),
-        "outcomes": dict(Counter(r.outcome for r in results)),
+        "results": sum(outcomes.values()),
+        "outcomes": dict(outcomes),
         "devices": {name: dict(counts) for name, counts in sorted(devices.items())},
         "environments": {
             e.name: {"implementation": e.implementation, "version": e.version, "installed": e.installed}
             for e in store.environments(found.id)
         },
     }
+
+
+def outcomes_once(results: Iterable[Result]) -> Counter[str]:
+    """Outcomes as pytest counts them: a test on several devices is a result on each of its
+    devices (one attempt: same worker and times), counted once."""
+    return Counter({(r.nodeid, r.worker, r.started, r.stopped): r.outcome for r in results}.values())
 
 
 def format_last(data: dict[str, Any]) -> list[str]:

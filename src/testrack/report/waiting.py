@@ -94,9 +94,7 @@ def _wait_for_a_host(queue: PostgresQueue, uid: str, timeout: float, where: str)
 def summary(uid: str, progress: RunProgress, results: list[Result]) -> list[str]:
     """The run's outcome in pytest's words, then each device's (each host's devices together)."""
     hosts = ", ".join(h.name for h in progress.hosts) or "none"
-    # A test on several devices is a result on each of them: counted once, as pytest counts it.
-    runs = {(r.nodeid, r.worker, r.started, r.stopped): r.outcome for r in results}
-    lines = [f"{uid}: {history.counts(dict(Counter(runs.values())))} (hosts: {hosts})"]
+    lines = [f"{uid}: {history.counts(dict(history.outcomes_once(results)))} (hosts: {hosts})"]
     devices: dict[str, Counter[str]] = {}
     for result in results:
         devices.setdefault(result.device, Counter())[result.outcome] += 1
