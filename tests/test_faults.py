@@ -49,6 +49,9 @@ SUITE = """
             elif FAULT == "exit-once" and not os.path.exists("crashed-once"):
                 open("crashed-once", "w").close()
                 os._exit(7)
+            elif FAULT == "exit-once-each" and not os.path.exists("crashed-" + device.name):
+                open("crashed-" + device.name, "w").close()
+                os._exit(7)
             elif FAULT == "hang":
                 time.sleep(120)
         SimClient(device.address).work(20)
@@ -101,7 +104,7 @@ def run_session(pytester, sim, mode: str, *args: str, env: dict[str, str] | None
     """
     sim.write_rack(pytester.path / "testrack.toml", mode=mode)
     pytester.path.joinpath("test_suite.py").write_text(_suite())
-    full_env = dict(os.environ, FAULT_ON="any" if mode == "load" else "board-2", **(env or {}))
+    full_env = {**os.environ, "FAULT_ON": "any" if mode == "load" else "board-2", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--junitxml=junit.xml", *args],
         cwd=pytester.path, env=full_env, capture_output=True, text=True, timeout=180,
@@ -169,9 +172,8 @@ def test_crashed_test_retried_elsewhere(pytester, testrack_sim, mode):
     sim = testrack_sim(3)
     run = run_session(pytester, sim, mode, "--rack-retry-crashed", "1", env={"FAULT": "exit-once"})
     expect_every_other_test(run, ["board-1", "board-2", "board-3"], mode)
-    assert re.search(r"test_faulty: worker exited with code 7 on board-\d; retried on ", run.out), run.out[
-        -2000:
-    ]
+    shown = r"test_faulty(@board-\d)?: worker exited with code 7 on board-\d; retried on "
+    assert re.search(shown, run.out), run.out[-2000:]
     assert run.ret == 0, run.out[-2000:]
     crashed = [k for k in run.stored if k[0] == "test_faulty"]
     assert sum(run.stored[k] for k in crashed) == (2 if mode == "load" else 4)  # the crash and its retry
@@ -185,6 +187,22 @@ def test_crashed_test_retried_elsewhere(pytester, testrack_sim, mode):
         (WORK_TESTS + 1) * (3 if mode == "each" else 1),
         run,
     )
+
+
+def test_each_mode_gives_every_devices_run_its_own_retries(pytester, testrack_sim):
+    """Each mode runs a test once on every device, so each run has its own --rack-retry-crashed
+    budget: a test crashing once on each of three boards was retried on the first only, and the
+    run failed on the other two. Now each is retried, and the message names the run."""
+    sim = testrack_sim(3)
+    env = {"FAULT": "exit-once-each", "FAULT_ON": "any"}
+    run = run_session(pytester, sim, "each", "--rack-retry-crashed", "1", env=env)
+    assert run.ret == 0, run.out[-3000:]
+    for name in ("board-1", "board-2", "board-3"):
+        assert f"test_faulty@{name}: worker exited with code 7 on {name}; retried on {name}" in run.out, (
+            run.out[-3000:]
+        )
+        assert run.stored[("test_faulty", name)] == 2  # the crash and its retry
+        assert run.reported[("test_faulty", name)] == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -352,7 +370,8 @@ def test_device_error_reruns_the_test_and_rechecks_the_device(pytester, testrack
     run = run_session(pytester, sim, mode)
     assert run.ret == 0, run.out[-3000:]
     failed_on = pytester.path.joinpath("raised").read_text()
-    assert f"test_work_0: DeviceError on {failed_on} (lost the serial console); retried" in run.out
+    run_id = f"test_work_0@{failed_on}" if mode == "each" else "test_work_0"  # each mode: the test on it
+    assert f"{run_id}: DeviceError on {failed_on} (lost the serial console); retried" in run.out
     expect_every_other_test(run, ["board-1", "board-2", "board-3"], mode)
     if mode == "load":
         assert run.reported[("test_work_0", failed_on)] == 0, "retried on the device that failed"

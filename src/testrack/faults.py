@@ -172,12 +172,13 @@ class Faults:
         leftovers = unrun
         worker.assigned.clear()
         if crashed is not None:
-            if self.retries.get(crashed.nodeid, 0) < self.retry_crashed and running:
+            whole = gang is not None and gang.gang.nodeid == crashed.nodeid
+            key = ctl.replay.run_key(worker, crashed.nodeid, gang if whole else None)
+            if self.retries.get(key, 0) < self.retry_crashed and running:
                 attempt = worker.attempts.pop(crashed.nodeid, Attempt())
                 attempt.message = f"worker {how}"
                 device = worker.device.name
                 tried = attempt.result(crashed.nodeid, device, slot.id, worker.tests_done, outcome)
-                whole = gang is not None and gang.gang.nodeid == crashed.nodeid
                 # Stored on each of its devices (with its role), and counted on their summary
                 # lines as a rerun.
                 tries = ctl.replay.on_each_device(tried, gang if whole else None)
@@ -185,14 +186,14 @@ class Faults:
                 ctl.replay.rerun_on.update(r.device for r in tries)
                 if whole:
                     assert gang is not None
-                    self.retries[crashed.nodeid] = self.retries.get(crashed.nodeid, 0) + 1
+                    self.retries[key] = self.retries.get(key, 0) + 1
                     ctl.gangs.retry(gang)  # whole, on whichever devices fit it next
                     where = "on devices free after their checks"
                 else:
-                    where = self.requeue_elsewhere(worker, crashed)
+                    where = self.requeue_elsewhere(worker, crashed, key)
                 ctl.notes.append(
-                    f"{crashed.nodeid}: worker {how} on {worker.device.name}; retried {where} "
-                    f"({self.retries[crashed.nodeid]} of {self.retry_crashed}, --rack-retry-crashed)"
+                    f"{key}: worker {how} on {worker.device.name}; retried {where} "
+                    f"({self.retries[key]} of {self.retry_crashed}, --rack-retry-crashed)"
                 )
             else:
                 on = gang if gang is not None and gang.gang.nodeid == crashed.nodeid else None
@@ -277,30 +278,32 @@ class Faults:
             return False
         device = worker.device.name
         ctl.health.check(device)
-        if self.retries.get(nodeid, 0) >= DEVICE_ERROR_RETRIES:
-            ctl.notes.append(f"{nodeid}: DeviceError on {device} again; not retried any more")
+        key = ctl.replay.run_key(worker, nodeid)  # before the devices of a test on several go
+        if self.retries.get(key, 0) >= DEVICE_ERROR_RETRIES:
+            ctl.notes.append(f"{key}: DeviceError on {device} again; not retried any more")
             return False
         devices = ctl.gangs.again(worker, nodeid)
         if devices:
-            self.retries[nodeid] = self.retries.get(nodeid, 0) + 1
+            self.retries[key] = self.retries.get(key, 0) + 1
             for name in devices[1:]:
                 ctl.health.check(name)
             ctl.notes.append(
-                f"{nodeid}: DeviceError on {'+'.join(devices)} ({attempt.device_error}); retried on "
+                f"{key}: DeviceError on {'+'.join(devices)} ({attempt.device_error}); retried on "
                 "devices free after their checks"
             )
             return True
         job = next((j for j in worker.assigned if j.nodeid == nodeid), None)
         if job is None:
             return False
-        where = self.requeue_elsewhere(worker, job)
-        ctl.notes.append(f"{nodeid}: DeviceError on {device} ({attempt.device_error}); retried {where}")
+        where = self.requeue_elsewhere(worker, job, key)
+        ctl.notes.append(f"{key}: DeviceError on {device} ({attempt.device_error}); retried {where}")
         return True
 
-    def requeue_elsewhere(self, worker: WorkerHandle, job: Job) -> str:
-        """Queue a test again, away from this worker's device when another can run it; say where."""
+    def requeue_elsewhere(self, worker: WorkerHandle, job: Job, key: str) -> str:
+        """Queue a test again, away from this worker's device when another can run it; say where.
+        ``key`` is the run whose retry budget this uses (``Replay.run_key``)."""
         ctl = self.ctl
-        self.retries[job.nodeid] = self.retries.get(job.nodeid, 0) + 1
+        self.retries[key] = self.retries.get(key, 0) + 1
         device = worker.device.name
         others = ctl.dispatcher.devices_for(job) - {device} - set(ctl.health.quarantined())
         retry = dataclasses.replace(job, eligible=frozenset(others)) if others else job

@@ -56,7 +56,8 @@ class Replay:
         #: failed attempts run again, per device they failed on (the per-device summary lines)
         self.rerun_on: Counter[str] = Counter()
         self.failed_on: dict[str, set[str]] = {}
-        #: Tests that failed, then passed on a rerun: the devices they failed on, where they passed.
+        #: Tests (each mode: a test on its device) that failed, then passed on a rerun: the
+        #: devices they failed on, where they passed.
         self.flaky: dict[str, tuple[list[str], str]] = {}
 
     def display_id(self, nodeid: str, device: str | None) -> str:
@@ -118,8 +119,10 @@ class Replay:
             outcome = "device_error" if nodeid in retried else "timeout" if nodeid in overtime else None
             if nodeid in again:
                 outcome = "rerun"
-            elif nodeid in self.reruns and attempt.outcome in ("passed", "xfailed", "skipped"):
-                self.flaky[nodeid] = (sorted(self.failed_on.get(nodeid, ())), device)
+            elif attempt.outcome in ("passed", "xfailed", "skipped") and self.reruns:
+                key = self.run_key(worker, nodeid)  # in each mode, each device's run is its own
+                if key in self.reruns:
+                    self.flaky[key] = (sorted(self.failed_on.get(key, ())), device)
             if nodeid in overtime:
                 attempt.message = overtime[nodeid].splitlines()[0]
             result = attempt.result(nodeid, device, worker.slot.id, worker.tests_done, outcome)
@@ -180,12 +183,21 @@ class Replay:
             "them)"
         )
 
+    def run_key(self, worker: WorkerHandle, nodeid: str, run: GangRun | None = None) -> str:
+        """What a retry budget (--rack-retry-crashed, --rack-rerun-failed, DeviceError) counts:
+        the test in load mode, where it runs once; in each mode, the test on its device (or set
+        of devices), since it runs once on each and each run has its own budget."""
+        if not self.each:
+            return nodeid
+        run = run or self.ctl.gangs.run_of(worker.slot.id, nodeid)
+        return self.display_id(nodeid, "+".join(run.devices) if run else worker.device.name)
+
     def _runs_again(self, worker: WorkerHandle, nodeid: str) -> bool:
         """--rack-rerun-failed N: did this test fail, with reruns left?"""
         attempt = worker.attempts.get(nodeid)
         if not self.rerun_limit or attempt is None or attempt.outcome not in ("failed", "error"):
             return False
-        return self.reruns.get(nodeid, 0) < self.rerun_limit
+        return self.reruns.get(self.run_key(worker, nodeid), 0) < self.rerun_limit
 
     def _rerun(self, worker: WorkerHandle, nodeid: str) -> None:
         """Queue a failed test again: on another device where one matches (each mode: the same
@@ -194,9 +206,10 @@ class Replay:
         if job is None:
             return
         device = worker.device.name
-        self.reruns[nodeid] = self.reruns.get(nodeid, 0) + 1
+        key = self.run_key(worker, nodeid)
+        self.reruns[key] = self.reruns.get(key, 0) + 1
         self.rerun_on[device] += 1
-        self.failed_on.setdefault(nodeid, set()).add(device)
+        self.failed_on.setdefault(key, set()).add(device)
         others = self.ctl.dispatcher.devices_for(job) - {device} - set(self.ctl.health.quarantined())
         again = dataclasses.replace(job, eligible=frozenset(others)) if others and not self.each else job
         self.ctl.dispatcher.requeue([again])
