@@ -188,6 +188,8 @@ class Gangs:
         held = {job.nodeid for job in worker.assigned}
         pool: dict[str, str] = {worker.device.name: primary}  # device -> slot
         current = self.running.get(primary)
+        if current is None and (self.reservation is None or primary not in self.reservation.slots):
+            return False  # behind single-device tests only where the allocator waits for them anyway
         for slot_id, device in zip(current.slots, current.devices, strict=True) if current else ():
             pool.setdefault(device, slot_id)
         for other in ctl.alive_workers():  # kept for a reservation: only its test is a candidate
