@@ -48,8 +48,11 @@ if TYPE_CHECKING:
 CLAIM_SECONDS = 1.0
 #: At most this many tests in one claim.
 CLAIM_MOST = 64
-#: How often an idle host asks the queue again (tests of a host that died come back).
+#: How often a host asks the queue again (tests of a host that died come back, the run ends).
 LOOK_AGAIN = 1.0
+#: ... when none of its workers holds a test: it only waits for the others' last claims, and
+#: the run's end should not wait a second more for it to notice.
+LOOK_AGAIN_IDLE = 0.25
 
 
 def addoption(group: Any) -> None:
@@ -101,7 +104,7 @@ class SharedRun:
         self.joined: JoinedRun | None = None
         self._more = True
         self._looked = -math.inf
-        self._next_tick = 0.0
+        self._ticked = -math.inf
         self._queued = 0
         #: Device slots sharing the queue, as this host sees it (live hosts x its own slots):
         #: claims shrink as the queue drains, so that the hosts finish together.
@@ -308,7 +311,7 @@ class SharedRun:
         """Whether the run may still give this host work: tests queued, or claimed by hosts that
         may die and give them back. Asked of the database at most every LOOK_AGAIN seconds."""
         now = time.monotonic()
-        if now - self._looked >= LOOK_AGAIN:
+        if now - self._looked >= self._look_again():
             self._looked = now
             try:
                 self.queue.recover(self.uid)
@@ -327,8 +330,8 @@ class SharedRun:
         """From the run loop, every LOOK_AGAIN seconds: tell the queue which claimed tests started,
         and offer idle workers what came back to the queue. Returns how long the loop may wait."""
         now = time.monotonic()
-        if now >= self._next_tick:
-            self._next_tick = now + LOOK_AGAIN
+        if now >= self._ticked + self._look_again():  # sooner once this host has become idle
+            self._ticked = now
             from testrack.controller import Phase  # the controller imports this module
 
             self._mark_started()
@@ -347,8 +350,12 @@ class SharedRun:
                     trace(f"shared: {slot.id} restarts for tests back in the queue")
                     fresh = ctl.start_worker(slot, fresh=True)
                     ctl.give_imports(fresh, ctl.planned_for(fresh))
-        left = max(0.0, self._next_tick - now)
+        left = max(0.0, self._ticked + self._look_again() - now)
         return left if wait is None else min(wait, left)
+
+    def _look_again(self) -> float:
+        busy = any(w.assigned for w in self.ctl.alive_workers())
+        return LOOK_AGAIN if busy else LOOK_AGAIN_IDLE
 
     def waiting(self) -> bool:
         """Whether this host waits for tests that may still come back to the queue (claimed by
