@@ -595,3 +595,69 @@ def test_a_count_far_beyond_the_rack_is_an_error_at_once(
         result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--rack-mode", mode, timeout=60)
         result.assert_outcomes(passed=1 if mode == "load" else 2, errors=1)
         result.stdout.fnmatch_lines(["*it needs client (kind='board', 100000000 devices), and the rack*"])
+
+
+def test_each_mode_lends_busy_workers_instead_of_starting_fresh_ones(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """Each mode pins every position, so a test on several devices needs workers that are busy
+    with their own device's tests. Each of them used to be told to finish and a fresh one
+    started in its slot (about 0.4 s each: 9 s for 20 runs on 4 boards). Now a busy worker is
+    told to stay idle after its tests and is lent: one process per board for the whole run."""
+    write_rack(boards(4))
+    pytester.makeconftest(LOGGING_CONFTEST)
+    pytester.makepyfile(
+        test_trio="""
+        import os, pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def process():
+            with open("pids.txt", "a") as f:
+                f.write(f"{os.getpid()}\\n")
+
+        def test_single(device):
+            pass
+
+        @pytest.mark.parametrize("n", range(3))
+        @pytest.mark.devices(server={"kind": "board"}, client={"kind": "board", "count": 2})
+        def test_trio(devices, n):
+            assert devices["server"].name not in {c.name for c in devices["client"]}
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_more(device, n):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "--rack-mode", "each", timeout=120)
+    result.assert_outcomes(passed=4 * 5 + 3 * 4)  # every board: 5 tests; each trio: 4 runs
+    pids = set((pytester.path / "pids.txt").read_text().split())
+    assert len(pids) == 4, pids  # one worker per board, none started again
+    assert overlaps(held(pytester)) == []
+
+
+def test_a_test_on_several_devices_queued_behind_a_busy_worker_runs(
+    pytester: pytest.Pytester, write_rack: Callable[..., None]
+) -> None:
+    """A test on two boards, back in the queue after a DeviceError while both boards were busy,
+    was queued behind a worker's test; with nothing else waiting or running on several
+    devices, it was never started and its worker waited for an answer for ever."""
+    write_rack(boards(2))
+    pytester.makeconftest(LOGGING_CONFTEST)
+    pytester.makepyfile(
+        test_one_pair="""
+        import os, time, pytest, testrack
+
+        @pytest.mark.devices(2, kind="board")
+        def test_pair(devices):
+            if not os.path.exists("raised"):
+                open("raised", "w").close()
+                raise testrack.DeviceError("the link dropped")
+
+        @pytest.mark.parametrize("n", range(8))
+        def test_slow(device, n):
+            time.sleep(0.3)
+        """
+    )
+    result = pytester.runpytest_subprocess("--rack", "testrack.toml", "-p", "no:randomly", timeout=60)
+    result.assert_outcomes(passed=9)
+    assert overlaps(held(pytester)) == []

@@ -897,7 +897,7 @@ class Controller:
                 return  # lent to such a test, or kept for the first one waiting: it waits, idle
             if worker.assigned and gangs.follow(worker):
                 return  # such a test is queued behind what it holds
-            if worker.slot.id in gangs.queued:
+            if gangs.waits_behind(worker):
                 return  # one is: asked again when the test before it ends (its worker waits)
             worker.wants_work = False
             kept = gangs.reservation is not None and worker.slot.id in gangs.reservation.slots
@@ -908,8 +908,13 @@ class Controller:
             jobs = self.shared.take(worker)  # the run's queue, when this host has nothing of its own
         if jobs:
             self.assign(worker, jobs)
-        elif not worker.assigned and gangs.pending and gangs.may_need(worker):
-            worker.wants_work = True  # idle: a test on several devices may need it soon
+        elif gangs.pending and gangs.may_need(worker):
+            worker.wants_work = True  # a test on several devices may need it soon
+            if worker.assigned and not worker.told_idle:
+                # Busy: it may not wait for an answer to run its last test. It runs that test
+                # as a session's last and stays, to be lent (no fresh worker in its slot).
+                worker.told_idle = True
+                self.send(worker, m.Idle())
         elif self.shared is not None and not worker.assigned and self.shared.may_have_more():
             # Idle, while tests may still come back to the queue (a host died): asked again. A
             # busy one is finished instead: its last test must not wait for a successor.
@@ -922,7 +927,7 @@ class Controller:
         if job.module not in worker.imported:
             # A worker started late (a replacement, or one for leftovers) may not have its file yet.
             self.collection.send(worker, [job.module])
-        worker.wants_work = False
+        worker.wants_work = worker.told_idle = False
         worker.assigned.append(job)
         unknown = (job.nodeid,) if job.guessed else ()
         self.send(worker, m.Run((job.nodeid,), unknown=unknown, devices=tuple(devices)))
@@ -932,6 +937,7 @@ class Controller:
             missing = list(dict.fromkeys(j.module for j in jobs if j.module not in worker.imported))
             if missing:
                 self.collection.send(worker, missing)
+        worker.told_idle = False
         worker.assigned.extend(jobs)
         long = tuple(j.nodeid for j in jobs if not j.guessed and j.estimate >= LONG_TEST)
         unknown = tuple(j.nodeid for j in jobs if j.guessed)
@@ -950,7 +956,7 @@ class Controller:
         started = worker.phases.pop(nodeid, None) is not None
         if started:
             self.replay.logfinish(worker, nodeid, worker.device.name)
-        if self.gangs.running or self.gangs.pending:
+        if self.gangs.active:  # running, waiting, or queued behind this test
             self.gangs.finished(worker, nodeid)
             self.feed_idle()  # the slots it had borrowed take work again, or wait for another
 

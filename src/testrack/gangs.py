@@ -228,6 +228,17 @@ class Gangs:
             return True
         return False
 
+    def waits_behind(self, worker: WorkerHandle) -> bool:
+        """Is a test on several devices queued in this worker behind a test still to end?"""
+        following = self.queued.get(worker.slot.id)
+        if following is None:
+            return False
+        if worker.assigned and worker.assigned[0].nodeid == following.gang.nodeid:
+            self._release(worker.slot.id)  # it is the next (the one before it ended)
+            self.running[worker.slot.id] = self.queued.pop(worker.slot.id)
+            return False
+        return True
+
     def finished(self, worker: WorkerHandle, nodeid: str) -> None:
         """The worker of a multi-device test reported it: its other slots are free again (but
         those of the one queued next in it). ``nodeid`` is the test that just left its queue."""

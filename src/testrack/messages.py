@@ -212,6 +212,14 @@ class Finish:
 
 
 @dataclasses.dataclass(frozen=True)
+class Idle:
+    """Nothing for now, but stay: run the tests queued (the last with ``nextitem=None``, so its
+    fixtures are torn down as at a session's end) and wait for more, or for Finish. Sent to a
+    busy worker whose slot a test on several devices will need: it is lent to that test when
+    idle, instead of ending and a fresh worker starting in its slot."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Shutdown:
     """Stop now: run nothing more that is queued, end the session and exit."""
 
@@ -221,4 +229,4 @@ class LeaseHeld:
     """The answer to ``MayIStart`` when the share confirmed the lease: go on."""
 
 
-ToWorker: TypeAlias = Hello | Start | Collect | Run | Finish | Shutdown | LeaseHeld
+ToWorker: TypeAlias = Hello | Start | Collect | Run | Finish | Idle | Shutdown | LeaseHeld

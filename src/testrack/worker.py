@@ -11,7 +11,10 @@ does not need, so the worker holds its last queued test until it knows what
 follows it: more tests (it asks while it still has some, so the round trip
 overlaps a running test) or :class:`~testrack.messages.Finish`, after which it
 runs that test with ``nextitem=None``, ends its session and exits. A session
-fixture is therefore set up once per worker and torn down when the worker ends.
+fixture is therefore set up once per worker and torn down when the worker ends;
+except after :class:`~testrack.messages.Idle` (its slot will be lent to a test on
+several devices): the last test then ends as a session's last, and the worker
+waits for more, setting fixtures up again for them.
 
 Before each test the worker writes on its :mod:`~testrack.scoreboard` which test
 starts and when; reports travel in batches.
@@ -83,6 +86,8 @@ class WorkerSession:
         #: Set by the controller's answer to MayIStart.
         self.lease_held = False
         self.finishing = False
+        #: Told Idle: run the last queued test as a session's last, then wait for more.
+        self.idle = False
         self.stopping = False
         self.buffer: list[m.SerializedReport] = []
         self.finished: list[str] = []
@@ -341,7 +346,7 @@ class WorkerSession:
                 self.asked = True
             if not self.queue and self.finishing:
                 break
-            if not self.queue or (len(self.queue) == 1 and not self.finishing):
+            if not self.queue or (len(self.queue) == 1 and not (self.finishing or self.idle)):
                 # Nothing to run, or the last test's successor is still unknown.
                 self.flush()
                 self.handle(self.receive())
@@ -417,8 +422,11 @@ class WorkerSession:
                 self.long_tests.update(long)
                 self.unknown_tests.update(unknown)
                 self.asked = False
+                self.idle = False
             case m.Finish():
                 self.finishing = True
+            case m.Idle():
+                self.idle = True  # its last test runs as a session's last; more may come later
             case m.Shutdown():
                 self.stopping = True
             case m.LeaseHeld():

@@ -141,6 +141,8 @@ class WorkerHandle:
         #: Units sent in Collect messages whose answer has not arrived.
         self.collecting: int = 0
         self.wants_work = False
+        #: Told Idle (it holds tests, and waits for more after them): not told again until given work.
+        self.told_idle = False
         #: Phases ("setup", "call", "teardown") reported so far for the running test.
         self.phases: dict[str, set[str]] = {}
         #: What the reports so far say about each unfinished test (for the results store).
