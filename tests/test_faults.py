@@ -421,6 +421,11 @@ def test_ctrl_c_mid_run_stops_fast_and_keeps_every_result(pytester, testrack_sim
     assert run.run is not None and run.run.outcome == "interrupted"
     assert run.reported
     for key, count in run.reported.items():
+        if key[1] == "-":
+            # Ctrl-C during a test's teardown: its call was shown, its teardown never ended, so it
+            # has no result; junitxml keeps the call's case without properties, as with plain
+            # pytest (CI saw this once on a busy machine).
+            continue
         assert count == 1 and run.stored[key] == 1, key
     record("Ctrl-C mid-run", mode, sum(run.reported.values()), run)
 
