@@ -120,6 +120,10 @@ def resolve_run(store: Store, spec: str | int | None = "last") -> Run:
         for run in runs:
             if run.id == int(text):
                 return run
+        # A uid is hex: its start may be all digits (about 2 % of uids, for 8 characters).
+        digits = [run for run in runs if len(text) >= 6 and run.uid.startswith(text)]
+        if len(digits) == 1:
+            return digits[0]
         newest = runs[0].id if runs else None
         hint = f"runs are numbered 1 to {newest}" if newest else "the store holds no run yet"
         raise HistoryError(f"no run {text} in the store ({hint}); `testrack last` shows the newest")
