@@ -637,11 +637,11 @@ class Controller:
             self.leasing is None
             or self.shared is not None  # a shared run's hosts claim more from the queue
             or self.phase is not Phase.RUNNING
-            or self.dispatcher.wants(slot.id)
             or self.gangs.active
             or slot.id in self.giving_back
             or ((worker := self.workers.get(slot.id)) is not None and worker.alive)
             or not self.leasing.holds(slot.id)
+            or self.dispatcher.wants(slot.id)  # last: it walks the queues (swept every 0.5 s)
         ):
             return
         trace(f"controller: {slot.id} has nothing left here: its lease goes back")

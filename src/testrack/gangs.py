@@ -64,6 +64,8 @@ class Gangs:
     def run_of(self, slot_id: str, nodeid: str) -> GangRun | None:
         """The run of ``nodeid`` on several devices in this slot's worker (running, or queued
         next: its reports may arrive in the batch that ends the one before), if it is one."""
+        if not (self.running or self.queued):
+            return None  # the common case, on the per-result path
         for runs in (self.running, self.queued):
             run = runs.get(slot_id)
             if run is not None and run.gang.nodeid == nodeid:
