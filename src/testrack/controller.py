@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from testrack import envs, nodes, relay, sequencing
+from testrack import compact, envs, nodes, relay, sequencing
 from testrack import messages as m
 from testrack.collecting import Collection, RemoteItem
 from testrack.collection import FileUnit
@@ -131,6 +131,9 @@ class Controller:
         self.collection = Collection(self)
         self.gangs = Gangs(self)
         self.replay = Replay(self)
+        #: Whether workers may send plain passing reports compact: only pytest's own plugins
+        #: read serialized reports here (testrack.compact).
+        self.compact_reports = compact.only_pytest_serializes(config.hook.pytest_report_from_serializable)
         self.faults = Faults(self)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.health.wakeup, selectors.EVENT_READ, None)
@@ -571,7 +574,7 @@ class Controller:
         self._selector.register(worker.channel, selectors.EVENT_READ, (worker, None))
         for stream in worker.streams:
             self._selector.register(stream, selectors.EVENT_READ, (worker, stream))
-        self.send(worker, m.Start(basetemp=basetemp, workerinput=worker.node.workerinput))
+        self.send(worker, m.Start(basetemp, worker.node.workerinput, self.compact_reports))
         self.allow_starts(worker)
         return worker
 

@@ -5,7 +5,8 @@ The controller and its workers talk over one socket per worker
 Each direction has a closed set of message types; both sides dispatch with
 ``match`` on the type, so a new message is a new class here and a new case there.
 Reports travel as the dicts of pytest's ``pytest_report_to_serializable`` hook,
-so plugins that extend report serialization keep working.
+so plugins that extend report serialization keep working; a plain passing report
+travels as a few numbers when only pytest serializes reports (:mod:`testrack.compact`).
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ class MayIStart:
 
 @dataclasses.dataclass(frozen=True)
 class TestReports:
-    """Serialized ``TestReport`` objects, in order, for one or more tests."""
+    """``TestReport`` objects, in order, for one or more tests: serialized, or compact
+    (:mod:`testrack.compact`) when plain and passing."""
 
-    reports: tuple[SerializedReport, ...]
+    reports: tuple[SerializedReport | tuple[Any, ...], ...]
     #: Node ids whose protocol (setup, call, teardown) is complete, in order.
     finished: tuple[str, ...]
 
@@ -181,6 +183,9 @@ class Start:
     basetemp: str | None
     #: The complete ``workerinput``, as plugins left it after ``pytest_configure_node``.
     workerinput: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Plain passing reports may travel compact (:mod:`testrack.compact`): no plugin of the
+    #: controller reads reports its own way.
+    compact_reports: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,9 +85,16 @@ class Replay:
             # the worker is fine and keeps going; the test is reported here, as over its limit.
             late, timed_out = timed_out, None
             worker.timed_out = worker.kill_at = None
-        reports = [hook.pytest_report_from_serializable(config=config, data=d) for d in message.reports]
-        for report, data in zip(reports, message.reports, strict=True):
+        reports: list[Any] = []
+        unpacker = worker.unpacker
+        for data in message.reports:
+            if isinstance(data, tuple):
+                reports.append(unpacker.unpack(data))
+                continue
+            report = hook.pytest_report_from_serializable(config=config, data=data)
+            unpacker.full(data)
             _keep_subtest_params(report, data)
+            reports.append(report)
         outcomes = [phase_outcome(report) for report in reports]
         # Every attempt is stored: a rerun (pytest-rerunfailures) ends one, the next starts afresh.
         results = []

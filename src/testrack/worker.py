@@ -41,8 +41,8 @@ import pytest
 from _pytest._io import TerminalWriter
 from _pytest.warnings import catch_warnings_for_item
 
+from testrack import compact, relay
 from testrack import messages as m
-from testrack import relay
 from testrack.collection import FileUnit, matches_selector, walk_files
 from testrack.devices import Devices
 from testrack.errors import DeviceError
@@ -89,7 +89,7 @@ class WorkerSession:
         #: Told Idle: run the last queued test as a session's last, then wait for more.
         self.idle = False
         self.stopping = False
-        self.buffer: list[m.SerializedReport] = []
+        self.buffer: list[m.SerializedReport | compact.CompactReport] = []
         self.finished: list[str] = []
         self.buffered_since = 0.0
         self.last_duration = 1.0
@@ -111,6 +111,10 @@ class WorkerSession:
         self.short_functions: set[str] = set()
         #: Tests on several devices given to this worker, and their devices by position.
         self.gangs: dict[str, tuple[Any, ...]] = {}
+        #: Plain passing reports travel compact (testrack.compact) when both ends allow it.
+        self.packer = compact.Packer()
+        self._compact_allowed = False
+        self._serializers: list[Any] = []
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -130,6 +134,7 @@ class WorkerSession:
         workerinput["basetemp"] = config.option.basetemp = start.basetemp
         config.workerinput = workerinput  # type: ignore[attr-defined]
         config.workeroutput = {}  # type: ignore[attr-defined]
+        self._compact_allowed = start.compact_reports
         if workerinput.get("testrack_ordered") and hasattr(config.option, "randomly_reorganize"):
             config.option.randomly_reorganize = False  # the controller orders the run (its seed)
         # What belongs to the user's session goes to the controller: log records for the live
@@ -211,7 +216,10 @@ class WorkerSession:
         # What the terminal reporter would ask (there is none here); plugins settle the report's
         # outcome there (pytest's subtests fail a test whose subtests failed).
         self.config.hook.pytest_report_teststatus(report=report, config=self.config)
-        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        data = self.packer.pack(report) if self._compact() else None
+        if data is None:
+            data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+            self.packer.full(data)
         if not self.buffer:
             self.buffered_since = time.monotonic()
         self.buffer.append(data)
@@ -219,6 +227,19 @@ class WorkerSession:
             self.failures += 1
             if self.maxfail and self.failures >= self.maxfail:
                 self.stopping = True
+
+    def _compact(self) -> bool:
+        """Whether reports may travel compact: the controller takes them, and no plugin here
+        serializes reports its own way (a conftest loaded since may bring one)."""
+        if not self._compact_allowed:
+            return False
+        assert self.config is not None
+        hook = self.config.hook.pytest_report_to_serializable
+        impls = hook.get_hookimpls()
+        if impls != self._serializers:
+            self._serializers = impls
+            self._compact_allowed = compact.only_pytest_serializes(hook)
+        return self._compact_allowed
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:

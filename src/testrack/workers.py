@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from testrack import messages as m
 from testrack.channel import Channel, socket_pair
+from testrack.compact import Unpacker
 from testrack.rack import Device, Rack
 from testrack.scheduling import Job, Slot
 from testrack.scoreboard import Scoreboard
@@ -147,6 +148,8 @@ class WorkerHandle:
         self.phases: dict[str, set[str]] = {}
         #: What the reports so far say about each unfinished test (for the results store).
         self.attempts: dict[str, Attempt] = {}
+        #: The test of the last report received: what a compact report leaves out.
+        self.unpacker = Unpacker()
         #: Set when the controller killed this worker for a test that ran over its limit:
         #: (node id, limit, where the limit is from).
         self.timed_out: tuple[str, float, str] | None = None
