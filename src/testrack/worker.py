@@ -52,8 +52,12 @@ from testrack.scoreboard import Scoreboard
 from testrack.trace import trace
 
 #: Reports travel in batches: a batch goes once its oldest report has waited this long (seconds),
-#: before a test expected to run longer or not known to be short, after a failure, and whenever
-#: the worker waits. (Not while a test runs: one known to be short that hangs holds the batch.)
+#: before a test expected to run longer than FLUSH_AFTER or not known to be short, after a
+#: failure, and whenever the worker waits. (Not while a test runs: one known to be short that
+#: hangs holds the batch.) Each batch costs the controller a store commit and a wake-up, which
+#: were a third of its cost per test at 50 ms (docs/architecture.md); a human does not see 0.2 s.
+BATCH_WINDOW = 0.2
+#: A test that takes this long (seconds) is not short: the reports before it are sent first.
 FLUSH_AFTER = 0.05
 #: A test shorter than this is "tiny": ask for work two tests ahead, not one.
 TINY_TEST = 0.01
@@ -401,7 +405,7 @@ class WorkerSession:
         if self.buffer and (
             nodeid in self.long_tests
             or self.last_duration >= FLUSH_AFTER
-            or time.monotonic() - self.buffered_since >= FLUSH_AFTER
+            or time.monotonic() - self.buffered_since >= BATCH_WINDOW
             or (unknown and _function(nodeid) not in self.short_functions)
         ):
             self.flush()  # what finished must not wait for a long test, or one that may be
@@ -427,7 +431,7 @@ class WorkerSession:
             if self.last_duration < FLUSH_AFTER:
                 self.short_functions.add(_function(nodeid))
         self.finished.append(nodeid)
-        if self.failures > failures or now - self.buffered_since >= FLUSH_AFTER:
+        if self.failures > failures or now - self.buffered_since >= BATCH_WINDOW:
             self.flush()
 
     def handle(self, message: m.ToWorker | None) -> None:
