@@ -86,28 +86,34 @@ class Replay:
             late, timed_out = timed_out, None
             worker.timed_out = worker.kill_at = None
         reports: list[Any] = []
+        #: Each report's node id, read once (pytest 9.2 builds the string on every read).
+        ids: list[str] = []
         unpacker = worker.unpacker
         for data in message.reports:
             if isinstance(data, tuple):
                 reports.append(unpacker.unpack(data))
-                continue
-            report = hook.pytest_report_from_serializable(config=config, data=data)
-            unpacker.full(data)
-            _keep_subtest_params(report, data)
-            reports.append(report)
+            else:
+                report = hook.pytest_report_from_serializable(config=config, data=data)
+                unpacker.full(data)
+                _keep_subtest_params(report, data)
+                reports.append(report)
+            ids.append(unpacker.nodeid or reports[-1].nodeid)
         outcomes = [phase_outcome(report) for report in reports]
         # Every attempt is stored: a rerun (pytest-rerunfailures) ends one, the next starts afresh.
         results = []
-        for report, outcome in zip(reports, outcomes, strict=True):
-            if report.nodeid == timed_out:
+        attempts = worker.attempts
+        for report, nodeid, outcome in zip(reports, ids, outcomes, strict=True):
+            if nodeid == timed_out:
                 continue
-            attempt = worker.attempts.setdefault(report.nodeid, Attempt())
+            attempt = attempts.get(nodeid)
+            if attempt is None:
+                attempt = attempts[nodeid] = Attempt()
             attempt.add(report, outcome)
             if outcome == "rerun":
-                rerun = attempt.result(report.nodeid, device, worker.slot.id, worker.tests_done, "rerun")
-                results.extend(self.on_each_device(rerun, gangs.run_of(worker.slot.id, report.nodeid)))
+                rerun = attempt.result(nodeid, device, worker.slot.id, worker.tests_done, "rerun")
+                results.extend(self.on_each_device(rerun, gangs.run_of(worker.slot.id, nodeid)))
                 worker.tests_done += 1
-                worker.attempts[report.nodeid] = Attempt()
+                attempts[nodeid] = Attempt()
         finished = [nodeid for nodeid in message.finished if nodeid != timed_out]
         # Looked up before a DeviceError's retry releases the devices of a test on several.
         runs = {nodeid: run for nodeid in finished if (run := gangs.run_of(worker.slot.id, nodeid))}
@@ -137,15 +143,14 @@ class Replay:
             worker.tests_done += 1
         refused = self.record(results)
         crashed = self._crashed_here(refused)
-        for report, outcome in zip(reports, outcomes, strict=True):
-            nodeid = report.nodeid
+        for report, nodeid, outcome in zip(reports, ids, outcomes, strict=True):
             if nodeid in retried or nodeid in overtime or nodeid == timed_out:
                 continue  # the device failed, or the limit passed: reported otherwise below
             if nodeid in refused:
                 continue  # a shared run's queue gave it to another host meanwhile: theirs counts
             if nodeid in again and report.failed:
                 report.outcome, outcome = "rerun", "rerun"  # as pytest-rerunfailures reports it
-            self._show(worker, report, outcome)
+            self._show(worker, report, outcome, nodeid)
         for nodeid in again:
             self._rerun(worker, nodeid)
         for nodeid in message.finished:
@@ -201,8 +206,10 @@ class Replay:
 
     def _runs_again(self, worker: WorkerHandle, nodeid: str) -> bool:
         """--rack-rerun-failed N: did this test fail, with reruns left?"""
+        if not self.rerun_limit:
+            return False
         attempt = worker.attempts.get(nodeid)
-        if not self.rerun_limit or attempt is None or attempt.outcome not in ("failed", "error"):
+        if attempt is None or attempt.outcome not in ("failed", "error"):
             return False
         return self.reruns.get(self.run_key(worker, nodeid), 0) < self.rerun_limit
 
@@ -245,11 +252,10 @@ class Replay:
         roles = self._roles_in(run)
         return [dataclasses.replace(result, device=d, role=roles.get(d)) for d in run.devices]
 
-    def _show(self, worker: WorkerHandle, report: Any, outcome: str | None) -> None:
+    def _show(self, worker: WorkerHandle, report: Any, outcome: str | None, nodeid: str) -> None:
         ctl = self.ctl
         hook = ctl.config.hook
         device = worker.device.name
-        nodeid = report.nodeid
         others = self._others(worker, nodeid)
         # read by the terminal and junitxml, as with xdist
         gang = self.ctl.gangs.run_of(worker.slot.id, nodeid) if others else None
@@ -284,7 +290,10 @@ class Replay:
     def _over_limit(self, worker: WorkerHandle, nodeid: str, measured: bool = True) -> str | None:
         """The words for a test that finished, but later than its time limit allows (``measured``:
         by its reports; else the controller saw it pass the limit while it ran)."""
-        limit, source = self.ctl.faults.limit_for(nodeid)
+        faults = self.ctl.faults
+        if measured and not faults.limits_apply:
+            return None  # no test has a limit: the common case, on the per-result path
+        limit, source = faults.limit_for(nodeid)
         if not measured:
             return (
                 f"ran over its limit of {limit or 0:g} s (set by {source}) on {worker.device.name}; it "
