@@ -220,6 +220,34 @@ def test_killing_the_controller_loses_no_reported_result(pytester, write_rack) -
     assert not any(_alive(p) for p in pids), "a worker outlived its killed controller"
 
 
+def test_killing_the_controller_loses_no_result_shown_from_batched_reports(pytester) -> None:
+    """The same, with short tests on many slots: reports travel in batches, and a loop round
+    stores several workers' batches in one commit before any of them is shown."""
+    pytester.makepyfile(
+        test_b="import time, pytest\n\n@pytest.mark.parametrize('i', range(2000))\n"
+        "def test_short(i):\n    time.sleep(0.004)\n"
+    )
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "--rack", "local:8"],
+        cwd=pytester.path, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    assert controller.stdout is not None
+    shown: set[str] = set()
+    deadline = time.monotonic() + 120
+    while len(shown) < 400 and time.monotonic() < deadline:
+        line = controller.stdout.readline()
+        if " PASSED " in line:
+            shown.add(line.split(" PASSED ")[1].split()[0])
+    controller.send_signal(signal.SIGKILL)
+    controller.wait()
+    assert len(shown) >= 400
+    store = SQLiteStore(pytester.path / ".testrack" / "results.sqlite")
+    (run,) = store.runs()
+    stored = {r.nodeid for r in store.results(run.id)}
+    assert shown <= stored, f"shown but not stored: {sorted(shown - stored)[:5]}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -328,3 +356,38 @@ def test_one_of_a_thing_is_singular(recorded: Path) -> None:
     assert out.stdout.splitlines()[0] == "slowest 1 test of run 1:"
     out = run_testrack(recorded, "history", "test_rec.py::test_ok", "-n", "1")
     assert out.stdout.splitlines()[0] == "test_rec.py::test_ok: 1 result, 1 passed"
+
+
+def test_every_result_is_stored_before_any_plugin_sees_it(pytester) -> None:
+    """Short tests on many slots: reports travel in batches, and a loop round stores several
+    workers' batches in one commit; a plugin in the controller reads the store as it is shown."""
+    pytester.makeconftest(
+        """
+        import os, sqlite3
+
+        db = None
+        missing = []
+
+        def pytest_runtest_logreport(report):
+            global db
+            if os.environ.get("TESTRACK_WORKER") or report.when != "teardown":
+                return
+            if db is None:
+                db = sqlite3.connect(".testrack/results.sqlite")
+            (n,) = db.execute("SELECT count(*) FROM results WHERE nodeid = ?", (report.nodeid,)).fetchone()
+            if not n:
+                missing.append(report.nodeid)
+
+        def pytest_unconfigure(config):
+            if not os.environ.get("TESTRACK_WORKER"):
+                with open("missing.txt", "w") as fh:
+                    fh.write("\\n".join(missing))
+        """
+    )
+    pytester.makepyfile(
+        test_b="import time, pytest\n\n@pytest.mark.parametrize('i', range(1500))\n"
+        "def test_short(i):\n    time.sleep(0.002)\n"
+    )
+    result = pytester.runpytest_subprocess("--rack", "local:8", "-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1500)
+    assert (pytester.path / "missing.txt").read_text() == ""

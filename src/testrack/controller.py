@@ -736,7 +736,17 @@ class Controller:
                 self.allow_starts(worker)
             for slot in self.slots:  # a worker that ended while work for others was queued
                 self.release_idle_lease(slot)
-        for key, events in self._selector.select(timeout):
+        try:
+            self._handle_events(self._selector.select(timeout))
+        finally:
+            self.replay.end_round()  # what this round stored is shown before anything else
+        if self._stop_signals and not self._interrupting:
+            raise KeyboardInterrupt
+
+    def _handle_events(self, ready: list[tuple[selectors.SelectorKey, int]]) -> None:
+        for key, events in ready:
+            if not (key.data is not None and key.data != "signal" and key.data[1] is None):
+                self.replay.end_round()  # a device check, a signal, a worker's output: in order
             if key.data is None:
                 self.on_checks()
                 continue
@@ -759,13 +769,12 @@ class Controller:
                 # A finished worker's end of file too: left unread, it would wake every select
                 # at once (a busy loop) and its slot would never be freed for leftovers.
                 self.receive(worker)
-        if self._stop_signals and not self._interrupting:
-            raise KeyboardInterrupt
 
     def receive(self, worker: WorkerHandle) -> None:
         try:
             messages = worker.channel.receive()
         except EOFError:
+            self.replay.end_round()
             self._forget(worker)
             self.faults.on_exit(worker)
             return
@@ -773,6 +782,8 @@ class Controller:
             self.on_message(worker, message)
 
     def on_message(self, worker: WorkerHandle, message: m.FromWorker) -> None:
+        if type(message) is not m.TestReports:
+            self.replay.end_round()  # e.g. a WantWork: its worker's finished tests are off its list
         match message:
             case m.TestReports():
                 self.replay.on_reports(worker, message)

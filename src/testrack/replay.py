@@ -59,6 +59,11 @@ class Replay:
         #: Tests (each mode: a test on its device) that failed, then passed on a rerun: the
         #: devices they failed on, where they passed.
         self.flaky: dict[str, tuple[list[str], str]] = {}
+        #: This loop round's batches of plain passing results, not yet stored or shown: stored
+        #: in one commit, then shown, when the round ends (end_round). One commit a batch was
+        #: the store's largest cost at many slots, where a round brings a dozen batches.
+        self._round: list[tuple[WorkerHandle, m.TestReports, list[Any], list[str], list[str | None]]] = []
+        self._round_results: list[Result] = []
 
     def display_id(self, nodeid: str, device: str | None) -> str:
         """The id a result is shown under: in each mode, the test on its device.
@@ -85,6 +90,17 @@ class Replay:
             # the worker is fine and keeps going; the test is reported here, as over its limit.
             late, timed_out = timed_out, None
             worker.timed_out = worker.kill_at = None
+        # Only batches of plain passing reports wait for the round's end: nothing else in them
+        # (a retry, a rerun, a time limit, a test on several devices, a shared run's queue)
+        # acts on the run before they are shown.
+        deferred = (
+            ctl.shared is None
+            and timed_out is None
+            and late is None
+            and not gangs.active
+            and not ctl.faults.limits_apply
+            and all(isinstance(data, tuple) for data in message.reports)
+        )
         reports: list[Any] = []
         #: Each report's node id, read once (pytest 9.2 builds the string on every read).
         ids: list[str] = []
@@ -114,6 +130,14 @@ class Replay:
                 results.extend(self.on_each_device(rerun, gangs.run_of(worker.slot.id, nodeid)))
                 worker.tests_done += 1
                 attempts[nodeid] = Attempt()
+        if deferred and any(
+            (attempt := attempts.get(nodeid)) is not None
+            and (attempt.device_error is not None or attempt.outcome not in (None, "passed"))
+            for nodeid in message.finished
+        ):
+            deferred = False  # a test whose earlier phases failed or met a DeviceError ends here
+        if not deferred:
+            self.end_round()
         finished = [nodeid for nodeid in message.finished if nodeid != timed_out]
         # Looked up before a DeviceError's retry releases the devices of a test on several.
         runs = {nodeid: run for nodeid in finished if (run := gangs.run_of(worker.slot.id, nodeid))}
@@ -141,7 +165,38 @@ class Replay:
             result = attempt.result(nodeid, device, worker.slot.id, worker.tests_done, outcome)
             results.extend(self.on_each_device(result, runs.get(nodeid)))
             worker.tests_done += 1
+        if deferred:
+            self._round.append((worker, message, reports, ids, outcomes))
+            self._round_results.extend(results)
+            return
         refused = self.record(results)
+        self._show_all(worker, message, reports, ids, outcomes, retried, overtime, again, timed_out, refused)
+
+    def end_round(self) -> None:
+        """Store the round's waiting results in one commit, then show them, in order."""
+        if not self._round:
+            return
+        batches, results = self._round, self._round_results
+        self._round, self._round_results = [], []
+        self.record(results)
+        for worker, message, reports, ids, outcomes in batches:
+            self._show_all(worker, message, reports, ids, outcomes, set(), {}, set(), None, set())
+
+    def _show_all(
+        self,
+        worker: WorkerHandle,
+        message: m.TestReports,
+        reports: list[Any],
+        ids: list[str],
+        outcomes: list[str | None],
+        retried: set[str],
+        overtime: dict[str, str],
+        again: set[str],
+        timed_out: str | None,
+        refused: set[str],
+    ) -> None:
+        """A batch's reports through pytest's hooks, once its results are stored."""
+        ctl = self.ctl
         crashed = self._crashed_here(refused)
         for report, nodeid, outcome in zip(reports, ids, outcomes, strict=True):
             if nodeid in retried or nodeid in overtime or nodeid == timed_out:
