@@ -27,6 +27,7 @@ import faulthandler
 import logging
 import os
 import pickle
+import select
 import signal
 import sys
 import time
@@ -119,6 +120,7 @@ class WorkerSession:
         self.packer = compact.Packer()
         self._compact_allowed = False
         self._serializers: list[Any] = []
+        self._poller: select.poll | None = None
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -360,7 +362,7 @@ class WorkerSession:
 
     def loop(self) -> None:
         while not self.stopping:
-            while not self.orphaned and self.conn.poll():
+            while not self.orphaned and self._readable():
                 self.handle(self.receive())
             if self.stopping:
                 break
@@ -380,6 +382,14 @@ class WorkerSession:
                 continue
             nodeid = self.queue.popleft()
             self.run_one(nodeid, self._next_item())
+
+    def _readable(self) -> bool:
+        """A message (or the controller's end of file) is waiting. Asked before every test:
+        ``Connection.poll()`` builds a selector on each call, a kept poll object does not."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.conn.fileno(), select.POLLIN)
+        return bool(self._poller.poll(0))
 
     def _lease_confirmed(self) -> bool:
         """The slot's lease is not certainly held any more (the controller, or this whole run,
