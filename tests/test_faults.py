@@ -311,6 +311,39 @@ def test_a_device_quarantined_while_its_worker_starts_loses_no_test(pytester, wr
         assert "board-2: no tests (quarantined: RuntimeError: fan failure" in result.stdout.str()
 
 
+def test_the_classic_recipe_that_pops_devices_survives_a_crashed_worker(pytester, write_rack) -> None:
+    """The xdist recipe hands each worker a device in pytest_configure_node by popping a pool it
+    never refills: the worker that replaces a crashed one finds it empty. The run goes on (xdist
+    stops with an internal error), every result is reported, and the output says what happened."""
+    from conftest import boards
+
+    write_rack(boards(3))
+    pytester.makeconftest(
+        """
+        import pytest
+
+        def pytest_configure(config):
+            if not hasattr(config, "workerinput"):
+                config.device_pool = ["a", "b", "c"]
+
+        @pytest.hookimpl(optionalhook=True)
+        def pytest_configure_node(node):
+            node.workerinput["pool_device"] = node.config.device_pool.pop()
+        """
+    )
+    tests = "".join(f"def test_{i}(device):\n    pass\n\n" for i in range(6))
+    crash = "def test_crash(device):\n    import os\n    if device.name == 'board-2':\n        os._exit(1)\n"
+    pytester.makepyfile(test_pool=tests + crash)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--rack-store", "memory", "--rack-mode=each"
+    )
+    out = result.stdout.str()
+    assert "INTERNALERROR" not in out
+    result.assert_outcomes(passed=20, failed=1)  # 7 tests on 3 boards; the crash on board-2
+    assert "pytest_configure_node failed for the worker that replaced" in out
+    assert "IndexError: pop from empty list at conftest.py:" in out
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_swapped_identity_is_refused_with_the_trust_command(pytester, testrack_sim, mode):
     """A device whose identity changed since it was pinned is refused, naming both and the fix."""

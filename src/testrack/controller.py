@@ -121,6 +121,8 @@ class Controller:
         self.runs = 0
         self.import_plan: dict[str, list[str]] = {}
         self.notes: list[str] = []
+        #: What pytest_configure_node gave each slot's first worker (see _configure_node).
+        self._node_inputs: dict[str, dict[str, Any]] = {}
         self.problems: list[str] = []
         #: Each mode: tests a quarantined device did not run, by device.
         self.not_run: dict[str, list[str]] = {}
@@ -567,7 +569,7 @@ class Controller:
         if self.order.fixed:
             workerinput["testrack_ordered"] = True  # the order is the controller's, not a plugin's
         worker.node = nodes.WorkerNode(self.config, worker.label.id, workerinput)
-        nodes.configure(worker.node)
+        self._configure_node(worker)
         basetemp = str(self.basetemp / slot.id) if self.basetemp else None
         self.workers[slot.id] = worker
         self.dispatcher.open_slot(slot.id)
@@ -577,6 +579,30 @@ class Controller:
         self.send(worker, m.Start(basetemp, worker.node.workerinput, self.compact_reports))
         self.allow_starts(worker)
         return worker
+
+    def _configure_node(self, worker: WorkerHandle) -> None:
+        """``pytest_configure_node`` for a new worker. A worker that replaces one (after a crash,
+        say) gets what the plugin gave its slot's first worker when the plugin fails for it: the
+        classic recipe pops a device from a pool it never refills, which would end the whole run
+        (pytest-xdist stops there). A first worker's failure stays the run's error."""
+        slot_id = worker.slot.id
+        before = self._node_inputs.get(slot_id)
+        if before is None:
+            nodes.configure(worker.node)
+            self._node_inputs[slot_id] = dict(worker.node.workerinput)
+            return
+        try:
+            nodes.configure(worker.node)
+        except Exception as exc:
+            worker.node.workerinput = dict(before)
+            where = nodes.hook_site(exc)
+            self.notes.append(
+                f"pytest_configure_node failed for the worker that replaced {worker.label.id}'s "
+                f"({type(exc).__name__}: {exc}{where}); it was given what its first worker got. "
+                "A plugin that hands out devices there should take a dead worker's back in "
+                "pytest_testnodedown, or use the device testrack gives each worker (its device "
+                "fixture, or $TESTRACK_DEVICE)"
+            )
 
     def allow_starts(self, worker: WorkerHandle) -> None:
         """Write the slot's lease deadline on its worker's board: past it (this run was frozen or

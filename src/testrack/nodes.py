@@ -15,6 +15,7 @@ it, plugins do not look for them either.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from typing import Any
@@ -70,6 +71,17 @@ def configure(node: WorkerNode) -> None:
     hook = getattr(node.config.hook, "pytest_configure_node", None)
     if hook is not None:
         hook(node=node)
+
+
+def hook_site(exc: BaseException) -> str:
+    """`` at conftest.py:57``: where in the user's code a hook raised (its last frame)."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return ""
+    return f" at {os.path.basename(last.tb_frame.f_code.co_filename)}:{last.tb_lineno}"
 
 
 def ready(node: WorkerNode) -> None:
