@@ -53,11 +53,15 @@ class PostgresQueue:
                 }  # fmt: skip
                 created = conn.execute(Q["queue_create_run"], params).fetchone() is not None
                 if created:
-                    rows = [
-                        {"run": plan.uid, "idx": i, "nodeid": t.nodeid, "estimate": t.estimate}
-                        for i, t in enumerate(plan.tests)
-                    ]
-                    conn.cursor().executemany(Q["queue_add_test"], rows)
+                    conn.execute(
+                        Q["queue_add_tests"],
+                        {
+                            "run": plan.uid,
+                            "idxs": list(range(len(plan.tests))),
+                            "nodeids": [t.nodeid for t in plan.tests],
+                            "estimates": [t.estimate for t in plan.tests],
+                        },
+                    )
                     if plan.mode == "load":
                         conn.execute(Q["queue_add_load_items"], {"run": plan.uid})
                 else:
@@ -104,13 +108,19 @@ class PostgresQueue:
         def go(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
                 ids = {nodeid: idx for idx, nodeid in conn.execute(Q["queue_test_ids"], {"run": run})}
-                rows = [
-                    {"run": run, "device": device, "idx": ids[nodeid], "host": host}
+                pairs = dict.fromkeys(
+                    (device, ids[nodeid])
                     for device, nodeids in routes.items()
                     for nodeid in nodeids
                     if nodeid in ids
-                ]
-                conn.cursor().executemany(Q["queue_add_route"], rows)
+                )
+                params = {
+                    "run": run,
+                    "host": host,
+                    "devices": [device for device, _ in pairs],
+                    "idxs": [idx for _, idx in pairs],
+                }
+                conn.execute(Q["queue_add_routes"], params)
                 mode = (conn.execute(Q["queue_run"], {"uid": run}).fetchone() or ("", ""))[1]
                 if mode == "each":
                     conn.execute(Q["queue_add_each_items"], {"run": run, "host": host})

@@ -135,8 +135,11 @@ UPDATE testrack.queue_runs SET finished = NULL WHERE uid = %(run)s;
 SELECT uid, mode, digest, test_count, retry_budget, store_run_id, created, finished
 FROM testrack.queue_runs WHERE uid = %(uid)s;
 
--- name: queue_add_test
-INSERT INTO testrack.queue_tests (run, idx, nodeid, estimate) VALUES (%(run)s, %(idx)s, %(nodeid)s, %(estimate)s);
+-- name: queue_add_tests
+-- A run's tests in one statement (arrays, not a statement per test: 1,600 tests took 0.13 s).
+INSERT INTO testrack.queue_tests (run, idx, nodeid, estimate)
+SELECT %(run)s, t.idx, t.nodeid, t.estimate
+FROM unnest(%(idxs)s::integer[], %(nodeids)s::text[], %(estimates)s::double precision[]) AS t (idx, nodeid, estimate);
 
 -- name: queue_add_load_items
 INSERT INTO testrack.queue_items (run, idx, device, estimate)
@@ -157,8 +160,13 @@ INSERT INTO testrack.queue_hosts (run, name, holder_id, joined) VALUES (%(run)s,
                                                                       testrack.share_now(%(now)s::double precision))
 ON CONFLICT (run, name) DO UPDATE SET holder_id = excluded.holder_id, joined = excluded.joined, left_at = NULL;
 
--- name: queue_add_route
-INSERT INTO testrack.queue_routes (run, device, idx, host) VALUES (%(run)s, %(device)s, %(idx)s, %(host)s)
+-- name: queue_add_routes
+-- A host's routes in one statement (a statement per route made 4 hosts x 6,400 routes take 0.5-0.9 s
+-- each, the largest part of a shared run's start). The rows must be distinct: ON CONFLICT may not
+-- touch a row twice in one statement.
+INSERT INTO testrack.queue_routes (run, device, idx, host)
+SELECT %(run)s, r.device, r.idx, %(host)s
+FROM unnest(%(devices)s::text[], %(idxs)s::integer[]) AS r (device, idx)
 ON CONFLICT (run, device, idx) DO UPDATE SET host = excluded.host;
 
 -- name: queue_add_each_items
