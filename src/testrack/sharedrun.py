@@ -267,6 +267,11 @@ class SharedRun:
             ctl.problems.append(f"shared run {self.uid}: could not claim tests for {device}: {exc}")
             return []
         trace(f"shared: {worker.slot.id} claimed {len(claims)} of {size}")
+        if not claims:
+            # Newer than the last look at the queue: what it counted as queued was taken since.
+            # Left as it was, a host whose workers just finished for want of tests read it as
+            # tests come back, and started a fresh worker in every slot at the end of the run.
+            self._queued = 0
         jobs = []
         for claim in claims:
             job = self.jobs.get((claim.nodeid, device))
