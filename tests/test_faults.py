@@ -311,6 +311,33 @@ def test_a_device_quarantined_while_its_worker_starts_loses_no_test(pytester, wr
         assert "board-2: no tests (quarantined: RuntimeError: fan failure" in result.stdout.str()
 
 
+def test_a_replaced_worker_leaves_no_resource_warning_for_a_strict_suite(pytester) -> None:
+    """A suite with ``filterwarnings = error`` (click's, for one) fails on any unclosed file or
+    socket the garbage collector finds. A crashed worker's socket, board and pipes are closed
+    when it is reaped, not left for the collector: the run's verdict is the tests'."""
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(
+        test_strict="""
+        import os
+
+        def test_crashes_once(tmp_path_factory):
+            mark = tmp_path_factory.getbasetemp().parent.parent / "crashed"
+            if not mark.exists():
+                mark.write_text("once")
+                os._exit(1)
+
+        def test_other():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--rack", "local:2", "--rack-store", "memory", "--rack-retry-crashed", "1", "-p", "no:randomly"
+    )
+    assert "ResourceWarning" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=2)
+    assert result.ret == 0
+
+
 def test_the_classic_recipe_that_pops_devices_survives_a_crashed_worker(pytester, write_rack) -> None:
     """The xdist recipe hands each worker a device in pytest_configure_node by popping a pool it
     never refills: the worker that replaces a crashed one finds it empty. The run goes on (xdist

@@ -108,6 +108,12 @@ class Faults:
     # ------------------------------------------------------------------ a worker ended
 
     def on_exit(self, worker: WorkerHandle) -> None:
+        try:
+            self._on_exit(worker)
+        finally:
+            worker.close()  # reaped and accounted for: its ends are closed, not left to the gc
+
+    def _on_exit(self, worker: WorkerHandle) -> None:
         ctl = self.ctl
         finished = worker.state is State.FINISHED
         was_ready = worker.state is not State.STARTING

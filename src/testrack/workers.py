@@ -150,6 +150,7 @@ class WorkerHandle:
         self.attempts: dict[str, Attempt] = {}
         #: The test of the last report received: what a compact report leaves out.
         self.unpacker = Unpacker()
+        self.closed = False
         #: Set when the controller killed this worker for a test that ran over its limit:
         #: (node id, limit, where the limit is from).
         self.timed_out: tuple[str, float, str] | None = None
@@ -286,6 +287,12 @@ class WorkerHandle:
                 self.proc.kill()
 
     def close(self) -> None:
+        """Close the controller's ends (socket, board, pipes) once: left to the garbage
+        collector they are ResourceWarnings, which a suite with ``filterwarnings = error``
+        turns into a failed run."""
+        if self.closed:
+            return
+        self.closed = True
         self.channel.close()
         self.board.close()
         for stream in (self.proc.stdout, self.proc.stderr):
