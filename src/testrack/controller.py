@@ -771,7 +771,7 @@ class Controller:
 
     def _handle_events(self, ready: list[tuple[selectors.SelectorKey, int]]) -> None:
         for key, events in ready:
-            if not (key.data is not None and key.data != "signal" and key.data[1] is None):
+            if not (isinstance(key.data, tuple) and key.data[1] is None):  # not a worker's channel
                 self.replay.end_round()  # a device check, a signal, a worker's output: in order
             if key.data is None:
                 self.on_checks()

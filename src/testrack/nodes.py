@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import traceback
 from typing import Any
 
 import pytest
@@ -75,13 +76,8 @@ def configure(node: WorkerNode) -> None:
 
 def hook_site(exc: BaseException) -> str:
     """`` at conftest.py:57``: where in the user's code a hook raised (its last frame)."""
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last, tb = tb, tb.tb_next
-    if last is None:
-        return ""
-    return f" at {os.path.basename(last.tb_frame.f_code.co_filename)}:{last.tb_lineno}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
 
 
 def ready(node: WorkerNode) -> None:

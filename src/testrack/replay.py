@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
@@ -180,7 +181,7 @@ class Replay:
         self._round, self._round_results = [], []
         self.record(results)
         for worker, message, reports, ids, outcomes in batches:
-            self._show_all(worker, message, reports, ids, outcomes, set(), {}, set(), None, set())
+            self._show_all(worker, message, reports, ids, outcomes)
 
     def _show_all(
         self,
@@ -189,13 +190,15 @@ class Replay:
         reports: list[Any],
         ids: list[str],
         outcomes: list[str | None],
-        retried: set[str],
-        overtime: dict[str, str],
-        again: set[str],
-        timed_out: str | None,
-        refused: set[str],
+        retried: Collection[str] = (),
+        overtime: Mapping[str, str] | None = None,
+        again: Collection[str] = (),
+        timed_out: str | None = None,
+        refused: Collection[str] = (),
     ) -> None:
-        """A batch's reports through pytest's hooks, once its results are stored."""
+        """A batch's reports through pytest's hooks, once its results are stored (a plain
+        batch has nothing retried, over its limit, to run again or refused)."""
+        overtime = overtime or {}
         ctl = self.ctl
         crashed = self._crashed_here(refused)
         for report, nodeid, outcome in zip(reports, ids, outcomes, strict=True):
@@ -221,7 +224,7 @@ class Replay:
                 self.synthetic(info, worker, crashed[nodeid], "call", started, "crashed", record=False)
             ctl.finish_job(worker, nodeid)
 
-    def _crashed_here(self, refused: set[str]) -> dict[str, str]:
+    def _crashed_here(self, refused: Collection[str]) -> dict[str, str]:
         """Refused results whose tests the shared run's queue ended as crashed on this host."""
         shared = self.ctl.shared
         if shared is None:
