@@ -378,6 +378,14 @@ PAIRS = """
 """
 
 
+def _stored(database: str) -> list[tuple[str, str, str]]:
+    """Every result the hosts stored: (node id, device, worker)."""
+    import psycopg
+
+    with psycopg.connect(database) as conn:
+        return conn.execute("SELECT nodeid, device, worker FROM testrack.results").fetchall()
+
+
 def _no_device_twice_at_once(ran: list[tuple[str, str, str, float, float]]) -> None:
     """From the tests' own log: no device ran two tests at once."""
     spans: dict[str, list[tuple[float, float, str]]] = {}
@@ -423,6 +431,10 @@ def test_tests_on_several_devices_run_in_a_shared_run_on_one_hosts_devices(
         assert sets == {"h0-board-0+h0-board-1": 4, "h1-board-0+h1-board-1": 4}, sets
         assert set(work.values()) == {4} and len(work) == 16, work  # on each of the 4 boards
         assert waited.returncode == 0 and f"{run}: 72 passed" in waited.stdout, waited.stdout
+    # Both hosts have a gw0 and run the same tests in the same order in each mode: a stored result
+    # names its host's worker, or two hosts' runs of a test on a coarse clock count as one.
+    for nodeid, device, worker in _stored(pg_database):
+        assert worker.startswith(f"ci-{device[1]}/gw"), (nodeid, device, worker)
 
 
 def test_a_test_on_several_devices_whose_host_is_killed_runs_on_another_host(

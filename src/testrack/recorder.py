@@ -155,6 +155,17 @@ class Recorder:
         self._writable = store is not None
         #: The default store's path: the only store testrack may move aside and make anew.
         self._renewable: Path | None = None
+        #: ``HOST/`` in a shared run: every host's workers are gw0, gw1..., and a stored result
+        #: must name the one process that ran it (a test counted once, a report's lanes,
+        #: bisect's sequences), not a worker of another host with the same id.
+        self.worker_prefix = ""
+
+    def as_stored(self, results: Sequence[Result]) -> Sequence[Result]:
+        """Results with the worker names the store keeps."""
+        prefix = self.worker_prefix
+        if not prefix:
+            return results
+        return [r if r.worker == "-" else dataclasses.replace(r, worker=prefix + r.worker) for r in results]
 
     @property
     def problem(self) -> str | None:
@@ -305,10 +316,12 @@ class Recorder:
 
     def results(self, results: Sequence[Result]) -> None:
         if results:
-            self._write(lambda store: store.add_results(self.run_id, results))
+            stored = self.as_stored(results)
+            self._write(lambda store: store.add_results(self.run_id, stored))
             self._recorded = True
 
     def imports(self, worker: str, device: str, units: Iterable[m.CollectedUnit]) -> None:
+        worker = self.worker_prefix + worker
         costs = [ImportCost(u.key, worker, device, u.seconds) for u in units]
         self._write(lambda store: store.add_imports(self.run_id, costs))
 

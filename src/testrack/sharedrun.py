@@ -115,6 +115,7 @@ class SharedRun:
         #: Set when this host was the last to leave: the whole run's outcome, for the store.
         self.finished_run = False
         self.outcome = "ok"
+        ctl.recorder.worker_prefix = f"{host}/"
 
     @property
     def holder_id(self) -> int:
@@ -405,7 +406,8 @@ class SharedRun:
                 attempts.append(result)  # an attempt, another device's copy, or not a queued test
                 continue
             fences = self._gang_fences.pop(claim.item, ())
-            by_token.setdefault((claim.token, fences), []).append((claim, result))
+            (stored,) = self.ctl.recorder.as_stored([result])
+            by_token.setdefault((claim.token, fences), []).append((claim, stored))
         self.ctl.recorder.results(attempts)
         for (token, also), finished in by_token.items():
             try:
