@@ -13,16 +13,14 @@ skips that plan: a worker imports a file when it is first given one of its tests
 from __future__ import annotations
 
 from collections import deque
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import explain, sequencing
+from testrack import explain, selection, sequencing
 from testrack import messages as m
 from testrack.collection import FileUnit, walk_files
 from testrack.planning import TestInfo, plan_imports, plan_jobs, segment
-from testrack.replay import node_key
 from testrack.scheduling import Dispatcher, Job
 from testrack.trace import trace
 from testrack.workers import State
@@ -66,7 +64,7 @@ class Collection:
         trace(f"controller: {len(units)} files found")
         self.units = [unit for unit, _ in units]
         self.unit_nodeids = {unit.key: nodes[0].nodeid for unit, nodes in units}
-        self.units = self.ctl.filter_units(self.units)
+        self.units = selection.filter_units(self.ctl, self.units)
         keys = [u.key for u in self.units]
         replay = self.ctl.order.imports
         if replay is not None:
@@ -113,7 +111,7 @@ class Collection:
         worker.imported.update(keys)
         worker.collecting += 1
         self.in_flight.setdefault(worker.slot.id, []).extend(keys)
-        self.ctl.send(worker, m.Collect(tuple(keys)))
+        self.ctl.loop.send(worker, m.Collect(tuple(keys)))
 
     def feed(self, worker: WorkerHandle) -> None:
         """Load mode: give a ready worker the next files to import, in chunks."""
@@ -206,7 +204,7 @@ class Collection:
                 if collecting - devices:
                     self.not_collected[nodeid] = collecting - devices
         before = [i.test.nodeid for i in infos]
-        infos = ctl.order_tests(infos)
+        infos = selection.order_tests(ctl, infos)
         ordered = [i.test.nodeid for i in infos] != [n for n in before if n in ctl.tests]
         if ctl.rerun is not None:
             for info in [i for i in infos if i.test.nodeid not in ctl.rerun]:
@@ -214,7 +212,7 @@ class Collection:
                 self.deselected[info.test.nodeid] = None
             infos = [i for i in infos if i.test.nodeid in ctl.tests]
         if self.deselected:
-            ctl.config.hook.pytest_deselected(items=[RemoteItem(n) for n in self.deselected])
+            ctl.config.hook.pytest_deselected(items=[selection.RemoteItem(n) for n in self.deselected])
         plan = plan_jobs(
             infos,
             collected_on,
@@ -324,19 +322,6 @@ class Collection:
             f"testrack: collected {_n(len(ctl.tests), 'test')}{deselected}{each} "
             f"in {_n(len(self.units), 'file')} on {_n(len(ctl.slots), 'worker')}{history}"
         )
-
-
-class RemoteItem:
-    """A test known by id only; stands in for an Item where pytest's own plugins look at the
-    whole session (``pytest_deselected``, the cache plugin's ordering)."""
-
-    def __init__(self, nodeid: str, rootpath: Path | None = None) -> None:
-        self.nodeid = nodeid
-        self.id = node_key(nodeid)
-        self.path = (rootpath or Path()) / nodeid.split("::")[0]
-
-    def __repr__(self) -> str:
-        return f"<RemoteItem {self.nodeid}>"
 
 
 def _n(count: int, word: str) -> str:

@@ -133,14 +133,14 @@ class Faults:
             if current:
                 ctl.gangs.worker_gone(worker)
                 ctl.dispatcher.drop_slot(slot.id, permanently=False)
-            if slot.id in ctl.giving_back:
-                ctl.after_give_back(slot)
+            if slot.id in ctl.leases.giving_back:
+                ctl.leases.after_give_back(slot)
             if running and not ctl.gangs.active:
                 ctl.restart_for_leftovers()
                 ctl.share_free_slots()
             elif running:  # the allocator starts what its tests need, on this slot too
-                ctl.feed_idle()
-            ctl.release_idle_lease(slot)
+                ctl.feeder.feed_idle()
+            ctl.leases.release_idle_lease(slot)
             return
         how = worker.how_it_ended()
         outcome = "crashed"
@@ -215,7 +215,7 @@ class Faults:
         respawns = self.respawns.get(slot.id, 0)
         if ctl.phase.name == "STOPPING" or ctl.health.state(slot.device) is DeviceState.QUARANTINED:
             if running:
-                ctl.feed_idle()
+                ctl.feeder.feed_idle()
             return
         if was_ready and respawns < MAX_RESPAWNS:
             self.respawns[slot.id] = respawns + 1
@@ -228,7 +228,7 @@ class Faults:
             ctl.problems.append(f"gave up on {slot.id} ({worker.device.name}): {reason}{detail}")
             self.report_orphans()
         if running:
-            ctl.feed_idle()
+            ctl.feeder.feed_idle()
 
     def what_was_running(self, worker: WorkerHandle) -> tuple[Job | None, list[Job]]:
         """From the dead worker's board: the job it was running (None between tests), and the
@@ -325,11 +325,11 @@ class Faults:
             worker = ctl.workers.get(slot.id)
             if worker is not None and worker.alive and worker.state is not State.STOPPING:
                 # It finishes the test it is running; what it had queued comes back on its exit.
-                ctl.shutdown_worker(worker)
+                ctl.feeder.shutdown_worker(worker)
             ctl.dispatcher.drop_slot(slot.id, permanently=True)
         self.report_orphans()
         if ctl.phase.name == "RUNNING":
-            ctl.feed_idle()
+            ctl.feeder.feed_idle()
 
     def requeue(self, jobs: list[Job]) -> None:
         """Tests a worker ended without running go to another worker; in a shared run, those

@@ -110,7 +110,7 @@ class Gangs:
             if ctl.leasing is not None and not ctl.leasing.holds(slot.id):
                 # Another run has it (or had it): free only when its lease comes, so never a
                 # slot to hold the others for; queue for it again if this run gave it back.
-                ctl.lease_again({slot.id})
+                ctl.leases.lease_again({slot.id})
                 states.append(SlotState(slot.id, slot.device, busy=True, remaining=NOT_LEASED))
                 continue
             if worker is None or not worker.alive:
@@ -175,7 +175,7 @@ class Gangs:
 
     def _assign(self, worker: WorkerHandle, gang: Gang, devices: tuple[str, ...]) -> None:
         job = Job(gang.nodeid, gang.module, gang.index, frozenset([devices[0]]), gang.estimate, gang.guessed)
-        self.ctl.assign_gang(worker, job, [self.ctl.devices[name] for name in devices])
+        self.ctl.feeder.assign_gang(worker, job, [self.ctl.devices[name] for name in devices])
 
     def follow(self, worker: WorkerHandle) -> bool:
         """A busy worker asks what follows its last test: queue the first waiting test on

@@ -2,19 +2,23 @@
 
 A worker runs a pytest session of its own, but some of what happens in it belongs to
 the session the user started: live log sections (``--log-cli-level``), the one log
-file (``--log-file``, which every worker would otherwise truncate and overwrite), and
-``record_testsuite_property``. The worker side collects them; the controller side
-hands them to its own logging plugin and JUnit file, so they come out as in plain
-pytest, written once.
+file (``--log-file``, which every worker would otherwise truncate and overwrite),
+``record_testsuite_property``, and warnings. The worker side collects them; the
+controller side hands them to its own logging plugin, JUnit file and warning hook, so
+they come out as in plain pytest, written once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import warnings
 from typing import Any
 
 import pytest
+
+from testrack import messages as m
 
 #: LogRecord fields that survive the trip (the message is formatted before it leaves).
 _FIELDS = (
@@ -120,3 +124,66 @@ def add_suite_property(config: pytest.Config, name: str, value: str) -> None:
     xml = config.stash.get(xml_key, None)
     if xml is not None and (name, value) not in xml.global_properties:
         xml.add_global_property(name, value)
+
+
+class WarningRelay:
+    """Controller side of the workers' warnings: each shown once. Every worker that imports a
+    file or configures the same plugins raises the same warning, and plain pytest shows it once."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._seen: set[tuple[str, str, str, int, str, str]] = set()
+
+    def seen(self, warning_message: Any, when: str, nodeid: str) -> None:
+        """Every warning this session shows, its own included: a worker's copy is not shown again."""
+        self._seen.add(
+            (
+                _category_name(warning_message.category),
+                str(warning_message.message),
+                str(warning_message.filename),
+                int(warning_message.lineno),
+                when,
+                nodeid,
+            )
+        )
+
+    def show(self, message: m.WarningRecorded) -> None:
+        """A worker's warning, through this session's hook, unless it was shown already."""
+        key = (
+            message.category,
+            message.message,
+            message.filename,
+            message.lineno,
+            message.when,
+            message.nodeid,
+        )
+        if key in self._seen:
+            return
+        category = _resolve_category(message.category)
+        record = warnings.WarningMessage(
+            message=category(message.message),
+            category=category,
+            filename=message.filename,
+            lineno=message.lineno,
+        )
+        self.config.hook.pytest_warning_recorded.call_historic(
+            kwargs=dict(warning_message=record, when=message.when, nodeid=message.nodeid, location=None)
+        )
+
+
+def _category_name(category: type[Warning]) -> str:
+    return f"{category.__module__}.{category.__qualname__}"
+
+
+def _resolve_category(name: str) -> type[Warning]:
+    """The warning class by name, without importing anything (test modules stay unimported)."""
+    module_name, _, qualname = name.rpartition(".")
+    obj: Any = sys.modules.get(module_name)
+    try:
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        return UserWarning
+    if isinstance(obj, type) and issubclass(obj, Warning):
+        return obj
+    return UserWarning

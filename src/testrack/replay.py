@@ -222,7 +222,7 @@ class Replay:
             if nodeid in crashed and (info := ctl.tests.get(nodeid)) is not None:
                 started = nodeid in worker.phases
                 self.synthetic(info, worker, crashed[nodeid], "call", started, "crashed", record=False)
-            ctl.finish_job(worker, nodeid)
+            ctl.feeder.finish_job(worker, nodeid)
 
     def _crashed_here(self, refused: Collection[str]) -> dict[str, str]:
         """Refused results whose tests the shared run's queue ended as crashed on this host."""

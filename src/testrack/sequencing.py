@@ -40,6 +40,39 @@ class Order:
         return self.seed is not None or self.replay is not None
 
 
+def decide(
+    config: pytest.Config,
+    store: object | None,
+    location: str,
+    slots: Sequence[Slot],
+    rack: Rack,
+    sequential: str | None,
+) -> Order:
+    """The run's order, once every plugin is configured (pytest-randomly's seed may be the one):
+    a stored run's sequences (``--rack-replay``), a seed, or none (``--sw``: collection order)."""
+    if config.getoption("rack_worker") and not config.getoption("rack_replay"):
+        raise pytest.UsageError("--rack-worker picks a worker of --rack-replay RUN; add --rack-replay RUN")
+    if config.getoption("rack_replay_anywhere") and not config.getoption("rack_replay"):
+        raise pytest.UsageError(
+            "--rack-replay-anywhere moves the sequences of --rack-replay RUN to other devices; "
+            "add --rack-replay RUN"
+        )
+    if config.getoption("rack_replay"):
+        if config.getoption("rack_seed") is not None or config.getoption("rack_random"):
+            raise pytest.UsageError(
+                "--rack-replay runs a stored run's own order; leave out --rack-random/--rack-seed"
+            )
+        if store is None:
+            raise pytest.UsageError(
+                f"--rack-replay needs the results store, and it is {location}: "
+                "replay from the store the run was recorded in (--rack-store PATH)"
+            )
+        return from_store(config, store, slots, rack)
+    if sequential:
+        return Order()
+    return choose(config, rack)
+
+
 def choose(config: pytest.Config, rack: Rack) -> Order:
     """The seed, from ``--rack-seed``, ``--rack-random``, the rack file, or pytest-randomly's.
 

@@ -338,12 +338,12 @@ class SharedRun:
         now = time.monotonic()
         if now >= self._ticked + self._look_again():  # sooner once this host has become idle
             self._ticked = now
-            from testrack.controller import Phase  # the controller imports this module
+            from testrack.runloop import Phase
 
             self._mark_started()
             ctl = self.ctl
             if any(w.wants_work for w in ctl.alive_workers()):
-                ctl.feed_idle()
+                ctl.feeder.feed_idle()
             if self.may_have_more() and self._queued and self.gangs_elsewhere and ctl.phase is Phase.RUNNING:
                 # A host that had claimed them may have died: they may be queued again.
                 ctl.gangs.add(self.gangs_elsewhere)
