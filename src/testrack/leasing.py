@@ -11,7 +11,6 @@ stops using the device before it touches it again. ``local:N`` slots need no lea
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import queue
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from testrack import options
 from testrack.envs import KIND as ENVIRONMENT_KIND
 from testrack.rack import Rack
 from testrack.scheduling.dispatch import Slot
@@ -59,7 +59,7 @@ def addoption(group: Any) -> None:
     )
     group.addoption(
         "--rack-wait",
-        type=_seconds,
+        type=options.seconds(600, zero=True),
         default=None,
         metavar="SECONDS",
         help="give up waiting for a leased device after SECONDS, naming who holds it (default: wait).",
@@ -77,16 +77,6 @@ def addoption(group: Any) -> None:
         metavar="NAME",
         help="this host's name in the share (default: the machine's host name).",
     )
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds; use for example 600")
-    return value
 
 
 class Leasing:

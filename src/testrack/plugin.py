@@ -1,4 +1,5 @@
-"""The pytest plugin: options, markers and fixtures; decides controller or worker.
+"""The pytest plugin: decides controller, worker or neither (options: :mod:`testrack.options`;
+fixtures: :mod:`testrack.fixtures`).
 
 Loaded in every pytest process through the ``pytest11`` entry point. In the
 process the user started it reads the rack and, when there is one, registers
@@ -9,35 +10,32 @@ loop); without a rack it stays out of the way.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import envs, hookspecs, leasing, progress, sharedrun
-from testrack.devices import Devices
-from testrack.rack import MAX_SEED, MODES, Device, Rack, RackError, discover_rack, load_rack
+from testrack import envs, hookspecs, leasing, options, progress, sharedrun
+from testrack.fixtures import local_device_key, rack_key
+from testrack.rack import Device, Rack, RackError, discover_rack, load_rack
 from testrack.report import plugin as report_plugin
 
 #: sys.path before any conftest touched it; workers start from the same one.
 _STARTUP_SYS_PATH = tuple(sys.path)
 
 if TYPE_CHECKING:
-    from testrack.sim import SimRack
     from testrack.workers import Launcher
 
-rack_key = pytest.StashKey[Rack]()
-local_device_key = pytest.StashKey[Device]()
 launcher_key: pytest.StashKey[Launcher] = pytest.StashKey()
-#: On a multi-device test's item, set by the worker before the test runs: its granted devices.
-devices_key = pytest.StashKey[Devices]()
 
 OFF = ("off", "no", "none")
+
+#: The fixtures (``device``, ``devices``, ``testrack_sim``) come with this plugin.
+pytest_plugins = ("testrack.fixtures",)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -63,135 +61,7 @@ def pytest_plugin_registered(plugin: object, manager: pytest.PytestPluginManager
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("testrack", "testrack: run the suite against a rack of devices")
-    group.addoption(
-        "--rack",
-        metavar="SPEC",
-        default=None,
-        help="the rack to run on: a rack file (TOML, or a devices.json list of addresses), "
-        "local:N for N local workers, local:auto for one per CPU, or 'off'. "
-        "Default: testrack.toml or [tool.testrack] in pyproject.toml when present.",
-    )
-    group.addoption(
-        "--rack-store",
-        metavar="PATH",
-        default=None,
-        help="where results are recorded: an SQLite file (default <rootdir>/.testrack/results.sqlite), "
-        "a postgresql:// URL (shared by hosts), 'memory', or 'off'.",
-    )
-    group.addoption(
-        "--rack-failed",
-        action="store_true",
-        help="run only the tests still failing (their latest result on a device is a failure), "
-        "once on every device each is failing on.",
-    )
-    group.addoption(
-        "--rack-failed-anywhere",
-        action="store_true",
-        help="like --rack-failed, but run them as the mode says: in load mode once, on any matching device.",
-    )
-    group.addoption(
-        "--rack-timeout",
-        type=_positive_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="fail a test that runs longer than this (its worker's stacks are shown, the worker "
-        "is replaced); @pytest.mark.rack_timeout(SECONDS) sets it per test.",
-    )
-    group.addoption(
-        "--rack-retry-crashed",
-        type=int,
-        default=0,
-        metavar="N",
-        help="rerun a test whose worker crashed (or timed out) up to N times on other devices "
-        "(default 0: a crashing test could take down another device).",
-    )
-    group.addoption(
-        "--rack-sequence",
-        metavar="FILE",
-        default=None,
-        help="run exactly the tests listed in FILE (one node id a line), in that order, repeats "
-        "included, in this process (implies --rack off).",
-    )
-    group.addoption(
-        "--rack-outcomes",
-        metavar="FILE",
-        default=None,
-        help="write one JSON line per test to FILE as it finishes: its node id and outcome "
-        "(implies --rack off).",
-    )
-    group.addoption(
-        "--rack-mode",
-        choices=MODES,
-        default=None,
-        help="load: each test runs once, on any matching device (default); "
-        "each: every test runs on every matching device.",
-    )
-    group.addoption(
-        "--rack-collect",
-        choices=("eager", "lazy"),
-        default="eager",
-        help="eager (default): a worker imports every test file it will run before its first test, "
-        "as plain pytest does; lazy: it imports a file when it first gets one of its tests, which "
-        "balances better but lets a test that changes sys.modules affect later imports.",
-    )
-    group.addoption(
-        "--rack-random",
-        action="store_true",
-        help="run the tests in a random order fixed by a seed (chosen, printed and stored): each "
-        "worker's sequence depends only on the seed, the tests and the slots, so --rack-seed repeats it.",
-    )
-    group.addoption(
-        "--rack-seed",
-        type=_seed,
-        default=None,
-        metavar="N",
-        help="random order with this seed (implies --rack-random; a run prints its seed).",
-    )
-    group.addoption(
-        "--rack-random-bucket",
-        choices=("module", "class", "global"),
-        default=None,
-        help="what stays together in random order: module (default: modules are shuffled, and the "
-        "tests in each), class, or global (every test on its own).",
-    )
-    group.addoption(
-        "--rack-replay",
-        metavar="RUN",
-        default=None,
-        help="rerun a stored run's tests with each worker given exactly the sequence it ran (RUN: "
-        "a run number, last, or a run's uid).",
-    )
-    group.addoption(
-        "--rack-worker",
-        metavar="gwN",
-        default=None,
-        help="with --rack-replay: replay only this worker's sequence.",
-    )
-    group.addoption(
-        "--rack-replay-anywhere",
-        action="store_true",
-        help="with --rack-replay: run the sequences of devices that left the rack on other slots.",
-    )
-    group.addoption(
-        "--rack-rerun-failed",
-        type=_count,
-        default=0,
-        metavar="N",
-        help="run a test that failed again, up to N times (on another device where one matches, in a "
-        "fresh worker); a test that then passes is flaky, and the run still fails unless --rack-flaky-ok.",
-    )
-    group.addoption(
-        "--rack-flaky-ok",
-        action="store_true",
-        help="with --rack-rerun-failed: a flaky test (failed, then passed on a rerun) does not fail the run.",
-    )
-    group.addoption(
-        "--rack-device",
-        metavar="NAME",
-        default=None,
-        help="with --rack off: run in this process as device NAME of the project's rack (its env "
-        "and the device fixture; tests it cannot run are skipped). Default: the rack's first device.",
-    )
+    options.addoption(group)
     report_plugin.addoption(group)
     progress.addoption(group)
     leasing.addoption(group)
@@ -267,39 +137,6 @@ def _apply_device_env(early_config: pytest.Config) -> None:
     if device is not None:
         os.environ.update(device.env)
         os.environ["TESTRACK_DEVICE"] = device.name
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a seed; give a whole number from 0 to {MAX_SEED} (the results store keeps "
-            "it as a 64-bit number), such as the one a random run printed"
-        )
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number >= 0, such as 2")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0, for example 60")
-    return value
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -656,102 +493,6 @@ def _check_compatible(config: pytest.Config, rack: Rack) -> None:
                 "processes; add --rack off to debug in one process (--rack-device NAME to be a "
                 "given device of the rack)."
             )
-
-
-@pytest.fixture(scope="session")
-def device(request: pytest.FixtureRequest) -> Device:
-    """The device this worker runs on (with --rack off: --rack-device, else the rack's first)."""
-    workerinput: dict[str, Any] | None = getattr(request.config, "workerinput", None)
-    if workerinput and isinstance(workerinput.get("device"), dict):
-        return Device.from_dict(workerinput["device"])
-    local = request.config.stash.get(local_device_key, None)
-    if local is not None:
-        return local
-    rack = request.config.stash.get(rack_key, None)
-    if rack is None:
-        try:
-            rack = discover_rack(request.config.rootpath)
-        except RackError as exc:
-            pytest.fail(str(exc), pytrace=False)
-    if rack is None:
-        pytest.fail(
-            "the device fixture needs a rack: run with --rack FILE (or --rack local:N), "
-            "or add a testrack.toml with [[devices]] to the project root",
-            pytrace=False,
-        )
-    return rack.devices[0]
-
-
-@pytest.fixture
-def devices(request: pytest.FixtureRequest, device: Device) -> Devices:
-    """All the devices of the test, by role and by position (``@pytest.mark.devices``).
-
-    ``devices[0]`` is ``device``. A test without the marker gets its one device.
-    """
-    given: Devices | None = request.node.stash.get(devices_key, None)
-    if given is not None:
-        return given
-    from testrack import explain  # here, not at the top: plain pytest runs never need them
-    from testrack.scheduling.requests import declaration, first_assignment, shortfall
-
-    declared = declaration(request.node)
-    if declared.error is not None:
-        pytest.fail(declared.error, pytrace=False)
-    if declared.request is None:
-        return Devices(None, [device])
-    workerinput: dict[str, Any] | None = getattr(request.config, "workerinput", None)
-    if workerinput and workerinput.get("testrack"):
-        pytest.fail(
-            f"this worker was not sent the devices of {request.node.nodeid} "
-            f"({declared.request.describe()}); the controller must send them with the test",
-            pytrace=False,
-        )
-    # One process, no controller: any matching set of the rack, starting with `device`.
-    rack = _plain_rack(request.config)
-    chosen = first_assignment(declared.request, rack.devices, first=device.name)
-    if chosen is None:
-        short = shortfall(declared.request, rack.devices)
-        assert short is not None
-        pytest.fail(explain.unsatisfiable(short, rack), pytrace=False)
-    return Devices(declared.request, chosen)
-
-
-def _plain_rack(config: pytest.Config) -> Rack:
-    """The rack of a run without workers (found as the device fixture finds it), or the fix."""
-    rack = config.stash.get(rack_key, None)
-    if rack is None:
-        try:
-            rack = discover_rack(config.rootpath)
-        except RackError as exc:
-            pytest.fail(str(exc), pytrace=False)
-    if rack is None:
-        pytest.fail(
-            "the device fixture needs a rack: run with --rack FILE (or --rack local:N), "
-            "or add a testrack.toml with [[devices]] to the project root",
-            pytrace=False,
-        )
-    return rack
-
-
-@pytest.fixture
-def testrack_sim() -> Iterator[Callable[..., SimRack]]:
-    """Start simulated devices for one test: ``sim = testrack_sim(3, kind="board")``.
-
-    Returns a started :class:`testrack.sim.SimRack` (``.devices``, ``.write_rack(path)``,
-    ``.log``); every rack started this way is stopped when the test ends.
-    """
-    from testrack.sim import SimRack
-
-    started: list[SimRack] = []
-
-    def start(count: int = 3, kind: str = "board", **kwargs: Any) -> SimRack:
-        rack = SimRack(count, kind=kind, **kwargs).start()
-        started.append(rack)
-        return rack
-
-    yield start
-    for rack in started:
-        rack.stop()
 
 
 def _register_xdist_compat(config: pytest.Config) -> None:

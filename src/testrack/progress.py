@@ -28,7 +28,6 @@ own instead, for ``bench/progress.py`` to compare the two (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import os
@@ -39,6 +38,8 @@ from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from testrack import options
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -76,21 +77,11 @@ def addoption(group: Any) -> None:
     )
     group.addoption(
         "--rack-progress-interval",
-        type=_seconds,
+        type=options.seconds(30),
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
         help=f"seconds between two progress lines in lines mode (default {DEFAULT_INTERVAL:g}).",
     )
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0, for example 30")
-    return value
 
 
 def configure(config: pytest.Config, controller: Controller) -> None:

@@ -47,7 +47,7 @@ from testrack import messages as m
 from testrack.collection import FileUnit, matches_selector, walk_files
 from testrack.devices import Devices
 from testrack.errors import DeviceError
-from testrack.plugin import devices_key
+from testrack.fixtures import devices_key
 from testrack.scheduling.requests import declaration
 from testrack.scoreboard import Scoreboard
 from testrack.trace import trace
