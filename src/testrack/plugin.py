@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testrack import envs, hookspecs, leasing, options, progress, sharedrun
+from testrack import envs, fixtures, hookspecs, leasing, options, progress, sharedrun
 from testrack.fixtures import local_device_key, rack_key
 from testrack.rack import Device, Rack, RackError, discover_rack, load_rack
 from testrack.report import plugin as report_plugin
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 launcher_key: pytest.StashKey[Launcher] = pytest.StashKey()
 
 OFF = ("off", "no", "none")
-
-#: The fixtures (``device``, ``devices``, ``testrack_sim``) come with this plugin.
-pytest_plugins = ("testrack.fixtures",)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -140,6 +137,10 @@ def _apply_device_env(early_config: pytest.Config) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The fixtures (``device``, ``devices``, ``testrack_sim``) come with this plugin, in every
+    # process it is loaded in. Registered, not listed in ``pytest_plugins``: pytest would try to
+    # rewrite the module's asserts, and warn that it was imported already.
+    config.pluginmanager.register(fixtures, "testrack-fixtures")
     config.addinivalue_line(
         "markers",
         "rack_timeout(seconds): fail the test when it runs longer (overrides --rack-timeout)",
