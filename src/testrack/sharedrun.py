@@ -50,9 +50,10 @@ CLAIM_SECONDS = 1.0
 CLAIM_MOST = 64
 #: How often a host asks the queue again (tests of a host that died come back, the run ends).
 LOOK_AGAIN = 1.0
-#: ... when none of its workers holds a test: it only waits for the others' last claims, and
-#: the run's end should not wait a second more for it to notice.
-LOOK_AGAIN_IDLE = 0.25
+#: ... when none of its workers holds a test, it only waits for the others' last claims: it asks
+#: this soon after it became idle (the run's end is likely near), then less often the longer it
+#: waits (half the time idle so far), up to LOOK_AGAIN.
+LOOK_AGAIN_IDLE = 0.05
 
 
 def addoption(group: Any) -> None:
@@ -105,6 +106,7 @@ class SharedRun:
         self._more = True
         self._looked = -math.inf
         self._ticked = -math.inf
+        self._idle_since: float | None = None  # since when no worker here holds a test
         self._queued = 0
         #: Device slots sharing the queue, as this host sees it (live hosts x its own slots):
         #: claims shrink as the queue drains, so that the hosts finish together.
@@ -360,8 +362,13 @@ class SharedRun:
         return left if wait is None else min(wait, left)
 
     def _look_again(self) -> float:
-        busy = any(w.assigned for w in self.ctl.alive_workers())
-        return LOOK_AGAIN if busy else LOOK_AGAIN_IDLE
+        if any(w.assigned for w in self.ctl.alive_workers()):
+            self._idle_since = None
+            return LOOK_AGAIN
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        return min(LOOK_AGAIN, max(LOOK_AGAIN_IDLE, (now - self._idle_since) / 2))
 
     def waiting(self) -> bool:
         """Whether this host waits for tests that may still come back to the queue (claimed by
