@@ -129,14 +129,15 @@ class Controller:
         self.warnings = relay.WarningRelay(config)
         #: The live view or progress lines (progress.py); the run loop ticks it.
         self.progress = Progress(config, self)
-        #: Leases on the devices' slots when the rack is shared (leasing.py); None: not shared.
-        self.leases = SlotLeases(self)
+        #: What the run does as its slots' leases come and go (slotleases.py), and the leases
+        #: themselves when the rack is shared (leasing.py; None: not shared).
+        self.slot_leases = SlotLeases(self)
         self.leasing = Leasing.open(
-            config, rack, self.slots, self.testrunuid, self.loop.wake, self.leases.said.append
+            config, rack, self.slots, self.testrunuid, self.loop.wake, self.slot_leases.said.append
         )
         if self.leasing is not None:  # a quarantine is the share's, for every run of it
-            self.health.on_quarantine = self.leases.quarantine_in_share
-            self.health.on_pass = self.leases.passed_check
+            self.health.on_quarantine = self.slot_leases.quarantine_in_share
+            self.health.on_pass = self.slot_leases.passed_check
         #: This host's part of a run over many hosts (--rack-run), or None.
         self.shared: SharedRun | None = None
         try:
@@ -198,7 +199,7 @@ class Controller:
         for device in {s.device for s in self.slots if s.id in self.workers}:
             self.health.check(device)
         if self.leasing is not None:
-            self.leases.wait_for_a_first_lease()
+            self.slot_leases.wait_for_a_first_lease()
         self.recorder.begin(
             RunInfo(
                 uid=self.testrunuid if self.shared is None else self.shared.uid,
@@ -327,7 +328,7 @@ class Controller:
         self.dispatcher.open_slot(slot.id)
         self.loop.watch(worker)
         self.loop.send(worker, m.Start(basetemp, worker.node.workerinput, self.compact_reports))
-        self.leases.allow_starts(worker)
+        self.slot_leases.allow_starts(worker)
         return worker
 
     def _configure_node(self, worker: WorkerHandle) -> None:
@@ -388,7 +389,7 @@ class Controller:
             left = [j for j in left if j not in mine]
             if not left:
                 return
-        self.leases.lease_again({s for j in left for s in self.dispatcher.slots_for(j)})
+        self.slot_leases.lease_again({s for j in left for s in self.dispatcher.slots_for(j)})
 
     def share_free_slots(self) -> None:
         """A worker finished its part while others still work through modules it did not
@@ -481,7 +482,7 @@ class Controller:
             )
             worker.kill()
             worker.state = State.DEAD
-        for device, times in self.leases.gave_back.items():
+        for device, times in self.slot_leases.gave_back.items():
             self.notes.append(
                 f"{device} was given back {times} time{'s' if times != 1 else ''} to a run waiting "
                 "for it with less device time or a higher priority, and waited for again (fair share)"

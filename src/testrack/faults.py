@@ -133,14 +133,14 @@ class Faults:
             if current:
                 ctl.gangs.worker_gone(worker)
                 ctl.dispatcher.drop_slot(slot.id, permanently=False)
-            if slot.id in ctl.leases.giving_back:
-                ctl.leases.after_give_back(slot)
+            if slot.id in ctl.slot_leases.giving_back:
+                ctl.slot_leases.after_give_back(slot)
             if running and not ctl.gangs.active:
                 ctl.restart_for_leftovers()
                 ctl.share_free_slots()
             elif running:  # the allocator starts what its tests need, on this slot too
                 ctl.feeder.feed_idle()
-            ctl.leases.release_idle_lease(slot)
+            ctl.slot_leases.release_idle_lease(slot)
             return
         how = worker.how_it_ended()
         outcome = "crashed"

@@ -47,14 +47,15 @@ class Feeder:
         if worker.winding_down or not worker.alive:
             return
         if ctl.leasing is not None and not ctl.leasing.holds(worker.slot.id):
-            ctl.leases.lease_lost(worker.slot.id)  # asked before each test: never touch a device not ours
+            # Asked before each test: never touch a device that is not this run's.
+            ctl.slot_leases.lease_lost(worker.slot.id)
             return
         if (
             ctl.leasing is not None
             and ctl.phase is Phase.RUNNING
             and ctl.leasing.should_give_back(worker.slot.id)
         ):
-            ctl.leases.give_back(worker)
+            ctl.slot_leases.give_back(worker)
             return
         state = ctl.health.state(worker.device.name)
         if state in (DeviceState.UNCHECKED, DeviceState.CHECKING):

@@ -110,7 +110,7 @@ class Gangs:
             if ctl.leasing is not None and not ctl.leasing.holds(slot.id):
                 # Another run has it (or had it): free only when its lease comes, so never a
                 # slot to hold the others for; queue for it again if this run gave it back.
-                ctl.leases.lease_again({slot.id})
+                ctl.slot_leases.lease_again({slot.id})
                 states.append(SlotState(slot.id, slot.device, busy=True, remaining=NOT_LEASED))
                 continue
             if worker is None or not worker.alive:

@@ -100,9 +100,9 @@ class RunLoop:
         if ctl.leasing is not None and (now := time.monotonic()) >= self._boards_due:
             self._boards_due = now + BOARDS_EVERY  # the heartbeat renews the leases meanwhile
             for worker in ctl.alive_workers():
-                ctl.leases.allow_starts(worker)
+                ctl.slot_leases.allow_starts(worker)
             for slot in ctl.slots:  # a worker that ended while work for others was queued
-                ctl.leases.release_idle_lease(slot)
+                ctl.slot_leases.release_idle_lease(slot)
         try:
             self._handle_events(self._selector.select(timeout))
         finally:
@@ -122,7 +122,7 @@ class RunLoop:
                 with contextlib.suppress(BlockingIOError):
                     self._signal_read.read()
                 if ctl.leasing is not None:
-                    ctl.leases.on_leases()
+                    ctl.slot_leases.on_leases()
                 continue
             worker, stream = key.data
             if stream is not None:
@@ -161,7 +161,7 @@ class RunLoop:
                 if ctl.phase is Phase.RUNNING:
                     ctl.feeder.feed(worker)
             case m.MayIStart():
-                ctl.leases.on_may_i_start(worker)
+                ctl.slot_leases.on_may_i_start(worker)
             case m.Collected():
                 ctl.collection.on_collected(worker, message)
             case m.WorkerReady():
