@@ -30,6 +30,7 @@ import pytest
 
 from testrack.planning import Gang, Plan
 from testrack.rack import Rack
+from testrack.runloop import Phase
 from testrack.scheduling.dispatch import Job
 from testrack.scheduling.estimates import DEFAULT_ESTIMATE
 from testrack.share.errors import LeaseLost, ShareError
@@ -340,8 +341,6 @@ class SharedRun:
         now = time.monotonic()
         if now >= self._ticked + self._look_again():  # sooner once this host has become idle
             self._ticked = now
-            from testrack.runloop import Phase
-
             self._mark_started()
             ctl = self.ctl
             if any(w.wants_work for w in ctl.alive_workers()):
@@ -405,7 +404,9 @@ class SharedRun:
         by_token: dict[tuple[int, tuple[int, ...]], list[tuple[Claim, Result]]] = {}
         refused: set[str] = set()
         attempts: list[Result] = []
-        for result in results:
+        # The queue writes its rows itself: with the worker names the store keeps (host/gw0).
+        stored = self.ctl.recorder.as_stored(results)
+        for result, kept in zip(results, stored, strict=True):
             # An attempt that runs again (a rerun, a DeviceError) keeps the claim.
             again = result.outcome in ("rerun", "device_error")
             claim = None if again else self._pop_claim(result.nodeid, result.device)
@@ -413,8 +414,7 @@ class SharedRun:
                 attempts.append(result)  # an attempt, another device's copy, or not a queued test
                 continue
             fences = self._gang_fences.pop(claim.item, ())
-            (stored,) = self.ctl.recorder.as_stored([result])
-            by_token.setdefault((claim.token, fences), []).append((claim, stored))
+            by_token.setdefault((claim.token, fences), []).append((claim, kept))
         self.ctl.recorder.results(attempts)
         for (token, also), finished in by_token.items():
             try:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from testrack import options
 from testrack.share import location, text
 from testrack.share.backend import ShareBackend
 from testrack.share.errors import ShareError
@@ -35,18 +36,6 @@ def parse_duration(value: str) -> float:
             f"{value!r} is not a duration; give a number with s, m or h, for example --for 30m"
         )
     return float(match[1]) * _UNIT[match[2]]
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a number of seconds; give 0 or more, for example --wait 60"
-        )
-    return seconds
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +102,7 @@ def _add_reserve(parser: argparse.ArgumentParser) -> None:
         help="how long: 90s, 30m, 2h (default: 1h)",
     )  # fmt: skip
     parser.add_argument(
-        "--wait", type=_seconds, default=None, metavar="SECONDS",
+        "--wait", type=options.seconds(60, zero=True), default=None, metavar="SECONDS",
         help="give up after waiting this long for the device (default: wait until it is free)",
     )  # fmt: skip
     _add_common(parser)
