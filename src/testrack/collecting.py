@@ -150,6 +150,7 @@ class Collection:
                 config.hook.pytest_collectreport(report=report)
         if self._pulls():
             self.feed(worker)
+        self.ctl.cloning.on_collected(worker)
 
     def on_worker_lost(self, worker: WorkerHandle, how: str, output: str) -> None:
         """A worker died while importing: retry its files, one by one once suspected."""
@@ -318,9 +319,10 @@ class Collection:
         each = f", {_n(ctl.runs, 'run')}" if ctl.mode == "each" else ""
         known = sum(1 for nodeid in ctl.tests if nodeid in ctl.durations)
         history = f"; history for {known}" if known else ""
+        cloned = " (cloned after collection)" if ctl.cloning.cloned else ""
         return (
             f"testrack: collected {_n(len(ctl.tests), 'test')}{deselected}{each} "
-            f"in {_n(len(self.units), 'file')} on {_n(len(ctl.slots), 'worker')}{history}"
+            f"in {_n(len(self.units), 'file')} on {_n(len(ctl.slots), 'worker')}{cloned}{history}"
         )
 
 

@@ -26,9 +26,7 @@ leftovers, and ended.
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import os
 import shlex
 import signal
 import threading
@@ -40,6 +38,7 @@ import pytest
 
 from testrack import compact, envs, nodes, relay, run_summary, sequencing
 from testrack import messages as m
+from testrack.cloning import Cloning
 from testrack.collecting import Collection
 from testrack.faults import Faults
 from testrack.feeding import Feeder
@@ -117,6 +116,8 @@ class Controller:
         self.order = sequencing.Order()
         self.health = Health(config, recorder, rack.devices)
         self.collection = Collection(self)
+        #: Whether the first worker is cloned for the others once it has collected (cloning.py).
+        self.cloning = Cloning(self)
         self.gangs = Gangs(self)
         self.replay = Replay(self)
         #: Whether workers may send plain passing reports compact: only pytest's own plugins
@@ -190,6 +191,7 @@ class Controller:
         for slot in self.slots:
             if self.leasing is None or self.leasing.take_now(slot):
                 self.start_worker(slot)
+        self.cloning.after_start()
         if self.leasing is not None:
             # Quarantined by another run: checked before use, as after any other run; a run with
             # no check to run keeps it out too.
@@ -296,6 +298,7 @@ class Controller:
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._restore_signals()
+        self.cloning.settle()  # a run that ended before every clone came up adopts no more
         self.health.close()
         if self.leasing is not None:
             self.leasing.close()
@@ -517,8 +520,7 @@ class Controller:
                     where += f" ({worker.label.id})"
                 running.append(f"{job.nodeid} on {where}")
             worker.state = State.STOPPING
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.proc.pid, signal.SIGINT)
+            worker.signal(signal.SIGINT)
         what = "interrupted while running " + "; ".join(running) if running else "interrupted between tests"
         deadline = time.monotonic() + INTERRUPT_GRACE
         while self.alive_workers() and time.monotonic() < deadline:

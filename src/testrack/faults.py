@@ -100,14 +100,19 @@ class Faults:
         worker.timed_out = (nodeid, limit or 0.0, source)
         trace(f"controller: {nodeid} timed out on {worker.slot.id}")
         worker.kill_at = time.monotonic() + STACK_DUMP_WAIT
-        try:
-            os.kill(worker.proc.pid, signal.SIGUSR1)
-        except ProcessLookupError:
+        if worker.pending:
             worker.kill_at = None
+        else:
+            try:
+                os.kill(worker.proc.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                worker.kill_at = None
 
     # ------------------------------------------------------------------ a worker ended
 
     def on_exit(self, worker: WorkerHandle) -> None:
+        if self.ctl.cloning.on_lost(worker):
+            return  # a clone that never was: its slot's own worker starts instead
         try:
             self._on_exit(worker)
         finally:

@@ -139,8 +139,17 @@ class WorkerFailed:
     error: str
 
 
+@dataclasses.dataclass(frozen=True)
+class CloneRefused:
+    """The first worker did not clone itself: what its configuration or collection read
+    differs between slots (so each worker configures on its own), or it could not fork."""
+
+    reason: str
+
+
 FromWorker: TypeAlias = (
     WorkerReady
+    | CloneRefused
     | Collected
     | WantWork
     | MayIStart
@@ -234,4 +243,18 @@ class LeaseHeld:
     """The answer to ``MayIStart`` when the share confirmed the lease: go on."""
 
 
-ToWorker: TypeAlias = Hello | Start | Collect | Run | Finish | Idle | Shutdown | LeaseHeld
+@dataclasses.dataclass(frozen=True)
+class Clone:
+    """To the first worker once it has collected every file, before any test: fork a copy of
+    itself for each of these slots (testrack.cloning), configured, with every file imported and
+    every test collected, unless its configuration or collection read what differs between
+    slots. Each copy then reads its own Hello and Start from its own socket."""
+
+    slots: tuple[str, ...]
+    #: Each slot's environment, as its own worker would have it.
+    envs: tuple[dict[str, str], ...]
+    #: ``workerinput`` keys whose values differ between the slots.
+    differing: tuple[str, ...]
+
+
+ToWorker: TypeAlias = Hello | Start | Collect | Run | Finish | Idle | Shutdown | LeaseHeld | Clone

@@ -164,8 +164,11 @@ class RunLoop:
                 ctl.slot_leases.on_may_i_start(worker)
             case m.Collected():
                 ctl.collection.on_collected(worker, message)
-            case m.WorkerReady():
+            case m.WorkerReady(pid=pid):
+                ctl.cloning.on_ready(worker, pid)
                 self.on_ready(worker)
+            case m.CloneRefused(reason=reason):
+                ctl.cloning.on_refused(reason)
             case m.WarningRecorded():
                 ctl.warnings.show(message)
             case m.LogRecords(records=records):

@@ -36,13 +36,14 @@ import warnings
 from collections import deque
 from collections.abc import Generator
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
 import pytest
 from _pytest._io import TerminalWriter
 from _pytest.warnings import catch_warnings_for_item
 
-from testrack import compact, relay
+from testrack import cloning, compact, relay
 from testrack import messages as m
 from testrack.collection import FileUnit, matches_selector, walk_files
 from testrack.devices import Devices
@@ -121,6 +122,11 @@ class WorkerSession:
         self._compact_allowed = False
         self._serializers: list[Any] = []
         self._poller: select.poll | None = None
+        #: In a template worker (testrack.cloning): what it reads of what differs between slots.
+        self.watch: cloning.Watch | None = None
+        #: What this worker collected, by file: a clone answers a Collect of those from here.
+        self.units: dict[str, m.CollectedUnit] = {}
+        self.cloned = False
 
     # ------------------------------------------------------------------ pytest hooks
 
@@ -138,7 +144,7 @@ class WorkerSession:
         workerinput = dict(self.hello.workerinput)
         workerinput.update(start.workerinput)
         workerinput["basetemp"] = config.option.basetemp = start.basetemp
-        config.workerinput = workerinput  # type: ignore[attr-defined]
+        config.workerinput = workerinput if self.watch is None else self.watch.workerinput(workerinput)  # type: ignore[attr-defined]
         config.workeroutput = {}  # type: ignore[attr-defined]
         self._compact_allowed = start.compact_reports
         if workerinput.get("testrack_ordered") and hasattr(config.option, "randomly_reorganize"):
@@ -466,6 +472,8 @@ class WorkerSession:
                 self.stopping = True
             case m.LeaseHeld():
                 self.lease_held = True  # and the board's deadline moved on
+            case m.Clone():
+                self.clone(message)
             case _:
                 raise TypeError(f"testrack worker: unexpected message {message!r}")
 
@@ -473,6 +481,10 @@ class WorkerSession:
 
     def collect(self, keys: tuple[str, ...]) -> None:
         assert self.session is not None and self.config is not None
+        if self.cloned and all(key in self.units for key in keys):
+            # Imported and collected by the template before the fork: what it found is ours.
+            self.send(m.Collected(tuple(self.units[key] for key in keys), (), (), 0.0, ()))
+            return
         started = time.monotonic()
         if self.files is None:
             self.files = {unit.path: nodes for unit, nodes in walk_files(self.session)}
@@ -515,6 +527,7 @@ class WorkerSession:
             m.CollectedUnit(key, tuple(by_key[key]), seconds.get(key, 0.0), scopes.get(key, ()))
             for key in keys
         )
+        self.units.update((unit.key, unit) for unit in units)
         lines = self.config.hook.pytest_report_collectionfinish(
             config=self.config, start_path=self.config.invocation_params.dir, items=items
         )
@@ -527,6 +540,88 @@ class WorkerSession:
                 header=tuple(line for group in reversed(lines) for line in _lines(group)),
             )
         )
+
+    # ------------------------------------------------------------------ cloning
+
+    def clone(self, message: m.Clone) -> None:
+        """The template's part: fork a copy of this worker for each slot, or say why not."""
+        assert self.config is not None
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.stop()
+        ends = cloning.ENDS
+        own = {self.conn.fileno(), *(fd for e in ends.values() for fd in e.fds())}
+        reason = (
+            "this worker was not started as a template"
+            if watch is None
+            else cloning.refusal(watch, message.differing, self.config, own)
+        )
+        if reason is None and not set(message.slots) <= set(ends):
+            reason = "the controller asked for slots this worker holds no ends for"
+        self.config.workerinput = dict(self.config.workerinput)  # type: ignore[attr-defined]
+        if reason is None:
+            trace(f"worker: cloning for {len(message.slots)} slots")
+            for slot, env in zip(message.slots, message.envs, strict=True):
+                for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                    with contextlib.suppress(Exception):
+                        stream.flush()  # type: ignore[union-attr]
+                if cloning.fork_clone():
+                    self.become_clone(ends.pop(slot), env)
+                    return
+        else:
+            trace(f"worker: clone refused: {reason}")
+            self.send(m.CloneRefused(reason))
+        for each in ends.values():
+            for fd in each.fds():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        ends.clear()
+
+    def become_clone(self, ends: cloning.Ends, env: dict[str, str]) -> None:
+        """In a fresh copy of the template: take this slot's socket, board, output and
+        environment, read its own Hello and Start, and carry on as that slot's worker."""
+        assert self.config is not None
+        os.setsid()
+        cloning.redirect(1, ends.out_w)
+        cloning.redirect(2, ends.err_w)
+        template_fds = {self.conn.fileno(), self.board.fd, ends.out_w, ends.err_w}
+        for other in cloning.ENDS.values():
+            template_fds.update(other.fds())
+        cloning.ENDS.clear()
+        self.board.close()
+        for fd in template_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        os.environ.clear()
+        os.environ.update(env)
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if capman is not None and capman.is_globally_capturing():
+            # Its temporary files are the template's (one shared offset): this copy gets its own.
+            capman.stop_global_capturing()
+            capman.start_global_capturing()
+            capman.suspend_global_capture()
+        self.conn = Connection(ends.sock)
+        self._poller = None
+        self.board = Scoreboard(ends.board)
+        self.cloned = True
+        hello, start = self.conn.recv(), self.conn.recv()
+        if not isinstance(hello, m.Hello) or not isinstance(start, m.Start):
+            raise TypeError(f"testrack clone: expected Hello and Start, got {hello!r}, {start!r}")
+        self.hello = hello
+        workerinput = {**hello.workerinput, **start.workerinput}
+        workerinput["basetemp"] = self.config.option.basetemp = start.basetemp
+        self.config.workerinput = workerinput  # type: ignore[attr-defined]
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        if factory is not None:  # made from the template's basetemp at its configuration
+            factory._given_basetemp = Path(os.path.abspath(start.basetemp)) if start.basetemp else None
+            factory._basetemp = None
+        self._compact_allowed = start.compact_reports
+        self.queue.clear()
+        self.asked = False
+        if self.log_relay is not None:
+            self.log_relay.take()
+        trace("worker: cloned")
+        self.send(m.WorkerReady(pid=os.getpid(), python=sys.version.split()[0]))
 
     def report_missing(self, nodeid: str) -> None:
         """The controller sent a test this worker did not collect: say so, as a test error."""
@@ -656,6 +751,9 @@ def main(argv: list[str] | None = None) -> int:
     else:  # an environment's worker keeps its own installation's path
         sys.path[:0] = [p for p in hello.sys_path if p not in sys.path]
     plugin = WorkerSession(conn, hello, board)
+    if cloning.ENDS:  # a template: watch what its configuration reads, from the start
+        plugin.watch = cloning.Watch()
+        plugin.watch.start()
     profile_dir = os.environ.get("TESTRACK_PROFILE")
     profiler = None
     if profile_dir:  # where a worker's CPU goes (docs/architecture.md); the controller: python -m cProfile

@@ -109,6 +109,33 @@ class ForkedProcess:
             os.kill(self.pid, signal.SIGKILL)
 
 
+class PendingClone(ForkedProcess):
+    """A worker the template will fork (testrack.cloning): no process yet, so nothing to signal
+    or wait for. Alive while the template is; adopted once the clone says it is ready."""
+
+    def __init__(self, template: ForkedProcess, stdout: Any, stderr: Any) -> None:
+        super().__init__(0, stdout, stderr)
+        self.template = template
+        self.known = False
+
+    def adopt(self, pid: int) -> None:
+        self.pid = pid
+        self.known = True
+
+    def poll(self) -> int | None:
+        if self.known:
+            return super().poll()
+        if self.returncode is None and self.template.poll() is not None:
+            self.returncode = -signal.SIGKILL  # never forked: the template is gone
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.known:
+            super().kill()
+        elif self.returncode is None:
+            self.returncode = -signal.SIGKILL  # forgotten: a clone forked later finds no controller
+
+
 Process = Union["subprocess.Popen[bytes]", ForkedProcess]
 
 
@@ -279,8 +306,21 @@ class WorkerHandle:
 
         threading.Thread(target=reap, name=f"testrack-reap-{self.slot.id}").start()
 
+    @property
+    def pending(self) -> bool:
+        """A clone the template has not forked yet (no process to signal)."""
+        return isinstance(self.proc, PendingClone) and not self.proc.known
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the worker's process, if it has one and it is still there."""
+        if not self.pending:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signum)
+
     def kill(self) -> None:
-        if self.proc.poll() is None:
+        if self.pending:
+            self.proc.kill()
+        elif self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -350,6 +390,10 @@ class Launcher:
         self._spare: dict[str, WorkerHandle] = {}
         #: Our ends of forked workers' sockets and pipes, closed in each later fork.
         self._parent_fds: list[int] = []
+        #: The first slot's worker when the others are to be its clones (testrack.cloning).
+        self.template: WorkerHandle | None = None
+        #: Workers forked beside a template, waiting for a Hello that comes only if it refuses.
+        self._held: dict[str, WorkerHandle] = {}
 
     def env_for(self, slot: Slot) -> dict[str, str]:
         """The worker's environment: ours, the device's env, and xdist's worker variables."""
@@ -384,20 +428,95 @@ class Launcher:
             )
         return m.Hello(workerinput=workerinput, args=self.args, sys_path=self.sys_path)
 
-    def prestart(self) -> None:
-        """Start every slot's worker now; fork them when this process is still clean enough."""
+    def prestart(self, hook: Any = None, clone: bool = True) -> None:
+        """Start every slot's worker now; fork them when this process is still clean enough.
+        Where the slots differ in nothing but their identity, start only the first, to be
+        cloned once it has collected (testrack.cloning)."""
         fork = can_fork()
-        trace(f"launcher: prestart ({'fork' if fork else 'spawn'})")
+        clone = clone and fork and self.clonable(hook)
+        trace(f"launcher: prestart ({'clone' if clone else 'fork' if fork else 'spawn'})")
         if fork:
             import testrack.worker  # noqa: F401 - imported once here rather than in every child
+        if clone:
+            self._prestart_template()
+            return
         for slot in self.slots:
             self._spare[slot.id] = self.fork(slot) if fork else self.start(slot)
+
+    def clonable(self, hook: Any = None) -> bool:
+        """Every slot's worker would start the same but for its identity: more than one slot,
+        the same device ``env`` everywhere, no environment's interpreter, not turned off, and no
+        plugin loaded so far that would make the template refuse (``hook``: pytest's)."""
+        from testrack import cloning
+
+        if os.environ.get("TESTRACK_START", "clone") != "clone" or len(self.slots) < 2:
+            return False
+        if self.interpreters or not sys.platform.startswith("linux"):
+            return False
+        envs = {tuple(sorted(self.devices[slot.device].env.items())) for slot in self.slots}
+        return len(envs) == 1 and (hook is None or cloning.session_end(hook) is None)
+
+    def _prestart_template(self) -> None:
+        from testrack import cloning
+
+        ends: dict[str, tuple[socket.socket, socket.socket, int, int, int, int, Scoreboard]] = {}
+        for slot in self.slots[1:]:
+            parent_sock, child_sock = socket_pair()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            ends[slot.id] = (parent_sock, child_sock, out_r, out_w, err_r, err_w, Scoreboard())
+        theirs = {
+            slot: cloning.Ends(child.fileno(), board.fd, out_w, err_w)
+            for slot, (_, child, _, out_w, _, err_w, board) in ends.items()
+        }
+        ours = [fd for p, _, out_r, _, err_r, _, _ in ends.values() for fd in (p.fileno(), out_r, err_r)]
+        template = self.fork(self.slots[0], clone_ends=theirs, close_too=ours)
+        self.template = template
+        self._spare[self.slots[0].id] = template
+        assert isinstance(template.proc, ForkedProcess)
+        for slot in self.slots[1:]:
+            parent_sock, child_sock, out_r, out_w, err_r, err_w, board = ends[slot.id]
+            child_sock.close()
+            os.close(out_w)
+            os.close(err_w)
+            self._parent_fds += [parent_sock.fileno(), out_r, err_r, board.fd]
+            proc = PendingClone(
+                template.proc, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0)
+            )
+            worker = WorkerHandle(
+                slot, self.devices[slot.device], self.labels[slot.id], proc, Channel(parent_sock), board
+            )
+            worker.send(self.hello_for(slot))  # read by the clone, once forked
+            self._spare[slot.id] = worker
+        for slot in self.slots[1:]:  # if the template refuses: forked already, told nothing yet
+            self._held[slot.id] = self.fork(slot, hello=False)
+
+    def clone_message(self, workers: list[WorkerHandle], inputs: list[dict[str, Any]]) -> m.Clone:
+        """What the template needs to clone itself for these (pending) workers: their
+        environments, and which ``workerinput`` keys differ between all slots' workers."""
+        keys = {key for data in inputs for key in data}
+        differing = tuple(sorted(key for key in keys if len({repr(data.get(key)) for data in inputs}) > 1))
+        return m.Clone(
+            slots=tuple(w.slot.id for w in workers),
+            envs=tuple(self.env_for(w.slot) for w in workers),
+            differing=differing,
+        )
+
+    def drop_pending(self) -> None:
+        """Pending clones nobody took: their slots' workers start on their own if needed."""
+        for slot_id, worker in list(self._spare.items()):
+            if worker.pending:
+                worker.kill()
+                worker.close()
+                del self._spare[slot_id]
 
     def take(self, slot: Slot) -> WorkerHandle:
         """A worker process for ``slot``: the prestarted one if there is one, else a new one."""
         spare = self._spare.pop(slot.id, None)
         if spare is not None and spare.proc.poll() is None:
             return spare
+        if spare is not None:
+            spare.close()
         return self.start(slot)
 
     def start(self, slot: Slot) -> WorkerHandle:
@@ -427,7 +546,13 @@ class Launcher:
         worker.send(self.hello_for(slot))
         return worker
 
-    def fork(self, slot: Slot) -> WorkerHandle:
+    def fork(
+        self,
+        slot: Slot,
+        clone_ends: dict[str, Any] | None = None,
+        close_too: Sequence[int] = (),
+        hello: bool = True,
+    ) -> WorkerHandle:
         """Start a worker by forking this process (only before conftests are loaded).
 
         A fork skips Python's start-up and the import of pytest, most of a worker's
@@ -448,11 +573,12 @@ class Launcher:
             _become_worker(
                 child_sock,
                 board.fd,
-                [parent_sock.fileno(), out_r, err_r, *self._parent_fds],
+                [parent_sock.fileno(), out_r, err_r, *self._parent_fds, *close_too],
                 out_w,
                 err_w,
                 env,
                 self.cwd,
+                clone_ends or {},
             )
         child_sock.close()
         os.close(out_w)
@@ -462,11 +588,32 @@ class Launcher:
         worker = WorkerHandle(
             slot, self.devices[slot.device], self.labels[slot.id], proc, Channel(parent_sock), board
         )
-        worker.send(self.hello_for(slot))
+        if hello:
+            worker.send(self.hello_for(slot))
         return worker
+
+    def instead_of_clone(self, slot: Slot) -> WorkerHandle:
+        """A worker for a slot whose clone will not be: the one held for it, else a new one."""
+        held = self._held.pop(slot.id, None)
+        if held is not None and held.proc.poll() is None:
+            held.send(self.hello_for(slot))
+            return held
+        if held is not None:
+            held.close()
+        return self.start(slot)
+
+    def release_held(self) -> None:
+        """The clones came: the workers held in reserve exit (they see EOF, not a Hello)."""
+        for worker in self._held.values():
+            worker.close()
+            threading.Thread(target=worker.proc.wait, name="testrack-held", daemon=True).start()
+        self._held.clear()
 
     def discard(self) -> None:
         """Stop prestarted workers nobody took (the run turned out not to need them)."""
+        self.drop_pending()
+        self._spare.update(self._held)
+        self._held.clear()
         for worker in self._spare.values():
             worker.close()  # the worker sees EOF instead of a Hello and exits
             try:
@@ -479,7 +626,7 @@ class Launcher:
 
 def can_fork() -> bool:
     """Forking is for Linux-like systems, and only while this process runs a single thread."""
-    if os.environ.get("TESTRACK_START", "fork") != "fork":
+    if os.environ.get("TESTRACK_START", "clone") not in ("clone", "fork"):
         return False
     return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
 
@@ -492,6 +639,7 @@ def _become_worker(
     err_w: int,
     env: dict[str, str],
     cwd: str,
+    clone_ends: dict[str, Any],
 ) -> None:  # pragma: no cover - runs in the child
     """In a freshly forked child: shed the controller's state and run a worker; never returns."""
     code = 70
@@ -513,8 +661,9 @@ def _become_worker(
         os.environ.update(env)
         # The controller's half-built config installed an import hook; the worker makes its own.
         sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "AssertionRewritingHook"]
-        from testrack import worker
+        from testrack import cloning, worker
 
+        cloning.ENDS.update(clone_ends)
         worker.FORKED = True
         code = worker.main([str(sock.detach()), str(board)])
     except BaseException:
