@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         # pytest-randomly shuffles every runner (testrack then follows its seed and gives up the
         # history-based order): the rows compare schedulers, so keep it out of all of them.
         pytest += " -p no:randomly"
+    if importlib.util.find_spec("pytest_rerunfailures") is not None:
+        # pytest-rerunfailures (installed for tests/test_plugins.py) opens a socket from every
+        # worker to the controller in every runner, and testrack cannot clone a worker holding
+        # one (docs/architecture.md, "Clones"); no workload uses it, and a CI job that does not
+        # would not install it: keep it out of all of them.
+        pytest += " -p no:rerunfailures"
     for workload, label, runner, extra, ideal, _target in PLAN:
         if workload not in wanted:
             continue

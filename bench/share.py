@@ -403,7 +403,10 @@ def measure_pytest_hosts(server: PgServer, tests: int, test_seconds: float) -> l
     (project / "test_device.py").write_text(DEVICE_SUITE.format(count=tests, seconds=test_seconds))
     (project / "test_trivial.py").write_text("def test_trivial(device):\n    pass\n")
     env = {k: v for k, v in os.environ.items() if k not in ("TESTRACK_SHARE", "PYTHONDONTWRITEBYTECODE")}
-    env["PYTEST_ADDOPTS"] = "-p no:randomly -p no:cacheprovider"
+    # pytest-rerunfailures (installed for tests/test_plugins.py) holds a socket in every worker,
+    # which keeps testrack from cloning workers (docs/architecture.md, "Clones"); the suite does
+    # not use it.
+    env["PYTEST_ADDOPTS"] = "-p no:randomly -p no:cacheprovider -p no:rerunfailures"
 
     def run_hosts(hosts: int, per_host: int, tag: str, target: str) -> float:
         url = server.url(server.create_database("bench"))
