@@ -14,14 +14,12 @@ from conftest import boards
 
 NO_SOCKET_PLUGIN = ("-p", "no:rerunfailures")
 
-#: Each test writes who ran it; the module writes who imported it.
+#: Each test writes who ran it.
 RECORDING = """
 import os, pathlib, time
 import pytest
 
 OUT = pathlib.Path({out!r})
-with open(OUT / "imports.txt", "a") as f:
-    f.write(f"{{os.getpid()}}\\n")
 
 @pytest.mark.parametrize("n", range(12))
 def test_who(n, worker_id, tmp_path):
@@ -39,17 +37,16 @@ def _runs(out):
     return [line.split() for line in (out / "runs.txt").read_text().splitlines()]
 
 
-def test_workers_are_cloned_after_the_first_collected_and_each_keeps_its_identity(pytester, tmp_path):
-    """The module is imported once (by the template) and every worker runs tests as itself:
-    its id in the fixture and the environment, its own process and temporary directory, and
-    its own captured output in a failure's report."""
+def test_workers_are_cloned_from_the_first_and_each_keeps_its_identity(pytester, tmp_path):
+    """Load mode clones the first worker once it has configured; every copy runs tests as
+    itself: its id in the fixture and the environment, its own process and temporary
+    directory, and its own captured output in a failure's report."""
     out = tmp_path / "out"
     out.mkdir()
     pytester.makepyfile(test_who=RECORDING.format(out=str(out)))
     result = pytester.runpytest_subprocess("--rack", "local:3", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
     result.assert_outcomes(passed=11, failed=1)
-    result.stdout.fnmatch_lines(["*collected 12 tests in 1 file on 3 workers (cloned after collection)*"])
-    assert len((out / "imports.txt").read_text().split()) == 1  # not once per worker
+    result.stdout.fnmatch_lines(["*collected 12 tests in 1 file on 3 workers (cloned after configuration)*"])
     runs = _runs(out)
     assert len(runs) == 12
     pids: dict[str, set[str]] = {}
@@ -92,7 +89,7 @@ def test_a_clone_that_crashes_is_reported_with_its_exit_code_and_its_test_runs_a
     )
     assert flag.exists(), result.stdout.str()  # a clone (not the template) crashed
     result.assert_outcomes(passed=9)
-    result.stdout.fnmatch_lines(["*cloned after collection*", "*exited with code 3*"])
+    result.stdout.fnmatch_lines(["*cloned after configuration*", "*exited with code 3*"])
 
 
 HANGS = """
@@ -117,16 +114,23 @@ def test_a_clone_over_its_time_limit_shows_its_own_stacks(pytester):
     )
     result.assert_outcomes(passed=2, failed=1)
     text = result.stdout.str()
-    assert "cloned after collection" in text
+    assert "cloned after configuration" in text
     assert "timed out after 1 s" in text
     assert "test_hangs" in text.split("timed out after 1 s")[1]
     assert "time.sleep(60)" in text or "in test_hangs" in text
 
 
-def test_each_mode_clones_too_and_every_device_runs_every_test(pytester, write_rack):
+def test_each_mode_clones_after_collection_and_every_device_runs_every_test(pytester, write_rack, tmp_path):
+    """Each mode imports every file in every worker: the template imports it once for all."""
+    imports = tmp_path / "imports.txt"
     write_rack(boards(3))
     pytester.makepyfile(
-        test_each="""
+        test_each=f"""
+        import os
+
+        with open({str(imports)!r}, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+
         def test_a(device):
             assert device.name
 
@@ -137,6 +141,7 @@ def test_each_mode_clones_too_and_every_device_runs_every_test(pytester, write_r
     result = pytester.runpytest_subprocess("--rack-mode", "each", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(["*cloned after collection*", "board-2: FAILED - 1 failed, 1 passed"])
+    assert len(imports.read_text().split()) == 1  # not once per device
 
 
 READS_ITS_ID = """
@@ -170,7 +175,7 @@ def test_a_configuration_that_reads_its_worker_or_ends_the_session_is_not_cloned
     )
     result = pytester.runpytest_subprocess("--rack", "local:3", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
     result.assert_outcomes(passed=6)
-    assert "cloned after collection" not in result.stdout.str()
+    assert "cloned after" not in result.stdout.str()
     ends = sorted(out.read_text().split())  # the controller's session ends too ("None")
     assert ends == (["None", "gw0", "gw1", "gw2"] if reads else ["-"] * 4)
 
@@ -194,7 +199,7 @@ def test_devices_with_different_env_are_not_cloned(pytester, write_rack):
     )
     result = pytester.runpytest_subprocess("--rack-mode", "each", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
     result.assert_outcomes(passed=2)
-    assert "cloned after collection" not in result.stdout.str()
+    assert "cloned after" not in result.stdout.str()
 
 
 def test_testrack_start_fork_turns_cloning_off(pytester, monkeypatch):
@@ -202,4 +207,4 @@ def test_testrack_start_fork_turns_cloning_off(pytester, monkeypatch):
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
     result = pytester.runpytest_subprocess("--rack", "local:2", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
     result.assert_outcomes(passed=1)
-    assert "cloned after collection" not in result.stdout.str()
+    assert "cloned after" not in result.stdout.str()

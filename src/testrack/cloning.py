@@ -290,6 +290,11 @@ class Cloning:
         """The template cloned itself (whether or not every clone came up)."""
         return self.asked and self.refused is None and self.ctl.launcher.template is not None
 
+    @property
+    def stage(self) -> str:
+        """What the copies share with the template: said on the run's "collected" line."""
+        return "collection" if self.after_collection() else "configuration"
+
     def template(self) -> WorkerHandle | None:
         template = self.ctl.launcher.template
         if template is None or self.ctl.workers.get(template.slot.id) is not template:
@@ -313,17 +318,36 @@ class Cloning:
         elif ctl.lazy:
             self.give_up("--rack-collect lazy")
 
+    def after_collection(self) -> bool:
+        """Clone once the template has imported every file where every worker imports every
+        file anyway (each mode, a shared run); in load mode, where each file is imported by
+        few workers, as soon as it has configured: the copies then share only the
+        configuration, and import their files in parallel."""
+        return self.ctl.mode == "each" or self.ctl.shared is not None
+
+    def on_template_ready(self, worker: WorkerHandle) -> None:
+        if worker is self.template() and not self.asked and not self.settled and not self.after_collection():
+            self.ask([])
+
     def on_collected(self, worker: WorkerHandle) -> None:
         """Once the template has collected every file, with nothing in flight: ask it."""
         ctl = self.ctl
         template = self.template()
-        if self.asked or self.settled or worker is not template or template is None:
+        if self.asked or self.settled or worker is not template or not self.after_collection():
             return
+        assert template is not None
         keys = [u.key for u in ctl.collection.units]
         if template.collecting or ctl.collection.to_collect or not set(keys) <= template.imported:
             return
+        self.ask(keys)
+
+    def ask(self, keys: list[str]) -> None:
+        """Have the template clone itself for every pending slot; the copies are then sent
+        ``keys`` to import, which they answer from what the template collected."""
+        ctl = self.ctl
+        template = self.template()
         pending = self.pending()
-        if not pending:
+        if template is None or not pending:
             self.give_up(None)
             return
         if not set_subreaper(True):
@@ -333,7 +357,7 @@ class Cloning:
         ctl.loop.send(template, ctl.launcher.clone_message(pending, inputs))
         self.asked = True
         trace(f"controller: {template.slot.id} asked to clone itself for {len(pending)} slots")
-        for clone in pending:  # answered from what the template collected
+        for clone in pending:
             ctl.collection.send(clone, keys)
 
     def _input(self, worker: WorkerHandle) -> dict[str, Any]:
@@ -346,6 +370,7 @@ class Cloning:
         if worker.pending:
             assert isinstance(worker.proc, PendingClone)
             worker.proc.adopt(pid)
+        self.on_template_ready(worker)
         if self.asked and not self.settled and not self.pending():
             self.settle()
 

@@ -319,7 +319,7 @@ class Collection:
         each = f", {_n(ctl.runs, 'run')}" if ctl.mode == "each" else ""
         known = sum(1 for nodeid in ctl.tests if nodeid in ctl.durations)
         history = f"; history for {known}" if known else ""
-        cloned = " (cloned after collection)" if ctl.cloning.cloned else ""
+        cloned = f" (cloned after {ctl.cloning.stage})" if ctl.cloning.cloned else ""
         return (
             f"testrack: collected {_n(len(ctl.tests), 'test')}{deselected}{each} "
             f"in {_n(len(self.units), 'file')} on {_n(len(ctl.slots), 'worker')}{cloned}{history}"

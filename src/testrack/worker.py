@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import gc
 import logging
 import os
 import pickle
@@ -561,6 +562,10 @@ class WorkerSession:
         self.config.workerinput = dict(self.config.workerinput)  # type: ignore[attr-defined]
         if reason is None:
             trace(f"worker: cloning for {len(message.slots)} slots")
+            # What is collected now is shared, unchanged, by every copy: frozen, no copy's
+            # collections walk it (nor copy its pages by touching each object's header).
+            gc.collect()
+            gc.freeze()
             for slot, env in zip(message.slots, message.envs, strict=True):
                 for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
                     with contextlib.suppress(Exception):
