@@ -281,6 +281,8 @@ class Cloning:
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
         self.asked = False
+        #: A Clone naming slots went to the template (it may still refuse).
+        self.sent = False
         self.settled = ctl.launcher.template is None
         #: Why the workers were not cloned after all (shown with the run's notes), if planned.
         self.refused: str | None = None
@@ -288,7 +290,7 @@ class Cloning:
     @property
     def cloned(self) -> bool:
         """The template cloned itself (whether or not every clone came up)."""
-        return self.asked and self.refused is None and self.ctl.launcher.template is not None
+        return self.sent and self.refused is None
 
     @property
     def stage(self) -> str:
@@ -355,7 +357,7 @@ class Cloning:
             return
         inputs = [self._input(w) for w in (template, *pending)]
         ctl.loop.send(template, ctl.launcher.clone_message(pending, inputs))
-        self.asked = True
+        self.asked = self.sent = True
         trace(f"controller: {template.slot.id} asked to clone itself for {len(pending)} slots")
         for clone in pending:
             ctl.collection.send(clone, keys)
