@@ -23,16 +23,20 @@ pytest_plugins = ["pg"]
 # pytest-randomly (a test dependency, for tests/test_plugins.py) loads itself into every pytest
 # session, the pytester sessions and subprocesses of these tests included, and would shuffle
 # them; tests that want it pass ``-p randomly``, which comes later on the command line.
+# pytest-rerunfailures (the same) keeps a socket in every worker, so no worker would be cloned
+# (docs/architecture.md, "Clones"): runs leave it out, as most users' would, unless they pass
+# ``-p rerunfailures``; the engine's tests cover forked and spawned workers too (start_method).
 # These tests start hundreds of Python processes; where the environment forbids writing bytecode
 # (PYTHONDONTWRITEBYTECODE), each of them would compile pytest's plugins from source again.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-os.environ["PYTEST_ADDOPTS"] = " ".join(filter(None, ["-p no:randomly", os.environ.get("PYTEST_ADDOPTS")]))
+PLUGINS_KEPT_OUT = "-p no:randomly -p no:rerunfailures"
+os.environ["PYTEST_ADDOPTS"] = " ".join(filter(None, [PLUGINS_KEPT_OUT, os.environ.get("PYTEST_ADDOPTS")]))
 
 
 @pytest.fixture
 def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """pytest's own, with pytest-randomly kept out again (pytester clears PYTEST_ADDOPTS)."""
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly")
+    monkeypatch.setenv("PYTEST_ADDOPTS", PLUGINS_KEPT_OUT)
     # Each test's runs lease their devices in a share of their own (pytester's HOME is the test's
     # directory): the outer environment's share must not leak in.
     monkeypatch.delenv("TESTRACK_SHARE", raising=False)

@@ -29,7 +29,8 @@ SLEEPY_TESTS = """
 
 @pytest.fixture(params=["fork", "spawn"])
 def start_method(request, monkeypatch):
-    """Workers forked from the controller (the default) or started as new processes."""
+    """Workers forked from the controller or started as new processes (the other tests get
+    the default: clones of the first worker, where the run allows them)."""
     monkeypatch.setenv("TESTRACK_START", request.param)
     return request.param
 

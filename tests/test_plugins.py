@@ -163,7 +163,19 @@ def test_without_xdist_loaded_randomly_is_refused_and_reruns_still_reported(pyte
     refused = run(pytester, "-q", "-p", "randomly", "-p", "no:xdist", *RACK)
     assert refused.returncode == pytest.ExitCode.USAGE_ERROR, refused.stdout + refused.stderr
     assert "pytest-xdist is not loaded" in refused.stderr and "-p no:randomly" in refused.stderr
-    reruns = run(pytester, "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "--reruns", "2", *RACK)
+    reruns = run(
+        pytester,
+        "-q",
+        "-p",
+        "no:xdist",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "rerunfailures",
+        "--reruns",
+        "2",
+        *RACK,
+    )
     assert last_line(reruns.stdout) == "1 failed, 2 passed, 4 rerun", reruns.stdout
 
 
@@ -202,7 +214,7 @@ FLAKY = """
 
 def test_rerun_reports_reach_the_summary_and_the_store(pytester):
     pytester.makepyfile(test_f=textwrap.dedent(FLAKY))
-    args = ["-q", "-rR", "-p", "no:cacheprovider", "--reruns", "2"]
+    args = ["-q", "-rR", "-p", "no:cacheprovider", "-p", "rerunfailures", "--reruns", "2"]
     plain = run(pytester, *args, "--rack", "off")
     rack = run(pytester, *args, *RACK)
     assert last_line(plain.stdout) == "1 failed, 2 passed, 4 rerun"
