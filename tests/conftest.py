@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -30,6 +33,11 @@ pytest_plugins = ["pg"]
 # (PYTHONDONTWRITEBYTECODE), each of them would compile pytest's plugins from source again.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 PLUGINS_KEPT_OUT = "-p no:randomly -p no:rerunfailures"
+# Runs these tests start outside pytester (the demo's, say) lease in a share of this session's
+# own, never in the user's (~/.local/state/testrack/share.sqlite), which a real run may be using.
+os.environ.pop("TESTRACK_SHARE", None)
+os.environ["XDG_STATE_HOME"] = _STATE = tempfile.mkdtemp(prefix="testrack-tests-state-")
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
 os.environ["PYTEST_ADDOPTS"] = " ".join(filter(None, [PLUGINS_KEPT_OUT, os.environ.get("PYTEST_ADDOPTS")]))
 
 

@@ -318,10 +318,11 @@ def test_ideal_wall_time() -> None:
 
 
 def test_pytest_command() -> None:
-    """Each mode runs pytest as documented: no cache, quiet, rack file, mode, a JUnit report."""
+    """Each mode runs pytest as documented: no cache, quiet, rack file, mode, no share (the
+    devices are the demo's own), a JUnit report."""
     assert demo.pytest_command("load", "junit-load.xml", ("-p", "x")) == [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-p", "x",
-        "--rack", "testrack.toml", "--rack-mode=load", "--junitxml=junit-load.xml",
+        "--rack", "testrack.toml", "--rack-mode=load", "--rack-share", "off", "--junitxml=junit-load.xml",
     ]  # fmt: skip
 
 
@@ -369,7 +370,7 @@ def test_demo_suite_is_shipped_with_the_advertised_tests() -> None:
 
 # -- testrack demo end to end, with a stand-in for the engine --------------------------------
 
-# Until the engine exists, this plugin plays its part: --rack/--rack-mode, a `device` fixture,
+# Until the engine exists, this plugin plays its part: --rack/--rack-mode/--rack-share, a `device` fixture,
 # and the junit "device" property. It runs serially, so only the plumbing is checked here.
 FAKE_ENGINE = """
 import dataclasses, os
@@ -380,6 +381,7 @@ from testrack.rack import load_rack
 def pytest_addoption(parser):
     parser.addoption("--rack")
     parser.addoption("--rack-mode")
+    parser.addoption("--rack-share")
 
 def pytest_generate_tests(metafunc):
     if "device" not in metafunc.fixturenames:

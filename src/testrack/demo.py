@@ -221,10 +221,12 @@ def _speedup(run: ModeRun) -> str:
 
 
 def pytest_command(mode: str, junit: str, plugin_args: Sequence[str] = ()) -> list[str]:
-    """The pytest command for one mode, run in the suite directory."""
+    """The pytest command for one mode, run in the suite directory. The demo's devices are its
+    own (fresh ports, the usual names): leased in the user's share, they only collided with
+    another demo's board-1 and made one demo wait for the other."""
     return [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *plugin_args,
-        "--rack", RACK_FILE, f"--rack-mode={mode}", f"--junitxml={junit}",
+        "--rack", RACK_FILE, f"--rack-mode={mode}", "--rack-share", "off", f"--junitxml={junit}",
     ]  # fmt: skip
 
 
