@@ -363,8 +363,7 @@ class Cloning:
             ctl.collection.send(clone, keys)
 
     def _input(self, worker: WorkerHandle) -> dict[str, Any]:
-        basetemp = str(self.ctl.basetemp / worker.slot.id) if self.ctl.basetemp else None
-        return dict(worker.node.workerinput, basetemp=basetemp)
+        return dict(worker.node.workerinput, basetemp=self.ctl.basetemp_for(worker.slot))
 
     def on_ready(self, worker: WorkerHandle, pid: int) -> None:
         from testrack.workers import PendingClone
@@ -375,9 +374,6 @@ class Cloning:
         self.on_template_ready(worker)
         if self.asked and not self.settled and not self.pending():
             self.settle()
-
-    def on_refused(self, reason: str) -> None:
-        self.give_up(reason)
 
     def give_up(self, reason: str | None) -> None:
         """Every pending clone's slot starts a worker of its own; the template stops watching."""
@@ -413,11 +409,7 @@ class Cloning:
         pending.streams.clear()  # events already selected for them find nothing to read
         fresh = ctl.launcher.instead_of_clone(pending.slot)
         fresh.echo_to, fresh.node = pending.echo_to, pending.node
-        ctl.workers[pending.slot.id] = fresh
-        ctl.loop.watch(fresh)
-        basetemp = str(ctl.basetemp / pending.slot.id) if ctl.basetemp else None
-        ctl.loop.send(fresh, messages.Start(basetemp, fresh.node.workerinput, ctl.compact_reports))
-        ctl.slot_leases.allow_starts(fresh)
+        ctl.launch(fresh)
         if keys:
             ctl.collection.send(fresh, keys)
 

@@ -326,13 +326,21 @@ class Controller:
             workerinput["testrack_ordered"] = True  # the order is the controller's, not a plugin's
         worker.node = nodes.WorkerNode(self.config, worker.label.id, workerinput)
         self._configure_node(worker)
-        basetemp = str(self.basetemp / slot.id) if self.basetemp else None
-        self.workers[slot.id] = worker
         self.dispatcher.open_slot(slot.id)
-        self.loop.watch(worker)
-        self.loop.send(worker, m.Start(basetemp, worker.node.workerinput, self.compact_reports))
-        self.slot_leases.allow_starts(worker)
+        self.launch(worker)
         return worker
+
+    def launch(self, worker: WorkerHandle) -> None:
+        """Make ``worker`` its slot's, watch it and send its Start (its node is configured)."""
+        self.workers[worker.slot.id] = worker
+        self.loop.watch(worker)
+        start = m.Start(self.basetemp_for(worker.slot), worker.node.workerinput, self.compact_reports)
+        self.loop.send(worker, start)
+        self.slot_leases.allow_starts(worker)
+
+    def basetemp_for(self, slot: Slot) -> str | None:
+        """The slot's worker's base temporary directory, as under xdist: the run's, per worker."""
+        return str(self.basetemp / slot.id) if self.basetemp else None
 
     def _configure_node(self, worker: WorkerHandle) -> None:
         """``pytest_configure_node`` for a new worker. A worker that replaces one (after a crash,

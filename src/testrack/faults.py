@@ -100,13 +100,10 @@ class Faults:
         worker.timed_out = (nodeid, limit or 0.0, source)
         trace(f"controller: {nodeid} timed out on {worker.slot.id}")
         worker.kill_at = time.monotonic() + STACK_DUMP_WAIT
-        if worker.pending:
+        try:
+            os.kill(worker.proc.pid, signal.SIGUSR1)
+        except ProcessLookupError:
             worker.kill_at = None
-        else:
-            try:
-                os.kill(worker.proc.pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                worker.kill_at = None
 
     # ------------------------------------------------------------------ a worker ended
 

@@ -168,7 +168,7 @@ class RunLoop:
                 ctl.cloning.on_ready(worker, pid)
                 self.on_ready(worker)
             case m.CloneRefused(reason=reason):
-                ctl.cloning.on_refused(reason)
+                ctl.cloning.give_up(reason)
             case m.WarningRecorded():
                 ctl.warnings.show(message)
             case m.LogRecords(records=records):

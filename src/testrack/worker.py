@@ -552,15 +552,16 @@ class WorkerSession:
             watch.stop()
         ends = cloning.ENDS
         own = {self.conn.fileno(), *(fd for e in ends.values() for fd in e.fds())}
-        reason = (
-            "this worker was not started as a template"
-            if watch is None
-            else cloning.refusal(watch, message.differing, self.config, own)
-        )
+        if not message.slots:  # nothing to clone after all: stop watching, give the ends up
+            reason = None
+        elif watch is None:
+            reason = "this worker was not started as a template"
+        else:
+            reason = cloning.refusal(watch, message.differing, self.config, own)
         if reason is None and not set(message.slots) <= set(ends):
             reason = "the controller asked for slots this worker holds no ends for"
         self.config.workerinput = dict(self.config.workerinput)  # type: ignore[attr-defined]
-        if reason is None:
+        if reason is None and message.slots:
             trace(f"worker: cloning for {len(message.slots)} slots")
             # What is collected now is shared, unchanged, by every copy: frozen, no copy's
             # collections walk it (nor copy its pages by touching each object's header).
@@ -573,7 +574,7 @@ class WorkerSession:
                 if cloning.fork_clone():
                     self.become_clone(ends.pop(slot), env)
                     return
-        else:
+        elif reason is not None:
             trace(f"worker: clone refused: {reason}")
             self.send(m.CloneRefused(reason))
         for each in ends.values():
