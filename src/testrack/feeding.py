@@ -1,6 +1,6 @@
 """Where each worker's next tests come from, and when the run's work is done.
 
-A worker asks for work (``WantWork``) a test ahead; the answer is a chunk of tests from the
+A worker asks for work (``WantWork``) two tests ahead; the answer is a chunk of tests from the
 in-memory dispatcher (:mod:`testrack.scheduling`), or from the shared run's queue when this
 host has nothing of its own (:mod:`testrack.sharedrun`), or a test on several devices
 (:mod:`testrack.gangs`), or ``Finish``. A worker whose device is being checked waits for the

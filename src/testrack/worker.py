@@ -62,8 +62,10 @@ from testrack.trace import trace
 BATCH_WINDOW = 0.2
 #: A test that takes this long (seconds) is not short: the reports before it are sent first.
 FLUSH_AFTER = 0.05
-#: A test shorter than this is "tiny": ask for work two tests ahead, not one.
-TINY_TEST = 0.01
+#: A worker asks for more work while it still has this many tests to start, so that the answer
+#: (the controller's, or a claim from a shared run's queue: a database round trip) arrives while
+#: the one before its last runs; asked with one left, its device waited for every answer.
+ASK_AHEAD = 2
 #: What a worker says when a test used pytest-benchmark's fixture (it turns itself off in workers).
 BENCHMARKS_OFF = (
     "Benchmarks are automatically disabled because xdist plugin is active. Benchmarks cannot be "
@@ -373,8 +375,7 @@ class WorkerSession:
                 self.handle(self.receive())
             if self.stopping:
                 break
-            ahead = 2 if self.last_duration < TINY_TEST else 1
-            if len(self.queue) <= ahead and not self.asked and not self.finishing:
+            if len(self.queue) <= ASK_AHEAD and not self.asked and not self.finishing:
                 self.flush()
                 self.send(m.WantWork())
                 self.asked = True
