@@ -344,8 +344,8 @@ class Cloning:
         self.ask(keys)
 
     def ask(self, keys: list[str]) -> None:
-        """Have the template clone itself for every pending slot; the copies are then sent
-        ``keys`` to import, which they answer from what the template collected."""
+        """Have the template clone itself for every pending slot; the copies have imported
+        ``keys`` as the template did, and found the same tests in them."""
         ctl = self.ctl
         template = self.template()
         pending = self.pending()
@@ -360,7 +360,7 @@ class Cloning:
         self.asked = self.sent = True
         trace(f"controller: {template.slot.id} asked to clone itself for {len(pending)} slots")
         for clone in pending:
-            ctl.collection.send(clone, keys)
+            ctl.collection.from_clone(clone, keys)
 
     def _input(self, worker: WorkerHandle) -> dict[str, Any]:
         return dict(worker.node.workerinput, basetemp=self.ctl.basetemp_for(worker.slot))
@@ -403,7 +403,7 @@ class Cloning:
 
         ctl.loop.forget(pending)
         pending.state = State.DEAD
-        keys = ctl.collection.in_flight.pop(pending.slot.id, [])
+        keys = ctl.collection.take_in_flight(pending.slot.id)
         pending.kill()
         pending.close()
         pending.streams.clear()  # events already selected for them find nothing to read

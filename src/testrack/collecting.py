@@ -40,6 +40,10 @@ class Collection:
         self.to_collect: deque[str] = deque()
         #: Files sent to a worker whose answer has not come, by slot.
         self.in_flight: dict[str, list[str]] = {}
+        #: Clones, by slot, whose files are their template's: answered when they are ready, unasked.
+        self.from_template: dict[str, WorkerHandle] = {}
+        #: What the first worker to import each file found in it (a clone's answer).
+        self.found: dict[str, m.CollectedUnit] = {}
         #: Files that were in flight when a worker died: retried one at a time.
         self.suspects: set[str] = set()
         #: Tests of each file, by the device whose worker collected them.
@@ -90,7 +94,13 @@ class Collection:
         return not any(w.collecting for w in alive)
 
     def on_ready(self, worker: WorkerHandle) -> None:
-        if self._pulls():
+        if self.from_template.get(worker.slot.id) is worker:
+            # A clone of a template that had imported these files: what it found is the clone's
+            # too, without a round trip (at 1,600 tests, 4 ms of pickling on each side per clone).
+            del self.from_template[worker.slot.id]
+            keys = self.in_flight.get(worker.slot.id, [])
+            self.on_collected(worker, m.Collected(tuple(self.found[k] for k in keys), (), (), 0.0, ()))
+        elif self._pulls():
             self.feed(worker)
 
     def _pulls(self) -> bool:
@@ -113,6 +123,19 @@ class Collection:
         self.in_flight.setdefault(worker.slot.id, []).extend(keys)
         self.ctl.loop.send(worker, m.Collect(tuple(keys)))
 
+    def from_clone(self, clone: WorkerHandle, keys: list[str]) -> None:
+        """``clone`` will be forked from a template that imported ``keys``: they count as in
+        flight until it is ready (a clone that never comes up hands them to its successor)."""
+        clone.imported.update(keys)
+        clone.collecting += 1
+        self.in_flight.setdefault(clone.slot.id, []).extend(keys)
+        self.from_template[clone.slot.id] = clone
+
+    def take_in_flight(self, slot_id: str) -> list[str]:
+        """The files a worker that never came up was to import: for the one in its place."""
+        self.from_template.pop(slot_id, None)
+        return self.in_flight.pop(slot_id, [])
+
     def feed(self, worker: WorkerHandle) -> None:
         """Load mode: give a ready worker the next files to import, in chunks."""
         if not self.to_collect or worker.collecting or worker.winding_down:
@@ -132,6 +155,7 @@ class Collection:
         for unit in message.units:
             if unit.key in inflight:
                 inflight.remove(unit.key)
+            self.found.setdefault(unit.key, unit)
             self.collected.setdefault(unit.key, {}).setdefault(worker.device.name, list(unit.tests))
             self.scopes.setdefault(unit.key, unit.scopes)
             self.import_seconds.setdefault(unit.key, unit.seconds)
