@@ -38,6 +38,8 @@ sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 SHARED = Path(os.environ.get("PEERBENCH_SHARED", ROOT.parent / "shared" / "bench"))
 
+from install import warn_if_editable  # noqa: E402
+
 #: (workload, label, runner, extra pytest args, ideal expression, target ratio to the ideal)
 PLAN: list[tuple[str, str, str, str, str, float | None]] = [
     ("W0", "serial", "plain", "", "serial", None),
@@ -134,15 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     wanted = set(args.workloads.split(","))
-    import testrack
-
-    if Path(testrack.__file__).resolve().is_relative_to(ROOT / "src"):
-        print(
-            "warning: testrack is an editable install here, so its modules are compiled on every run "
-            "where bytecode is not cached (PYTHONDONTWRITEBYTECODE); for the figures users get, "
-            "benchmark a regular install: python3 -m venv .bench && .bench/bin/pip install '.[bench]'",
-            file=sys.stderr,
-        )
+    warn_if_editable(ROOT, "bench,postgresql")
     workloads = (args.dir / "workloads").resolve()
     results = (args.dir / "results-compare").resolve()
     subprocess.run(

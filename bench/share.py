@@ -40,6 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from install import warn_if_editable  # noqa: E402
+
 from pg import PgServer, start_server, stop_server  # noqa: E402
 from testrack.share import DeviceSpec, Holder, HolderInfo, SlotKey  # noqa: E402
 from testrack.share.pgqueue import PostgresQueue  # noqa: E402
@@ -403,9 +405,9 @@ def measure_pytest_hosts(server: PgServer, tests: int, test_seconds: float) -> l
     (project / "test_device.py").write_text(DEVICE_SUITE.format(count=tests, seconds=test_seconds))
     (project / "test_trivial.py").write_text("def test_trivial(device):\n    pass\n")
     env = {k: v for k, v in os.environ.items() if k not in ("TESTRACK_SHARE", "PYTHONDONTWRITEBYTECODE")}
-    # pytest-rerunfailures (installed for tests/test_plugins.py) holds a socket in every worker,
-    # which keeps testrack from cloning workers (docs/architecture.md, "Clones"); the suite does
-    # not use it.
+    # pytest-rerunfailures (in the test extras, for tests/test_plugins.py) holds a socket in every
+    # worker, which keeps testrack from cloning workers (docs/architecture.md, "Clones"); the
+    # suite does not use it. (The figures users get come from a regular install without it.)
     env["PYTEST_ADDOPTS"] = "-p no:randomly -p no:cacheprovider -p no:rerunfailures"
 
     def run_hosts(hosts: int, per_host: int, tag: str, target: str) -> float:
@@ -454,6 +456,7 @@ def main() -> int:
         choices=["lease", "queue", "kill", "freeze", "fair", "two", "hosts", "pytest-hosts"],
     )
     args = parser.parse_args()
+    warn_if_editable(ROOT, "bench,postgresql")
     chosen = set(args.only or ["lease", "queue", "kill", "freeze", "fair", "two", "hosts", "pytest-hosts"])
     server = start_server()  # default settings
     rows: list[tuple[str, str, str]] = []
