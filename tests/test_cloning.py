@@ -208,3 +208,14 @@ def test_testrack_start_fork_turns_cloning_off(pytester, monkeypatch):
     result = pytester.runpytest_subprocess("--rack", "local:2", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
     result.assert_outcomes(passed=1)
     assert "cloned after" not in result.stdout.str()
+
+
+def test_an_unknown_testrack_start_is_a_usage_error_that_names_the_choices(pytester, monkeypatch):
+    monkeypatch.setenv("TESTRACK_START", "frok")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("--rack", "local:2", "--rack-store", "memory")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*TESTRACK_START='frok' is not a way testrack starts workers*clone, fork, spawn*"]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()

@@ -98,7 +98,12 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
         return (yield)
     if rack is None or rack.environments:  # environments are built once plugins are known
         return (yield)
-    from testrack.workers import Launcher
+    from testrack.workers import Launcher, start_method
+
+    try:
+        start_method()
+    except ValueError:
+        return (yield)  # said once the configuration is known
 
     params = early_config.invocation_params
     launcher = Launcher(rack, str(params.dir), worker_args(early_config), _STARTUP_SYS_PATH)
@@ -176,8 +181,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         _register_xdist_compat(config)
     from testrack.controller import Controller
-    from testrack.workers import Launcher
+    from testrack.workers import Launcher, start_method
 
+    try:
+        start_method()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     launcher = config.stash.get(launcher_key, None)
     if launcher is None or launcher.rack != rack:
         if launcher is not None:

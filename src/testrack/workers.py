@@ -449,7 +449,7 @@ class Launcher:
         plugin loaded so far that would make the template refuse (``hook``: pytest's)."""
         from testrack import cloning
 
-        if os.environ.get("TESTRACK_START", "clone") != "clone" or len(self.slots) < 2:
+        if start_method() != "clone" or len(self.slots) < 2:
             return False
         if self.interpreters or not sys.platform.startswith("linux"):
             return False
@@ -624,9 +624,25 @@ class Launcher:
         self._spare.clear()
 
 
+#: How workers start (``TESTRACK_START``): cloned from the first one where they can be, else
+#: forked from the controller; forked, every one; or spawned as new processes.
+START_METHODS = ("clone", "fork", "spawn")
+
+
+def start_method() -> str:
+    """``TESTRACK_START``, or ValueError naming the choices."""
+    value = os.environ.get("TESTRACK_START", "clone")
+    if value not in START_METHODS:
+        raise ValueError(
+            f"TESTRACK_START={value!r} is not a way testrack starts workers: use one of "
+            f"{', '.join(START_METHODS)} (clone, the default, when unset)"
+        )
+    return value
+
+
 def can_fork() -> bool:
     """Forking is for Linux-like systems, and only while this process runs a single thread."""
-    if os.environ.get("TESTRACK_START", "clone") not in ("clone", "fork"):
+    if start_method() == "spawn":
         return False
     return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
 
