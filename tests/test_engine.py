@@ -472,6 +472,28 @@ def test_local_slots_work_as_a_drop_in_parallel_runner(pytester):
     assert set(by_device(result.outlines)) <= {"gw0", "gw1"}
 
 
+def test_with_more_slots_than_files_every_slot_runs_tests(pytester, out_env):
+    """16 slots, 10 files that take a moment to import: every slot gets a file to run, however
+    many files the first workers up collected (11 of 16 slots ran nothing before)."""
+    for k in range(10):
+        pytester.makepyfile(
+            **{
+                f"test_f{k}": """
+                import os, time, pytest
+                time.sleep(0.02)
+
+                @pytest.mark.parametrize("i", range(60))
+                def test_t(i, worker_id, request):
+                    time.sleep(0.05)
+                    open(os.path.join(os.environ["OUT"], worker_id), "a").close()
+                """
+            }
+        )
+    result = pytester.runpytest_subprocess("--rack", "local:16", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=600)
+    assert sorted(p.name for p in out_env.iterdir()) == sorted(f"gw{i}" for i in range(16))
+
+
 @pytest.mark.usefixtures("start_method")
 def test_worker_dying_mid_test_is_reported_and_the_rest_still_run(pytester, write_rack):
     """A test that kills its worker fails naming the device and how; every other test runs."""

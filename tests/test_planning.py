@@ -116,6 +116,23 @@ def test_a_big_file_is_shared_by_the_slots_its_work_needs() -> None:
     assert sum("s1" in m for m in plan.values()) == 1 and sum("s2" in m for m in plan.values()) == 1
 
 
+def test_a_worker_that_collected_many_files_keeps_its_share_and_every_slot_gets_one() -> None:
+    """W6's shape: 40 equal files, 64 slots, the first workers up collected most files. Each
+    home keeps what fits its share; every slot imports a file (22 had none before)."""
+    slots = [Slot(f"gw{i}", "d") for i in range(64)]
+    jobs = [j for k in range(40) for j in _jobs(f"m{k:02d}", 50, 0.01)]
+    costs = {f"m{k:02d}": 0.03 for k in range(40)}
+    crowded = {f"m{k:02d}": f"gw{min(k // 4, 9)}" for k in range(40)}  # gw0-gw9 found them all
+    plan = plan_imports(jobs, slots, costs, crowded)
+    assert all(plan[s.id] for s in slots)
+    assert all(len(modules) <= 2 for modules in plan.values())
+    assert all(sum(m in modules for modules in plan.values()) == 2 for m in costs)
+    spread = {f"m{k:02d}": f"gw{k}" for k in range(40)}  # one file each: all homes keep theirs
+    plan = plan_imports(jobs, slots, costs, spread)
+    assert all(m in plan[home] for m, home in spread.items())
+    assert sum(len(modules) for modules in plan.values()) == 80 and all(plan[s.id] for s in slots)
+
+
 def test_only_slots_of_devices_that_may_run_a_file_import_it() -> None:
     """Routing: a phone-only file is imported by phone slots only."""
     slots = [Slot("gw0", "board"), Slot("gw1", "phone")]

@@ -12,6 +12,7 @@ skips that plan: a worker imports a file when it is first given one of its tests
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,11 @@ from testrack.workers import State
 if TYPE_CHECKING:
     from testrack.controller import Controller
     from testrack.workers import WorkerHandle
+
+#: For this long (seconds) after load mode's collection starts, a worker that has a file already
+#: gets no more while workers still starting have none: the first workers up would otherwise
+#: import most files, and a file's first importer is where the import plan prefers to run it.
+SPREAD_GRACE = 2.0
 
 
 class Collection:
@@ -60,6 +66,10 @@ class Collection:
         self.done_collecting = False
         #: Each mode: the devices that collected tests, but not this one, by node id.
         self.not_collected: dict[str, set[str]] = {}
+        #: Until when files are left for workers still starting (load mode's first pass).
+        self.spread_until = 0.0
+        #: Ready workers that were given no file meanwhile: fed when that time is up.
+        self.held: dict[str, WorkerHandle] = {}
 
     # ------------------------------------------------------------------ the phase
 
@@ -81,6 +91,7 @@ class Collection:
                 self.send(worker, keys)
         else:
             self.to_collect.extend(keys)
+            self.spread_until = time.monotonic() + SPREAD_GRACE
             for worker in self.ctl.workers.values():
                 if worker.state is State.READY:
                     self.feed(worker)
@@ -137,17 +148,46 @@ class Collection:
         return self.in_flight.pop(slot_id, [])
 
     def feed(self, worker: WorkerHandle) -> None:
-        """Load mode: give a ready worker the next files to import, in chunks."""
+        """Load mode: give a ready worker the next files to import, in chunks (by the workers
+        the run will have, not those up yet), leaving a while the last ones to workers that
+        have none yet."""
         if not self.to_collect or worker.collecting or worker.winding_down:
             return
+        if worker.imported and self._left_for_others(worker):
+            self.held[worker.slot.id] = worker
+            return
+        self.held.pop(worker.slot.id, None)
         if self.to_collect[0] in self.suspects:
             chunk = [self.to_collect.popleft()]
         else:
-            size = max(1, len(self.to_collect) // (2 * max(1, len(self.ctl.alive_workers()))))
+            workers = max(len(self.ctl.alive_workers()), len(self.ctl.workers), 1)
+            size = max(1, len(self.to_collect) // (2 * workers))
             chunk = []
             while self.to_collect and len(chunk) < size and self.to_collect[0] not in self.suspects:
                 chunk.append(self.to_collect.popleft())
         self.send(worker, chunk)
+
+    def _left_for_others(self, worker: WorkerHandle) -> bool:
+        if time.monotonic() >= self.spread_until:
+            return False
+        waiting = sum(
+            1 for w in self.ctl.alive_workers() if w is not worker and not w.imported and not w.winding_down
+        )
+        return len(self.to_collect) <= waiting
+
+    def wait_for(self) -> float | None:
+        """How long the collection loop may wait for a message: until the held workers are due."""
+        if not self.held:
+            return None
+        return max(0.0, self.spread_until - time.monotonic())
+
+    def feed_held(self) -> None:
+        """Feed the workers held back, once their time is up or a worker they waited for is gone."""
+        for worker in list(self.held.values()):
+            if worker.alive and worker.state is State.READY:
+                self.feed(worker)
+            else:
+                self.held.pop(worker.slot.id, None)
 
     def on_collected(self, worker: WorkerHandle, message: m.Collected) -> None:
         worker.collecting -= 1
@@ -179,6 +219,9 @@ class Collection:
     def on_worker_lost(self, worker: WorkerHandle, how: str, output: str) -> None:
         """A worker died while importing: retry its files, one by one once suspected."""
         keys = self.in_flight.pop(worker.slot.id, [])
+        if self._pulls():
+            self.held.pop(worker.slot.id, None)
+            self.feed_held()  # it may have been one that the others left files for
         if not keys or self.done_collecting:
             return
         if self.ctl.mode == "load" and not self.ctl.sequential:
@@ -192,6 +235,9 @@ class Collection:
         """A worker ended cleanly before it imported the files it was given (its device was
         quarantined meanwhile, say): others import them, or their tests would be lost."""
         keys = self.in_flight.pop(worker.slot.id, [])
+        if self._pulls():
+            self.held.pop(worker.slot.id, None)
+            self.feed_held()
         if not keys or not self._pulls():
             return
         trace(f"controller: {worker.slot.id} stopped before importing {len(keys)} files: others will")

@@ -232,7 +232,9 @@ class Controller:
         self.collection.start(session)
         try:
             while not self.collection.done():
-                self.loop.pump()
+                self.loop.pump(self.collection.wait_for())
+                if self.collection.held and self.collection.wait_for() == 0.0:
+                    self.collection.feed_held()
         except KeyboardInterrupt:
             raise KeyboardInterrupt(self.interrupt()) from None
         self.collection.finish(session)
