@@ -20,6 +20,12 @@ W6 (20,000 tests of 10 ms on 64 slots) is measured against max(sleep bound, CPU 
 floor is the CPU time of serial pytest on a copy of W6 without the sleep ("W6F"), divided by
 the cores. Every row shows its CPU time per run (user + sys of the whole process tree); W6's
 CPU target is 1.3 x the floor's CPU, and local:4 against local:64 shows what many slots cost.
+
+A test that sleeps costs the CPU more than one that does not, in any runner: after 10 ms
+away the caches are cold (and on a VM the CPU may have been given to someone else), and the
+test's work takes longer. So the floor is also shown with what the sleep costs plain pytest:
+serial pytest on four of W6's files with the sleep ("W6S") and without it ("W6SF"), their CPU
+difference per test, times W6's tests, added to the floor ("with the sleep" in the table).
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ PLAN: list[tuple[str, str, str, str, str, float | None]] = [
     ("W5", "each-n3-dev1", "xdist", "-n 3 --dist each", "", None),
     ("W5", "each-dev1", "testrack", "--rack rack.toml --rack-mode=each", "", None),
     ("W6F", "serial", "plain", "", "", None),
+    ("W6S", "serial", "plain", "", "", None),
+    ("W6SF", "serial", "plain", "", "", None),
     ("W6", "n64", "xdist", "-n 64", "max(sleep_bound, floor)", None),
     ("W6", "local64", "testrack", "--rack local:64 --rack-store memory", "max(sleep_bound, floor)", 1.3),
     ("W6", "local4", "testrack", "--rack local:4 --rack-store memory", "max(sleep_bound, floor)", None),
@@ -109,6 +117,38 @@ def write_sleepless(workloads: Path) -> None:
         (target / path.name).write_text(path.read_text().replace("time.sleep(0.01)", "pass"))
     meta = json.loads((source / "meta.json").read_text())
     (target / "meta.json").write_text(json.dumps(dict(meta, name="W6F", desc="W6 without the sleep")))
+
+
+#: The sample of W6 that shows what the sleep costs plain pytest: its first files.
+SAMPLE_FILES = 4
+
+
+def write_sample(workloads: Path) -> None:
+    """W6S and W6SF: W6's first files with and without the sleep, for plain pytest's sleep cost."""
+    for name, source in (("W6S", workloads / "W6"), ("W6SF", workloads / "W6F")):
+        if not source.is_dir():
+            continue
+        target = workloads / name
+        target.mkdir(exist_ok=True)
+        every = sorted(source.glob("test_*.py"))
+        files = every[:SAMPLE_FILES]
+        for path in files:
+            (target / path.name).write_text(path.read_text())
+        tests = json.loads((source / "meta.json").read_text())["tests"] // len(every) * len(files)
+        desc = f"{len(files)} files of W6 {'with' if name == 'W6S' else 'without'} the sleep"
+        (target / "meta.json").write_text(json.dumps({"name": name, "desc": desc, "tests": tests}))
+
+
+def sleep_cost(results: Path, workloads: Path) -> float | None:
+    """CPU seconds the sleep adds to one test under serial plain pytest (W6S against W6SF)."""
+    runs = [results / w / "plain-serial" / "result.json" for w in ("W6S", "W6SF")]
+    if not all(path.exists() for path in runs):
+        return None
+    with_sleep, without = (cpu_per_run(json.loads(path.read_text())) for path in runs)
+    tests = json.loads((workloads / "W6S" / "meta.json").read_text()).get("tests")
+    if with_sleep is None or without is None or not tests:
+        return None
+    return max(0.0, with_sleep - without) / tests
 
 
 def cpu_per_run(data: dict[str, object]) -> float | None:
@@ -144,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_racks(workloads)
     write_sleepless(workloads)
+    write_sample(workloads)
     for workload in workloads.glob("W*"):  # the "with history" rows' store (never made silently)
         (workload / ".testrack").mkdir(exist_ok=True)
     if "W6" in wanted:
-        wanted.add("W6F")
+        wanted.update(("W6F", "W6S", "W6SF"))
     env = dict(
         os.environ,
         PEERBENCH_WORKLOADS=str(workloads),
@@ -223,6 +264,26 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
     extra: dict[str, object] = {"start": start} if start is not None else {}
     if floor_cpu is not None:
         extra["floor"] = floor_cpu / (os.cpu_count() or 1)
+    per_test = sleep_cost(results, workloads)
+    sleeping_cpu = None
+    if floor_cpu is not None and per_test is not None:
+        tests = json.loads((workloads / "W6" / "meta.json").read_text())["tests"]
+        sleeping_cpu = floor_cpu + per_test * tests
+        rows_after = [
+            f"W6's floor with the sleep: plain pytest spends {per_test * 1e3:.2f} ms more CPU on a "
+            f"test that sleeps 10 ms than on one that does not (W6S against W6SF), so serial pytest "
+            f"would spend {sleeping_cpu:.1f} s of CPU on W6, {sleeping_cpu / floor_cpu:.2f}x the "
+            f"floor: {sleeping_cpu / (os.cpu_count() or 1):.2f} s on {os.cpu_count()} cores."
+        ]
+        w6_meta = json.loads((workloads / "W6" / "meta.json").read_text())
+        bound = max(float(w6_meta["sleep_bound"]), sleeping_cpu / (os.cpu_count() or 1))
+        for name, label, runner, *_ in PLAN:
+            path = results / "W6" / f"{runner}-{label}" / "result.json"
+            if name == "W6" and path.exists():
+                wall = json.loads(path.read_text())["median_s"]
+                rows_after.append(f"- W6 {runner} {label}: {wall:.2f} s, {wall / bound:.2f}x that bound.")
+    else:
+        rows_after = []
     for workload in sorted(wanted):
         medians: dict[str, float] = {}
         found = []
@@ -246,7 +307,10 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
             shown_cpu = "" if cpu is None else f"{cpu:.1f}"
             if workload == "W6" and runner == "testrack" and cpu is not None and floor_cpu:
                 cpu_ok = cpu <= W6_CPU_TARGET * floor_cpu
-                shown_cpu += f" ({cpu / floor_cpu:.2f}x floor, {'met' if cpu_ok else 'MISSED'})"
+                shown_cpu += f" ({cpu / floor_cpu:.2f}x floor, {'met' if cpu_ok else 'MISSED'}"
+                if sleeping_cpu:
+                    shown_cpu += f"; {cpu / sleeping_cpu:.2f}x with the sleep"
+                shown_cpu += ")"
                 if not cpu_ok:
                     missed.append(f"{workload} {label} CPU")
             summary = data["per_run"][-1]["summary"].replace("|", "/")
@@ -259,7 +323,7 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
                 f"| {workload} | {runner} | `{command}` | {data['median_s']:.2f} | {shown_cpu} "
                 f"| {shown_ideal} | {shown_ratio} | {shown_target} | {summary} |"
             )
-    return "\n".join(rows) + "\n", missed
+    return "\n".join(rows + (["", *rows_after] if rows_after else [])) + "\n", missed
 
 
 def _ideal(expr: str, meta: dict[str, object], medians: dict[str, float]) -> float | None:
