@@ -482,12 +482,59 @@ def test_ctrl_c_mid_run_stops_fast_and_keeps_every_result(pytester, testrack_sim
     assert run.reported
     for key, count in run.reported.items():
         if key[1] == "-":
-            # Ctrl-C during a test's teardown: its call was shown, its teardown never ended, so it
-            # has no result; junitxml keeps the call's case without properties, as with plain
-            # pytest (CI saw this once on a busy machine).
+            # Ctrl-C during a test's teardown: junitxml keeps the call's case without properties,
+            # as with plain pytest (CI saw this once on a busy machine); the store has it under
+            # its device (test_ctrl_c_in_a_teardown_stores_the_test_as_it_was_shown).
             continue
         assert count == 1 and run.stored[key] == 1, key
     record("Ctrl-C mid-run", mode, sum(run.reported.values()), run)
+
+
+def test_ctrl_c_in_a_teardown_stores_the_test_as_it_was_shown(pytester):
+    """Ctrl-C while a test's teardown runs: pytest shows its call as passed and stops; the
+    store holds it too, as passed, saying that its teardown did not end (it held nothing)."""
+    pytester.makepyfile(
+        test_td="""
+        import time, pytest
+
+        @pytest.fixture
+        def slow_teardown():
+            yield
+            open("tearing", "w").close()
+            time.sleep(60)
+
+        def test_first():
+            pass
+
+        def test_hangs_in_teardown(slow_teardown):
+            pass
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rack", "local:1"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    tearing = pytester.path / "tearing"
+    deadline = time.monotonic() + 60
+    while not tearing.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert tearing.exists(), "the teardown never started"
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "PASSED test_td.py::test_hangs_in_teardown" in out, out
+    store = SQLiteStore(pytester.path / ".testrack" / "results.sqlite")
+    try:
+        run = store.runs()[0]
+        stored = {r.nodeid.split("::")[-1]: r for r in store.results(run.id)}
+    finally:
+        store.close()
+    assert run.outcome == "interrupted"
+    assert stored["test_first"].outcome == "passed" and stored["test_first"].message is None
+    hung = stored["test_hangs_in_teardown"]
+    assert hung.outcome == "passed", hung
+    assert hung.message == "interrupted: its teardown did not end", hung
 
 
 def test_kill_9_of_the_controller_loses_nothing(pytester, testrack_sim):

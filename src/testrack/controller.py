@@ -533,10 +533,15 @@ class Controller:
             worker.signal(signal.SIGINT)
         what = "interrupted while running " + "; ".join(running) if running else "interrupted between tests"
         deadline = time.monotonic() + INTERRUPT_GRACE
-        while self.alive_workers() and time.monotonic() < deadline:
-            self.loop.pump(timeout=0.2)
-            if self.loop.stop_signals > 1:  # a second Ctrl-C: no more waiting
-                for worker in self.workers.values():
-                    worker.kill()
-                return what + "; workers killed by a second interrupt"
-        return what
+        try:
+            while self.alive_workers() and time.monotonic() < deadline:
+                self.loop.pump(timeout=0.2)
+                if self.loop.stop_signals > 1:  # a second Ctrl-C: no more waiting
+                    for worker in self.workers.values():
+                        worker.kill()
+                    return what + "; workers killed by a second interrupt"
+            return what
+        finally:
+            self.replay.end_round()
+            for worker in self.workers.values():
+                self.replay.keep_unfinished(worker)  # shown in part (a teardown cut short): stored

@@ -224,6 +224,25 @@ class Replay:
                 self.synthetic(info, worker, crashed[nodeid], "call", started, "crashed", record=False)
             ctl.feeder.finish_job(worker, nodeid)
 
+    def keep_unfinished(self, worker: WorkerHandle) -> None:
+        """Tests shown in part whose last phase never came, from a worker that stopped cleanly
+        when the run was interrupted (Ctrl-C in a teardown): stored as shown, saying so, since
+        what the user saw must be in the store."""
+        results = []
+        for nodeid, phases in list(worker.phases.items()):
+            attempt = worker.attempts.pop(nodeid, None)
+            if attempt is None:
+                continue
+            missing = [p for p in ("setup", "call", "teardown") if p not in phases]
+            note = f"interrupted: its {missing[0] if missing else 'teardown'} did not end"
+            attempt.message = f"{attempt.message}; {note}" if attempt.message else note
+            result = attempt.result(nodeid, worker.device.name, worker.slot.id, worker.tests_done)
+            results.extend(self.on_each_device(result, self.ctl.gangs.run_of(worker.slot.id, nodeid)))
+            worker.tests_done += 1
+            del worker.phases[nodeid]
+        if results:
+            self.record(results)
+
     def _crashed_here(self, refused: Collection[str]) -> dict[str, str]:
         """Refused results whose tests the shared run's queue ended as crashed on this host."""
         shared = self.ctl.shared
