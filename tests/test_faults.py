@@ -537,6 +537,55 @@ def test_ctrl_c_in_a_teardown_stores_the_test_as_it_was_shown(pytester):
     assert hung.message == "interrupted: its teardown did not end", hung
 
 
+def _state(pid: int) -> str:
+    """A process's state letter from /proc ("T": stopped), "gone" once it has exited."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "gone"
+
+
+def test_ctrl_z_stops_the_workers_with_the_controller(pytester):
+    """Ctrl-Z (SIGTSTP to the controller): no test runs while the run is stopped; it ends as
+    usual once continued. Workers are in sessions of their own, out of the terminal's reach."""
+    pytester.makepyfile(
+        test_z="""
+        import os, time, pytest
+
+        @pytest.mark.parametrize("i", range(30))
+        def test_tick(i):
+            with open("ticks", "a") as f:
+                f.write(f"{os.getpid()}\\n")
+            time.sleep(0.1)
+        """
+    )
+    ticks = pytester.path / "ticks"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rack", "local:2"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while (not ticks.exists() or len(ticks.read_text().split()) < 3) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTSTP)
+        while _state(proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(proc.pid) == "T", "the controller did not stop"
+        time.sleep(0.5)  # a test that was writing its line has written it
+        before = ticks.read_text()
+        time.sleep(1.0)
+        assert ticks.read_text() == before, "tests ran while the run was stopped"
+        workers = set(before.split())
+        assert workers and all(_state(int(pid)) == "T" for pid in workers), workers
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert "30 passed" in out, out
+    assert len(ticks.read_text().split()) == 30
+
+
 def test_kill_9_of_the_controller_loses_nothing(pytester, testrack_sim):
     """kill -9 of the controller: all results it had shown are stored; its workers exit."""
     sim = testrack_sim(2)

@@ -218,6 +218,7 @@ class Controller:
             # SIGTERM (a CI job cancelled) ends the run as Ctrl-C does: summarised and stored.
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._old_handlers[signum] = signal.signal(signum, self.loop.on_stop_signal)
+            self._old_handlers[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self.loop.on_suspend)
 
     def _restore_signals(self) -> None:
         """Back to pytest's own behaviour once no loop is there to answer; a pending stop raises."""

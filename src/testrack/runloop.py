@@ -12,6 +12,7 @@ import contextlib
 import enum
 import os
 import selectors
+import signal
 import time
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,18 @@ class RunLoop:
         self.stop_signals += 1
         with contextlib.suppress(OSError):
             os.write(self._signal_write, b"!")
+
+    def on_suspend(self, signum: int, frame: object) -> None:
+        """Ctrl-Z. Workers run in sessions of their own (a Ctrl-C reaches them through the
+        controller, which keeps what they report), so the terminal stops the controller alone:
+        the tests would go on, on devices the user meant to pause. Stop every worker's process
+        group first, then this process; resume them when it resumes."""
+        groups = [w.proc.pid for w in self.ctl.workers.values() if w.alive and not w.pending]
+        for pid in groups:
+            _signal_group(pid, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)  # returns once the shell continues this process
+        for pid in groups:
+            _signal_group(pid, signal.SIGCONT)
 
     def send(self, worker: WorkerHandle, message: m.ToWorker) -> None:
         """Queue a message for a worker; the loop writes what the socket does not take now."""
@@ -215,3 +228,12 @@ class RunLoop:
                     ctl.restart_for_leftovers()
             else:
                 ctl.faults.take_out(result.device)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """A worker's process group (its tests' children too), or the worker alone before it has one."""
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
