@@ -123,9 +123,9 @@ class Feeder:
         unknown = tuple(j.nodeid for j in jobs if j.guessed)
         ctl.loop.send(worker, m.Run(tuple(j.nodeid for j in jobs), long, unknown))
 
-    def finish_job(self, worker: WorkerHandle, nodeid: str) -> None:
-        """A test's reports are all in: it leaves the worker's queue (in order)."""
-        ctl = self.ctl
+    def unassign(self, worker: WorkerHandle, nodeid: str) -> None:
+        """A test's reports are all in: it leaves the worker's queue (in order), before its
+        reports are shown when they wait for the loop round's end (a WantWork must not see it)."""
         if worker.assigned and worker.assigned[0].nodeid == nodeid:
             worker.assigned.popleft()
         else:
@@ -134,6 +134,12 @@ class Feeder:
                     del worker.assigned[i]
                     break
         worker.reported += 1
+
+    def finish_job(self, worker: WorkerHandle, nodeid: str, unassigned: bool = False) -> None:
+        """A test's reports are shown: it ends (pytest_runtest_logfinish)."""
+        ctl = self.ctl
+        if not unassigned:
+            self.unassign(worker, nodeid)
         started = worker.phases.pop(nodeid, None) is not None
         if started:
             ctl.replay.logfinish(worker, nodeid, worker.device.name)

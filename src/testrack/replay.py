@@ -167,6 +167,8 @@ class Replay:
             results.extend(self.on_each_device(result, runs.get(nodeid)))
             worker.tests_done += 1
         if deferred:
+            for nodeid in finished:
+                ctl.feeder.unassign(worker, nodeid)
             self._round.append((worker, message, reports, ids, outcomes))
             self._round_results.extend(results)
             return
@@ -181,7 +183,7 @@ class Replay:
         self._round, self._round_results = [], []
         self.record(results)
         for worker, message, reports, ids, outcomes in batches:
-            self._show_all(worker, message, reports, ids, outcomes)
+            self._show_all(worker, message, reports, ids, outcomes, unassigned=True)
 
     def _show_all(
         self,
@@ -195,9 +197,11 @@ class Replay:
         again: Collection[str] = (),
         timed_out: str | None = None,
         refused: Collection[str] = (),
+        unassigned: bool = False,
     ) -> None:
         """A batch's reports through pytest's hooks, once its results are stored (a plain
-        batch has nothing retried, over its limit, to run again or refused)."""
+        batch has nothing retried, over its limit, to run again or refused; its tests left
+        their worker's queue when it came: ``unassigned``)."""
         overtime = overtime or {}
         ctl = self.ctl
         crashed = self._crashed_here(refused)
@@ -222,7 +226,7 @@ class Replay:
             if nodeid in crashed and (info := ctl.tests.get(nodeid)) is not None:
                 started = nodeid in worker.phases
                 self.synthetic(info, worker, crashed[nodeid], "call", started, "crashed", record=False)
-            ctl.feeder.finish_job(worker, nodeid)
+            ctl.feeder.finish_job(worker, nodeid, unassigned)
 
     def keep_unfinished(self, worker: WorkerHandle) -> None:
         """Tests shown in part whose last phase never came, from a worker that stopped cleanly

@@ -164,8 +164,8 @@ class RunLoop:
 
     def on_message(self, worker: WorkerHandle, message: m.FromWorker) -> None:
         ctl = self.ctl
-        if type(message) is not m.TestReports:
-            ctl.replay.end_round()  # e.g. a WantWork: its worker's finished tests are off its list
+        if type(message) not in _IN_ROUND:
+            ctl.replay.end_round()  # shown first: what a worker said before this came first
         match message:
             case m.TestReports():
                 ctl.replay.on_reports(worker, message)
@@ -228,6 +228,13 @@ class RunLoop:
                     ctl.restart_for_leftovers()
             else:
                 ctl.faults.take_out(result.device)
+
+
+#: Messages handled without ending the loop round: the round's results wait to be stored in one
+#: commit and shown. A WantWork may wait with them: its worker's finished tests left its queue
+#: when their reports came (Feeder.unassign), shown or not. Ending the round on every WantWork
+#: was most of a run's commits (W6 on 64 slots: 2,600 for 540 loop rounds).
+_IN_ROUND = (m.TestReports, m.WantWork)
 
 
 def _signal_group(pid: int, signum: int) -> None:
