@@ -194,13 +194,8 @@ def plan_imports(
         for slot_id in others[: max(0, count[module] - len(taken))]:
             plan[slot_id].append(module)
             load[slot_id] += work[module] / count[module] + cost
-    return {slot_id: _in_order(modules_of, modules) for slot_id, modules_of in plan.items()}
-
-
-def _in_order(chosen: list[str], modules: list[str]) -> list[str]:
-    """A slot's files in the plan's order (biggest work first), whichever pass chose them."""
-    rank = {m: i for i, m in enumerate(modules)}
-    return sorted(chosen, key=rank.__getitem__)
+    rank = {m: i for i, m in enumerate(modules)}  # each slot's files in the plan's order, either pass
+    return {slot_id: sorted(chosen, key=rank.__getitem__) for slot_id, chosen in plan.items()}
 
 
 def segment(infos: Sequence[TestInfo]) -> dict[str, str]:
