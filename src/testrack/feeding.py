@@ -169,6 +169,8 @@ class Feeder:
         left are no more than the idle or starting slots, they go to those instead.
         """
         ctl = self.ctl
+        if ctl.dispatcher.remaining > len(ctl.workers):
+            return False  # more tests left than workers to take them: the common case, at once
         idle = sum(
             1
             for w in ctl.alive_workers()
