@@ -37,16 +37,20 @@ def _runs(out):
     return [line.split() for line in (out / "runs.txt").read_text().splitlines()]
 
 
-def test_workers_are_cloned_from_the_first_and_each_keeps_its_identity(pytester, tmp_path):
-    """Load mode clones the first worker once it has configured; every copy runs tests as
-    itself: its id in the fixture and the environment, its own process and temporary
+@pytest.mark.parametrize(("collect", "stage"), [("all", "collection"), ("eager", "configuration")])
+def test_workers_are_cloned_from_the_first_and_each_keeps_its_identity(pytester, tmp_path, collect, stage):
+    """Load mode clones the first worker once it has imported every file (by default, where
+    every worker imports every file) or once it has configured (``eager``); every copy runs
+    tests as itself: its id in the fixture and the environment, its own process and temporary
     directory, and its own captured output in a failure's report."""
     out = tmp_path / "out"
     out.mkdir()
     pytester.makepyfile(test_who=RECORDING.format(out=str(out)))
-    result = pytester.runpytest_subprocess("--rack", "local:3", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
+    result = pytester.runpytest_subprocess(
+        "--rack", "local:3", "--rack-store", "memory", "--rack-collect", collect, *NO_SOCKET_PLUGIN
+    )
     result.assert_outcomes(passed=11, failed=1)
-    result.stdout.fnmatch_lines(["*collected 12 tests in 1 file on 3 workers (cloned after configuration)*"])
+    result.stdout.fnmatch_lines([f"*collected 12 tests in 1 file on 3 workers (cloned after {stage})*"])
     runs = _runs(out)
     assert len(runs) == 12
     pids: dict[str, set[str]] = {}
@@ -89,7 +93,7 @@ def test_a_clone_that_crashes_is_reported_with_its_exit_code_and_its_test_runs_a
     )
     assert flag.exists(), result.stdout.str()  # a clone (not the template) crashed
     result.assert_outcomes(passed=9)
-    result.stdout.fnmatch_lines(["*cloned after configuration*", "*exited with code 3*"])
+    result.stdout.fnmatch_lines(["*cloned after collection*", "*exited with code 3*"])
 
 
 HANGS = """
@@ -114,7 +118,7 @@ def test_a_clone_over_its_time_limit_shows_its_own_stacks(pytester):
     )
     result.assert_outcomes(passed=2, failed=1)
     text = result.stdout.str()
-    assert "cloned after configuration" in text
+    assert "cloned after collection" in text
     assert "timed out after 1 s" in text
     assert "test_hangs" in text.split("timed out after 1 s")[1]
     assert "time.sleep(60)" in text or "in test_hangs" in text

@@ -472,9 +472,10 @@ def test_local_slots_work_as_a_drop_in_parallel_runner(pytester):
     assert set(by_device(result.outlines)) <= {"gw0", "gw1"}
 
 
-def test_with_more_slots_than_files_every_slot_runs_tests(pytester, out_env):
+@pytest.mark.parametrize("collect", ["all", "eager"])
+def test_with_more_slots_than_files_every_slot_runs_tests(pytester, out_env, collect):
     """16 slots, 10 files that take a moment to import: every slot gets a file to run, however
-    many files the first workers up collected (11 of 16 slots ran nothing before)."""
+    many files the first workers up collected (with eager, 11 of 16 slots ran nothing before)."""
     for k in range(10):
         pytester.makepyfile(
             **{
@@ -489,7 +490,9 @@ def test_with_more_slots_than_files_every_slot_runs_tests(pytester, out_env):
                 """
             }
         )
-    result = pytester.runpytest_subprocess("--rack", "local:16", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "--rack", "local:16", "--rack-collect", collect, "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(passed=600)
     assert sorted(p.name for p in out_env.iterdir()) == sorted(f"gw{i}" for i in range(16))
 

@@ -114,6 +114,49 @@ def test_a_test_that_unloads_a_module_changes_nothing_imported_later(pytester):
         assert "7 passed" in outcome_line(rack.stdout), rack.stdout
 
 
+IMPORTS_A_SUBMODULE = """
+    import pkg.sub
+
+    def test_a():
+        pass
+"""
+
+USES_THE_SUBMODULE = """
+    import time, pkg
+
+    def test_uses_{k}():
+        time.sleep(0.2)
+        assert pkg.sub.VALUE == 1  # bound by test_a's import, as plain pytest imports every file first
+"""
+
+
+def test_a_test_relying_on_another_files_import_passes_as_in_plain_pytest(pytester):
+    """click's suite does this: a test reads a submodule as an attribute of its package, which
+    only some other test file imported. By default every worker imports every file first, as
+    plain pytest does, so it passes on every slot; ``eager`` says what it risks."""
+    pkg = pytester.mkpydir("pkg")
+    pkg.joinpath("sub.py").write_text("VALUE = 1\n")
+    pytester.makepyfile(test_a=textwrap.dedent(IMPORTS_A_SUBMODULE))
+    for k in range(12):  # 12 files on 6 slots: before, 8-10 of them failed
+        pytester.makepyfile(**{f"test_b{k}": textwrap.dedent(USES_THE_SUBMODULE).replace("{k}", str(k))})
+    plain = run(pytester, "-q", "-p", "no:cacheprovider", "--rack", "off")
+    assert "13 passed" in outcome_line(plain.stdout), plain.stdout
+    rack = run(pytester, "-q", "-p", "no:cacheprovider", "--rack", "local:6", "--rack-store", "off")
+    assert "13 passed" in outcome_line(rack.stdout), rack.stdout
+    eager = run(
+        pytester,
+        "-p",
+        "no:cacheprovider",
+        "--rack",
+        "local:6",
+        "--rack-store",
+        "off",
+        "--rack-collect",
+        "eager",
+    )
+    assert "--rack-collect eager: a worker imports only the test files it will run" in eager.stdout
+
+
 def test_lazy_collection_says_what_it_risks(pytester):
     """--rack-collect lazy keeps importing on demand, and the header says what that can change."""
     pytester.makepyfile(test_x="def test_x():\n    pass\n")

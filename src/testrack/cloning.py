@@ -322,10 +322,12 @@ class Cloning:
 
     def after_collection(self) -> bool:
         """Clone once the template has imported every file where every worker imports every
-        file anyway (each mode, a shared run); in load mode, where each file is imported by
-        few workers, as soon as it has configured: the copies then share only the
+        file anyway (each mode, a shared run, ``--rack-collect all``: the default); in load
+        mode with ``eager``, where each file is imported by few workers, as soon as it has
+        configured: the copies then share only the
         configuration, and import their files in parallel."""
-        return self.ctl.mode == "each" or self.ctl.shared is not None
+        ctl = self.ctl
+        return ctl.mode == "each" or ctl.shared is not None or ctl.collect_all
 
     def on_template_ready(self, worker: WorkerHandle) -> None:
         if worker is self.template() and not self.asked and not self.settled and not self.after_collection():

@@ -171,7 +171,9 @@ class Collection:
         if time.monotonic() >= self.spread_until:
             return False
         waiting = sum(
-            1 for w in self.ctl.alive_workers() if w is not worker and not w.imported and not w.winding_down
+            1
+            for w in self.ctl.alive_workers()
+            if w is not worker and not w.imported and not w.winding_down and not w.pending
         )
         return len(self.to_collect) <= waiting
 
@@ -324,7 +326,10 @@ class Collection:
         else:
             ctl.dispatcher.add(jobs)
             if ctl.mode == "load" and not lazy and not ctl.sequential:
-                imports = plan_imports(jobs, ctl.slots, self.import_seconds, self.home)
+                if ctl.collect_all:
+                    imports = {slot.id: [u.key for u in self.units] for slot in ctl.slots}
+                else:
+                    imports = plan_imports(jobs, ctl.slots, self.import_seconds, self.home)
                 for slot in ctl.slots:  # a test on several devices runs in its first device's worker
                     imports.setdefault(slot.id, []).extend(
                         m for m in ctl.gangs.modules(slot.device) if m not in imports.get(slot.id, [])
@@ -370,7 +375,15 @@ class Collection:
                 dispatcher.drop_slot(slot.id, permanently=True)
             elif worker is None or not worker.alive or worker.winding_down:
                 dispatcher.drop_slot(slot.id, permanently=False)
-        self.import_more({slot.id: dispatcher.modules_of(slot.id) for slot in ctl.slots})
+        every = [u.key for u in self.units]
+        self.import_more(
+            {
+                slot.id: every
+                if ctl.collect_all and ctl.order.replay is None
+                else dispatcher.modules_of(slot.id)
+                for slot in ctl.slots
+            }
+        )
 
     def import_more(self, plan: dict[str, list[str]]) -> None:
         """Send each worker the files the plan gives it beyond those it imported already."""

@@ -80,6 +80,7 @@ class Controller:
         launcher: Launcher,
         recorder: Recorder,
         lazy: bool = False,
+        collect_all: bool = False,
         sequential: str | None = None,
     ) -> None:
         self.config = config
@@ -88,6 +89,8 @@ class Controller:
         self.launcher = launcher
         self.recorder = recorder
         self.lazy = lazy
+        #: --rack-collect all (the default): every worker imports every file, as plain pytest does.
+        self.collect_all = collect_all
         #: Why the run uses one worker in collection order (``--sw``), or None.
         self.sequential = sequential
         self.devices: dict[str, Device] = {d.name: d for d in rack.devices}
@@ -169,6 +172,12 @@ class Controller:
         elif self.order.replay is not None:
             lines.append(
                 f"testrack: replaying {self.order.source}: each worker runs the sequence it ran then"
+            )
+        if self.mode == "load" and not self.sequential and not self.collect_all and not self.lazy:
+            lines.append(
+                "testrack: --rack-collect eager: a worker imports only the test files it will run "
+                "(plain pytest imports every file first; a test relying on another file's imports "
+                "may fail: the default, all, imports every file everywhere)"
             )
         if self.lazy:
             lines.append(
@@ -377,13 +386,15 @@ class Controller:
     def planned_for(self, worker: WorkerHandle) -> list[str]:
         if isinstance(self.dispatcher, SequenceDispatcher):
             return self.dispatcher.modules_of(worker.slot.id)
-        if self.mode == "each" or self.sequential or self.shared is not None:
+        if self.mode == "each" or self.sequential or self.shared is not None or self.collect_all:
             return [u.key for u in self.collection.units]
         return list(self.import_plan.get(worker.slot.id, worker.imported))
 
     def give_imports(self, worker: WorkerHandle, modules: list[str]) -> None:
         if self.phase is Phase.COLLECTING and self.mode == "load" and not self.sequential:
             return  # it pulls files like everyone else
+        if self.collect_all and not self.lazy:
+            modules = [u.key for u in self.collection.units]  # as plain pytest: every file first
         if modules:
             self.dispatcher.mark_imported(worker.slot.id, modules)
             self.collection.send(worker, modules)
@@ -394,6 +405,7 @@ class Controller:
         left = self.dispatcher.unreachable()
         if not left:
             return
+        trace(f"controller: {len(left)} tests left that no live worker may take, in {left[0].module}")
         for slot in self.free_slots():
             mine = [j for j in left if slot.id in self.dispatcher.slots_for(j)]
             if not mine:

@@ -80,11 +80,13 @@ def addoption(group: Any) -> None:
     )
     group.addoption(
         "--rack-collect",
-        choices=("eager", "lazy"),
-        default="eager",
-        help="eager (default): a worker imports every test file it will run before its first test, "
-        "as plain pytest does; lazy: it imports a file when it first gets one of its tests, which "
-        "balances better but lets a test that changes sys.modules affect later imports.",
+        choices=("all", "eager", "lazy"),
+        default="all",
+        help="all (default): every worker imports every test file before its first test, as plain "
+        "pytest does (a test may rely on what another file imported); eager: a worker imports only "
+        "the files it will run, before its first test (faster where imports are dear); lazy: it "
+        "imports a file when it first gets one of its tests, which balances better but lets a test "
+        "that changes sys.modules affect later imports.",
     )
     group.addoption(
         "--rack-random",

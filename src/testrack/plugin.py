@@ -205,8 +205,17 @@ def pytest_configure(config: pytest.Config) -> None:
     from testrack.recorder import Recorder
 
     recorder = Recorder.open(sharedrun.store_spec(config, rack), config.rootpath)
-    lazy = config.getoption("rack_collect") == "lazy"
-    controller = Controller(config, rack, mode, launcher, recorder, lazy=lazy, sequential=sequential)
+    collect = config.getoption("rack_collect")
+    controller = Controller(
+        config,
+        rack,
+        mode,
+        launcher,
+        recorder,
+        lazy=collect == "lazy",
+        sequential=sequential,
+        collect_all=collect == "all",
+    )
     controller.notes.extend(notes)
     config.pluginmanager.register(controller, "testrack-controller")
     report_plugin.configure(config, controller)
@@ -305,7 +314,7 @@ _RACK_ONLY = {
     "rack_failed_anywhere": False,
     "rack_timeout": None,
     "rack_retry_crashed": 0,
-    "rack_collect": "eager",
+    "rack_collect": "all",
     "rack_random": False,
     "rack_seed": None,
     "rack_random_bucket": None,
