@@ -448,6 +448,27 @@ def test_leaving_a_directory_closes_it() -> None:
     assert dispatcher.remaining == 0
 
 
+def test_a_slot_finishes_its_directory_before_it_leaves_it() -> None:
+    """Leaving a directory closes it, so a slot first takes what is left there, however small,
+    as plain pytest's order does: else every slot may leave it and strand its tests (click's
+    tests/test_utils: 73 tests waited for a fresh worker importing every file)."""
+    dispatcher = Dispatcher(slots("a"), divisor=100)
+    dispatcher.add(
+        [
+            Job(f"pkg/test_a.py::t{i}", "a", i, frozenset("a"), 5.0, scopes=("pkg", "pkg/test_a.py"))
+            for i in range(2)
+        ]
+        + [Job("pkg/test_c.py::t2", "c", 2, frozenset("a"), 0.1, scopes=("pkg", "pkg/test_c.py"))]
+        + [Job(f"test_b.py::t{i}", "b", i, frozenset("a"), 1.0, scopes=("test_b.py",)) for i in range(3, 5)]
+    )
+    assert indices(dispatcher.take("gw0")) == [0]  # the most work: pkg/test_a.py
+    assert indices(dispatcher.take("gw0")) == [1]
+    assert indices(dispatcher.take("gw0")) == [2]  # pkg/test_c.py before the bigger test_b.py
+    assert indices(dispatcher.take("gw0")) == [3]
+    assert indices(dispatcher.take("gw0")) == [4]
+    assert dispatcher.remaining == 0 and not dispatcher.unreachable()
+
+
 def test_a_free_slot_enters_the_module_with_the_most_work_per_slot() -> None:
     """Big modules start first and are shared, so the long tests in them start early."""
     dispatcher = Dispatcher(slots("a", "b", "c"), divisor=100)

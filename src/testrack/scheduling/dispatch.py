@@ -400,7 +400,7 @@ class Dispatcher:
         state = self._slots.get(slot_id)
         if state is None or not state.live:
             return None
-        best: tuple[tuple[int, int, int], _Module, list[Job], int] | None = None
+        best: tuple[tuple[int, int, int, int], _Module, list[Job], int] | None = None
         for module in self._modules.values():
             if not self._may_enter(state, module):
                 continue
@@ -421,9 +421,13 @@ class Dispatcher:
             cost = 0 if imported else self._import_cost_ns(module.file)
             first = head[0][head[1]].index
             if self._in_order:
-                rank = (first, 0, 0)  # the user's order (--ff, --nf, a seed) comes first
+                rank = (first, 0, 0, 0)  # the user's order (--ff, --nf, a seed) comes first
             else:
-                rank = (-(module.ns // (staff + 1) - cost), not imported, first)
+                # First a module that leaves none of the slot's packages or directories, as plain
+                # pytest's order does: a slot that left one never returns, and once every slot
+                # has, what is left there waits for a fresh worker.
+                leaves = any(s not in module.scopes for s in state.current_scopes[:-1])  # [-1]: its module
+                rank = (leaves, -(module.ns // (staff + 1) - cost), not imported, first)
             if best is None or rank < best[0]:
                 best = (rank, module, head[0], head[1])
         if best is None:
