@@ -340,7 +340,7 @@ class Cloning:
         if self.asked or self.settled or worker is not template or not self.after_collection():
             return
         assert template is not None
-        keys = [u.key for u in ctl.collection.units]
+        keys = ctl.collection.keys
         if template.collecting or ctl.collection.to_collect or not set(keys) <= template.imported:
             return
         self.ask(keys)

@@ -71,6 +71,11 @@ class Collection:
         #: Ready workers that were given no file meanwhile: fed when that time is up.
         self.held: dict[str, WorkerHandle] = {}
 
+    @property
+    def keys(self) -> list[str]:
+        """Every test file of the run, in collection order: what a worker imports to hold them all."""
+        return [u.key for u in self.units]
+
     # ------------------------------------------------------------------ the phase
 
     def start(self, session: pytest.Session) -> None:
@@ -79,7 +84,7 @@ class Collection:
         self.units = [unit for unit, _ in units]
         self.unit_nodeids = {unit.key: nodes[0].nodeid for unit, nodes in units}
         self.units = selection.filter_units(self.ctl, self.units)
-        keys = [u.key for u in self.units]
+        keys = self.keys
         replay = self.ctl.order.imports
         if replay is not None:
             # A replay imports what each worker imported then, in that order, and nothing else.
@@ -320,14 +325,14 @@ class Collection:
             # every file first, as plain pytest does (any of them may get any test).
             ctl.shared.begin(jobs, elsewhere)
             if ctl.mode == "load":
-                self.import_more({slot.id: [u.key for u in self.units] for slot in ctl.slots})
+                self.import_more({slot.id: self.keys for slot in ctl.slots})
         elif ctl.order.fixed:
             self._fixed_order(jobs)
         else:
             ctl.dispatcher.add(jobs)
             if ctl.mode == "load" and not lazy and not ctl.sequential:
                 if ctl.collect_all:
-                    imports = {slot.id: [u.key for u in self.units] for slot in ctl.slots}
+                    imports = {slot.id: self.keys for slot in ctl.slots}
                 else:
                     imports = plan_imports(jobs, ctl.slots, self.import_seconds, self.home)
                 for slot in ctl.slots:  # a test on several devices runs in its first device's worker
@@ -375,7 +380,7 @@ class Collection:
                 dispatcher.drop_slot(slot.id, permanently=True)
             elif worker is None or not worker.alive or worker.winding_down:
                 dispatcher.drop_slot(slot.id, permanently=False)
-        every = [u.key for u in self.units]
+        every = self.keys
         self.import_more(
             {
                 slot.id: every

@@ -79,8 +79,7 @@ class Controller:
         mode: str,
         launcher: Launcher,
         recorder: Recorder,
-        lazy: bool = False,
-        collect_all: bool = False,
+        collect: str = "all",
         sequential: str | None = None,
     ) -> None:
         self.config = config
@@ -88,9 +87,10 @@ class Controller:
         self.mode = mode
         self.launcher = launcher
         self.recorder = recorder
-        self.lazy = lazy
-        #: --rack-collect all (the default): every worker imports every file, as plain pytest does.
-        self.collect_all = collect_all
+        #: --rack-collect: all (the default) has every worker import every file, as plain pytest
+        #: does; eager only the files it runs; lazy each one when first needed.
+        self.lazy = collect == "lazy"
+        self.collect_all = collect == "all"
         #: Why the run uses one worker in collection order (``--sw``), or None.
         self.sequential = sequential
         self.devices: dict[str, Device] = {d.name: d for d in rack.devices}
@@ -387,14 +387,14 @@ class Controller:
         if isinstance(self.dispatcher, SequenceDispatcher):
             return self.dispatcher.modules_of(worker.slot.id)
         if self.mode == "each" or self.sequential or self.shared is not None or self.collect_all:
-            return [u.key for u in self.collection.units]
+            return self.collection.keys
         return list(self.import_plan.get(worker.slot.id, worker.imported))
 
     def give_imports(self, worker: WorkerHandle, modules: list[str]) -> None:
         if self.phase is Phase.COLLECTING and self.mode == "load" and not self.sequential:
             return  # it pulls files like everyone else
-        if self.collect_all and not self.lazy:
-            modules = [u.key for u in self.collection.units]  # as plain pytest: every file first
+        if self.collect_all:
+            modules = self.collection.keys  # as plain pytest: every file first
         if modules:
             self.dispatcher.mark_imported(worker.slot.id, modules)
             self.collection.send(worker, modules)

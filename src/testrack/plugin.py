@@ -206,16 +206,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     recorder = Recorder.open(sharedrun.store_spec(config, rack), config.rootpath)
     collect = config.getoption("rack_collect")
-    controller = Controller(
-        config,
-        rack,
-        mode,
-        launcher,
-        recorder,
-        lazy=collect == "lazy",
-        sequential=sequential,
-        collect_all=collect == "all",
-    )
+    controller = Controller(config, rack, mode, launcher, recorder, collect=collect, sequential=sequential)
     controller.notes.extend(notes)
     config.pluginmanager.register(controller, "testrack-controller")
     report_plugin.configure(config, controller)

@@ -401,6 +401,7 @@ class Dispatcher:
         if state is None or not state.live:
             return None
         best: tuple[tuple[int, int, int, int], _Module, list[Job], int] | None = None
+        holders = state.current_scopes[:-1]  # its packages and directories ([-1]: its module)
         for module in self._modules.values():
             if not self._may_enter(state, module):
                 continue
@@ -426,7 +427,7 @@ class Dispatcher:
                 # First a module that leaves none of the slot's packages or directories, as plain
                 # pytest's order does: a slot that left one never returns, and once every slot
                 # has, what is left there waits for a fresh worker.
-                leaves = any(s not in module.scopes for s in state.current_scopes[:-1])  # [-1]: its module
+                leaves = any(s not in module.scopes for s in holders)
                 rank = (leaves, -(module.ns // (staff + 1) - cost), not imported, first)
             if best is None or rank < best[0]:
                 best = (rank, module, head[0], head[1])
