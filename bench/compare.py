@@ -153,6 +153,37 @@ def sleep_cost(results: Path, workloads: Path) -> float | None:
     return max(0.0, with_sleep - without) / tests
 
 
+def sleeping_floor(results: Path, workloads: Path, floor_cpu: float | None) -> tuple[float, float] | None:
+    """What the sleep costs plain pytest per test, and W6's floor with it (CPU seconds)."""
+    per_test = sleep_cost(results, workloads)
+    if floor_cpu is None or per_test is None:
+        return None
+    tests = json.loads((workloads / "W6" / "meta.json").read_text())["tests"]
+    return per_test, floor_cpu + per_test * tests
+
+
+def sleep_rows(
+    results: Path, workloads: Path, floor_cpu: float, per_test: float, sleeping_cpu: float
+) -> list[str]:
+    """The lines under the table: W6's floor with the sleep, and each W6 row's wall time against
+    max(sleep bound, that floor over the cores)."""
+    meta = json.loads((workloads / "W6" / "meta.json").read_text())
+    cores = os.cpu_count() or 1
+    rows = [
+        f"W6's floor with the sleep: plain pytest spends {per_test * 1e3:.2f} ms more CPU on a "
+        f"test that sleeps 10 ms than on one that does not (W6S against W6SF), so serial pytest "
+        f"would spend {sleeping_cpu:.1f} s of CPU on W6, {sleeping_cpu / floor_cpu:.2f}x the "
+        f"floor: {sleeping_cpu / cores:.2f} s on {cores} cores."
+    ]
+    bound = max(float(meta["sleep_bound"]), sleeping_cpu / cores)
+    for name, label, runner, *_ in PLAN:
+        path = results / "W6" / f"{runner}-{label}" / "result.json"
+        if name == "W6" and path.exists():
+            wall = json.loads(path.read_text())["median_s"]
+            rows.append(f"- W6 {runner} {label}: {wall:.2f} s, {wall / bound:.2f}x that bound.")
+    return rows
+
+
 def cpu_per_run(data: dict[str, object]) -> float | None:
     """User + sys seconds of one run (the harness measures its whole window, warm-up included)."""
     machine = data.get("machine")
@@ -266,26 +297,11 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
     extra: dict[str, object] = {"start": start} if start is not None else {}
     if floor_cpu is not None:
         extra["floor"] = floor_cpu / (os.cpu_count() or 1)
-    per_test = sleep_cost(results, workloads)
-    sleeping_cpu = None
-    if floor_cpu is not None and per_test is not None:
-        tests = json.loads((workloads / "W6" / "meta.json").read_text())["tests"]
-        sleeping_cpu = floor_cpu + per_test * tests
-        rows_after = [
-            f"W6's floor with the sleep: plain pytest spends {per_test * 1e3:.2f} ms more CPU on a "
-            f"test that sleeps 10 ms than on one that does not (W6S against W6SF), so serial pytest "
-            f"would spend {sleeping_cpu:.1f} s of CPU on W6, {sleeping_cpu / floor_cpu:.2f}x the "
-            f"floor: {sleeping_cpu / (os.cpu_count() or 1):.2f} s on {os.cpu_count()} cores."
-        ]
-        w6_meta = json.loads((workloads / "W6" / "meta.json").read_text())
-        bound = max(float(w6_meta["sleep_bound"]), sleeping_cpu / (os.cpu_count() or 1))
-        for name, label, runner, *_ in PLAN:
-            path = results / "W6" / f"{runner}-{label}" / "result.json"
-            if name == "W6" and path.exists():
-                wall = json.loads(path.read_text())["median_s"]
-                rows_after.append(f"- W6 {runner} {label}: {wall:.2f} s, {wall / bound:.2f}x that bound.")
-    else:
-        rows_after = []
+    sleeping = sleeping_floor(results, workloads, floor_cpu)
+    sleeping_cpu = sleeping[1] if sleeping else None
+    rows_after = []
+    if sleeping and floor_cpu and "W6" in wanted:
+        rows_after = sleep_rows(results, workloads, floor_cpu, *sleeping)
     for workload in sorted(wanted):
         medians: dict[str, float] = {}
         found = []
