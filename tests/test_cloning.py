@@ -180,6 +180,14 @@ def test_a_configuration_that_reads_its_worker_or_ends_the_session_is_not_cloned
     result = pytester.runpytest_subprocess("--rack", "local:3", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
     result.assert_outcomes(passed=6)
     assert "cloned after" not in result.stdout.str()
+    why = (
+        "read PYTEST_XDIST_WORKER from the environment"
+        if reads
+        else "conftest.py implements pytest_sessionfinish"
+    )
+    result.stdout.fnmatch_lines(
+        [f"*collected 6 tests in 1 file on 3 workers (not cloned: *{why}*"]
+    )  # says why
     ends = sorted(out.read_text().split())  # the controller's session ends too ("None")
     assert ends == (["None", "gw0", "gw1", "gw2"] if reads else ["-"] * 4)
 
@@ -204,6 +212,7 @@ def test_devices_with_different_env_are_not_cloned(pytester, write_rack):
     result = pytester.runpytest_subprocess("--rack-mode", "each", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
     result.assert_outcomes(passed=2)
     assert "cloned after" not in result.stdout.str()
+    assert "(not cloned: the devices' env differ)" in result.stdout.str()
 
 
 def test_testrack_start_fork_turns_cloning_off(pytester, monkeypatch):

@@ -130,10 +130,12 @@ USES_THE_SUBMODULE = """
 """
 
 
-def test_a_test_relying_on_another_files_import_passes_as_in_plain_pytest(pytester):
+@pytest.mark.parametrize("start", ["clone", "fork"])
+def test_a_test_relying_on_another_files_import_passes_as_in_plain_pytest(pytester, start):
     """click's suite does this: a test reads a submodule as an attribute of its package, which
     only some other test file imported. By default every worker imports every file first, as
-    plain pytest does, so it passes on every slot; ``eager`` says what it risks."""
+    plain pytest does, so it passes on every slot; ``eager`` says what it risks. Workers that
+    are not clones import every file too (they make a file's tests only where one runs)."""
     pkg = pytester.mkpydir("pkg")
     pkg.joinpath("sub.py").write_text("VALUE = 1\n")
     pytester.makepyfile(test_a=textwrap.dedent(IMPORTS_A_SUBMODULE))
@@ -141,19 +143,10 @@ def test_a_test_relying_on_another_files_import_passes_as_in_plain_pytest(pytest
         pytester.makepyfile(**{f"test_b{k}": textwrap.dedent(USES_THE_SUBMODULE).replace("{k}", str(k))})
     plain = run(pytester, "-q", "-p", "no:cacheprovider", "--rack", "off")
     assert "13 passed" in outcome_line(plain.stdout), plain.stdout
-    rack = run(pytester, "-q", "-p", "no:cacheprovider", "--rack", "local:6", "--rack-store", "off")
+    six = ("-p", "no:cacheprovider", "--rack", "local:6", "--rack-store", "off")
+    rack = run(pytester, "-q", *six, env={"TESTRACK_START": start})
     assert "13 passed" in outcome_line(rack.stdout), rack.stdout
-    eager = run(
-        pytester,
-        "-p",
-        "no:cacheprovider",
-        "--rack",
-        "local:6",
-        "--rack-store",
-        "off",
-        "--rack-collect",
-        "eager",
-    )
+    eager = run(pytester, *six, "--rack-collect", "eager")
     assert "--rack-collect eager: a worker imports only the test files it will run" in eager.stdout
 
 

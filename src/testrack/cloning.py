@@ -202,7 +202,8 @@ def session_end(hook: Any) -> str | None:
         for impl in getattr(hook, name).get_hookimpls():
             module = getattr(impl.plugin, "__name__", None) or type(impl.plugin).__module__
             if not module.startswith(("testrack", *SAFE_PLUGINS)):
-                where = getattr(impl.plugin, "__file__", None) or module
+                path = getattr(impl.plugin, "__file__", None)
+                where = path if path and module.rpartition(".")[2] == "conftest" else module
                 return f"{where} implements {name}, which every copy would run"
     return None
 
@@ -291,6 +292,14 @@ class Cloning:
     def cloned(self) -> bool:
         """The template cloned itself (whether or not every clone came up)."""
         return self.sent and self.refused is None
+
+    @property
+    def why_not(self) -> str | None:
+        """Why the workers were started one by one where clones were the way (said on the run's
+        "collected" line: at 64 slots, each worker's own start costs seconds of CPU)."""
+        if self.cloned:
+            return None
+        return self.refused or self.ctl.launcher.not_cloned
 
     @property
     def stage(self) -> str:

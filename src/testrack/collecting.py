@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -129,15 +130,28 @@ class Collection:
             and ctl.order.replay is None
         )
 
-    def send(self, worker: WorkerHandle, keys: list[str]) -> None:
-        """Have ``worker`` import ``keys`` (those it has not already)."""
-        keys = [k for k in keys if k not in worker.imported]
+    def send(self, worker: WorkerHandle, keys: list[str], only_import: Iterable[str] = ()) -> None:
+        """Have ``worker`` import ``keys`` (those it has not already), in order; of those in
+        ``only_import`` it makes the tests only when it is given one (``Feeder.assign``)."""
+        later = set(only_import)
+        keys = [
+            k for k in keys if k not in worker.imported and not (k in later and k in worker.imported_only)
+        ]
         if not keys:
             return
-        worker.imported.update(keys)
+        imports = tuple(k for k in keys if k in later)
+        worker.imported.update(k for k in keys if k not in later)
+        worker.imported_only.update(imports)
         worker.collecting += 1
         self.in_flight.setdefault(worker.slot.id, []).extend(keys)
-        self.ctl.loop.send(worker, m.Collect(tuple(keys)))
+        self.ctl.loop.send(worker, m.Collect(tuple(keys), only_import=imports))
+
+    def send_every_file(self, worker: WorkerHandle, needed: Iterable[str] = ()) -> None:
+        """``--rack-collect all``: ``worker`` imports every file before its first test, as plain
+        pytest does, and makes the tests of ``needed`` (of the others, when given one). Making
+        them all in every worker would cost what each file's collection costs, once per worker."""
+        keys = self.keys
+        self.send(worker, keys, only_import=set(keys).difference(needed))
 
     def from_clone(self, clone: WorkerHandle, keys: list[str]) -> None:
         """``clone`` will be forked from a template that imported ``keys``: they count as in
@@ -199,6 +213,9 @@ class Collection:
     def on_collected(self, worker: WorkerHandle, message: m.Collected) -> None:
         worker.collecting -= 1
         inflight = self.in_flight.get(worker.slot.id, [])
+        for key in message.imported:
+            if key in inflight:
+                inflight.remove(key)
         for unit in message.units:
             if unit.key in inflight:
                 inflight.remove(unit.key)
@@ -325,7 +342,7 @@ class Collection:
             # every file first, as plain pytest does (any of them may get any test).
             ctl.shared.begin(jobs, elsewhere)
             if ctl.mode == "load":
-                self.import_more({slot.id: self.keys for slot in ctl.slots})
+                self.import_more({slot.id: self.keys for slot in ctl.slots}, only_import=True)
         elif ctl.order.fixed:
             self._fixed_order(jobs)
         else:
@@ -339,7 +356,7 @@ class Collection:
                     imports.setdefault(slot.id, []).extend(
                         m for m in ctl.gangs.modules(slot.device) if m not in imports.get(slot.id, [])
                     )
-                self.import_more(imports)
+                self.import_more(imports, only_import=ctl.collect_all)
         seen: set[str] = set()
         for job in jobs:
             if job.nodeid in seen:
@@ -380,25 +397,22 @@ class Collection:
                 dispatcher.drop_slot(slot.id, permanently=True)
             elif worker is None or not worker.alive or worker.winding_down:
                 dispatcher.drop_slot(slot.id, permanently=False)
-        every = self.keys
+        every = ctl.collect_all and ctl.order.replay is None
         self.import_more(
-            {
-                slot.id: every
-                if ctl.collect_all and ctl.order.replay is None
-                else dispatcher.modules_of(slot.id)
-                for slot in ctl.slots
-            }
+            {slot.id: self.keys if every else dispatcher.modules_of(slot.id) for slot in ctl.slots},
+            only_import=every,
         )
 
-    def import_more(self, plan: dict[str, list[str]]) -> None:
-        """Send each worker the files the plan gives it beyond those it imported already."""
+    def import_more(self, plan: dict[str, list[str]], only_import: bool = False) -> None:
+        """Send each worker the files the plan gives it beyond those it imported already
+        (``only_import``: their tests are made when it is given one)."""
         ctl = self.ctl
         for slot_id, modules in plan.items():
             worker = ctl.workers.get(slot_id)
             if worker is None or not worker.alive:
                 continue
             ctl.dispatcher.mark_imported(slot_id, modules)
-            self.send(worker, modules)
+            self.send(worker, modules, only_import=modules if only_import else ())
         ctl.import_plan = plan
 
     def describe(self, count: int) -> str:
@@ -407,7 +421,14 @@ class Collection:
         each = f", {_n(ctl.runs, 'run')}" if ctl.mode == "each" else ""
         known = sum(1 for nodeid in ctl.tests if nodeid in ctl.durations)
         history = f"; history for {known}" if known else ""
-        cloned = f" (cloned after {ctl.cloning.stage})" if ctl.cloning.cloned else ""
+        why_not = ctl.cloning.why_not
+        cloned = (
+            f" (cloned after {ctl.cloning.stage})"
+            if ctl.cloning.cloned
+            else f" (not cloned: {why_not})"
+            if why_not
+            else ""
+        )
         return (
             f"testrack: collected {_n(len(ctl.tests), 'test')}{deselected}{each} "
             f"in {_n(len(self.units), 'file')} on {_n(len(ctl.slots), 'worker')}{cloned}{history}"

@@ -393,9 +393,10 @@ class Controller:
     def give_imports(self, worker: WorkerHandle, modules: list[str]) -> None:
         if self.phase is Phase.COLLECTING and self.mode == "load" and not self.sequential:
             return  # it pulls files like everyone else
-        if self.collect_all:
-            modules = self.collection.keys  # as plain pytest: every file first
-        if modules:
+        if self.collect_all:  # as plain pytest: every file first
+            self.dispatcher.mark_imported(worker.slot.id, self.collection.keys)
+            self.collection.send_every_file(worker, modules)
+        elif modules:
             self.dispatcher.mark_imported(worker.slot.id, modules)
             self.collection.send(worker, modules)
 

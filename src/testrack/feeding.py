@@ -113,10 +113,10 @@ class Feeder:
 
     def assign(self, worker: WorkerHandle, jobs: list[Job]) -> None:
         ctl = self.ctl
-        if ctl.dispatcher.lazy:
-            missing = list(dict.fromkeys(j.module for j in jobs if j.module not in worker.imported))
-            if missing:
-                ctl.collection.send(worker, missing)
+        # Lazy collection, or files a worker only imported (--rack-collect all): their tests first.
+        missing = list(dict.fromkeys(j.module for j in jobs if j.module not in worker.imported))
+        if missing:
+            ctl.collection.send(worker, missing)
         worker.told_idle = False
         worker.assigned.extend(jobs)
         long = tuple(j.nodeid for j in jobs if not j.guessed and j.estimate >= LONG_TEST)

@@ -72,6 +72,8 @@ class Collected:
     duration: float
     #: What plugins print after collection (``pytest_report_collectionfinish``), for these files.
     header: tuple[str, ...] = ()
+    #: The files of ``Collect.only_import``, imported (or tried: an error shows where tests are made).
+    imported: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,9 +201,13 @@ class Start:
 
 @dataclasses.dataclass(frozen=True)
 class Collect:
-    """Import these files (collection arguments) and report their tests."""
+    """Import these files (collection arguments), in this order, and report their tests."""
 
     paths: tuple[str, ...]
+    #: Of ``paths``, those only imported now: their tests are made when a Run first needs them
+    #: (another Collect comes before it). A worker that runs a few of many files then imports
+    #: every file first, as plain pytest does, without building every file's tests.
+    only_import: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

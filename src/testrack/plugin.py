@@ -108,7 +108,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
     params = early_config.invocation_params
     launcher = Launcher(rack, str(params.dir), worker_args(early_config), _STARTUP_SYS_PATH)
     # pytest-cov's workers read their id as they configure: they could not be cloned.
-    launcher.prestart(early_config.hook, clone=not getattr(ns, "cov_source", None))
+    covered = bool(getattr(ns, "cov_source", None))
+    launcher.prestart(early_config.hook, clone=not covered)
+    if covered and start_method() == "clone" and len(launcher.slots) > 1:
+        launcher.not_cloned = "pytest-cov's workers read their id as they configure"
     early_config.stash[launcher_key] = launcher
     ns.distload = True  # pytest-cov: measure in the workers and combine here, as under xdist
     return (yield)

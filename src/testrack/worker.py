@@ -42,6 +42,8 @@ from typing import Any, NoReturn, TextIO, cast
 
 import pytest
 from _pytest._io import TerminalWriter
+from _pytest.doctest import DoctestModule
+from _pytest.outcomes import OutcomeException
 from _pytest.warnings import catch_warnings_for_item
 
 from testrack import cloning, compact, relay
@@ -456,8 +458,8 @@ class WorkerSession:
         match message:
             case None:
                 pass  # the controller is gone; the loop ends
-            case m.Collect(paths=paths):
-                self.collect(paths)
+            case m.Collect(paths=paths, only_import=later):
+                self.collect(paths, frozenset(later))
             case m.Run(nodeids=nodeids, long=long, unknown=unknown, devices=devices):
                 if devices:  # a test on several devices: its devices fixture, by role and position
                     self.gangs[nodeids[0]] = devices
@@ -481,7 +483,8 @@ class WorkerSession:
 
     # ------------------------------------------------------------------ collection
 
-    def collect(self, keys: tuple[str, ...]) -> None:
+    def collect(self, keys: tuple[str, ...], later: frozenset[str] = frozenset()) -> None:
+        """Import ``keys`` in order and report their tests; of those in ``later``, only import."""
         assert self.session is not None and self.config is not None
         if self.cloned and all(key in self.units for key in keys):
             # Imported and collected by the template before the fork: what it found is ours.
@@ -492,6 +495,7 @@ class WorkerSession:
             self.files = {unit.path: nodes for unit, nodes in walk_files(self.session)}
         self._collecting = []
         self._deselected = []
+        made = [key for key in keys if key not in later]
         items: list[pytest.Item] = []
         key_of: dict[int, str] = {}
         seconds: dict[str, float] = {}
@@ -504,6 +508,9 @@ class WorkerSession:
                     unit_started = time.monotonic()
                     unit = FileUnit.from_key(key)
                     file_nodes = self.files.get(unit.path, [])
+                    if key in later:
+                        _import(file_nodes)
+                        continue
                     if file_nodes:
                         scopes[key] = tuple(node.nodeid for node in file_nodes[0].listchain()[1:])
                     for file_node in file_nodes:
@@ -514,24 +521,29 @@ class WorkerSession:
                                 items.append(item)
                                 key_of[id(item)] = key
                     seconds[key] = time.monotonic() - unit_started
-            self.config.hook.pytest_collection_modifyitems(
-                session=self.session, config=self.config, items=items
-            )
+            if made:
+                self.config.hook.pytest_collection_modifyitems(
+                    session=self.session, config=self.config, items=items
+                )
         finally:
             reports, self._collecting = self._collecting, None
-        by_key: dict[str, list[m.CollectedTest]] = {key: [] for key in keys}
+        by_key: dict[str, list[m.CollectedTest]] = {key: [] for key in made}
         for item in items:
             self.items[item.nodeid] = item
-            by_key[key_of.get(id(item), keys[0])].append(describe(item))
+            by_key[key_of.get(id(item), made[0])].append(describe(item))
         self.session.items.extend(items)
         self.session.testscollected = len(self.items)
         units = tuple(
             m.CollectedUnit(key, tuple(by_key[key]), seconds.get(key, 0.0), scopes.get(key, ()))
-            for key in keys
+            for key in made
         )
         self.units.update((unit.key, unit) for unit in units)
-        lines = self.config.hook.pytest_report_collectionfinish(
-            config=self.config, start_path=self.config.invocation_params.dir, items=items
+        lines = (
+            self.config.hook.pytest_report_collectionfinish(
+                config=self.config, start_path=self.config.invocation_params.dir, items=items
+            )
+            if made
+            else []
         )
         self.send(
             m.Collected(
@@ -540,6 +552,7 @@ class WorkerSession:
                 reports=tuple(reports),
                 duration=time.monotonic() - started,
                 header=tuple(line for group in reversed(lines) for line in _lines(group)),
+                imported=tuple(key for key in keys if key in later),
             )
         )
 
@@ -657,6 +670,15 @@ class _CurrentStdout:
 
     def isatty(self) -> bool:
         return False
+
+
+def _import(nodes: list[pytest.File]) -> None:
+    """Import a test file's module as its collection would, without making its tests. An error
+    is left to the worker that makes them (it reports it, once); this one would run none."""
+    for node in nodes:
+        if isinstance(node, pytest.Module) and not isinstance(node, DoctestModule):
+            with contextlib.suppress(Exception, OutcomeException):
+                _ = node.obj
 
 
 def _lines(group: str | list[str]) -> list[str]:

@@ -164,8 +164,10 @@ class WorkerHandle:
         self.reported = 0
         #: Told that no more work will come (Finish) or to stop (Shutdown).
         self.winding_down = False
-        #: Collection units this worker has imported (or been told to import).
+        #: Collection units this worker has imported and made the tests of (or been told to).
         self.imported: set[str] = set()
+        #: Units it was told only to import: their tests are made when it is first given one.
+        self.imported_only: set[str] = set()
         #: Units sent in Collect messages whose answer has not arrived.
         self.collecting: int = 0
         self.wants_work = False
@@ -390,6 +392,8 @@ class Launcher:
         self._spare: dict[str, WorkerHandle] = {}
         #: Our ends of forked workers' sockets and pipes, closed in each later fork.
         self._parent_fds: list[int] = []
+        #: Why the workers are not clones of the first, where that was the way to start them.
+        self.not_cloned: str | None = None
         #: The first slot's worker when the others are to be its clones (testrack.cloning).
         self.template: WorkerHandle | None = None
         #: Workers forked beside a template, waiting for a Hello that comes only if it refuses.
@@ -453,8 +457,11 @@ class Launcher:
             return False
         if self.interpreters or not sys.platform.startswith("linux"):
             return False
-        envs = {tuple(sorted(self.devices[slot.device].env.items())) for slot in self.slots}
-        return len(envs) == 1 and (hook is None or cloning.session_end(hook) is None)
+        if len({tuple(sorted(self.devices[slot.device].env.items())) for slot in self.slots}) > 1:
+            self.not_cloned = "the devices' env differ"
+            return False
+        self.not_cloned = None if hook is None else cloning.session_end(hook)
+        return self.not_cloned is None
 
     def _prestart_template(self) -> None:
         from testrack import cloning
