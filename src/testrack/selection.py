@@ -9,6 +9,7 @@ test are not imported at all, as pytest skips them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,16 @@ class RemoteItem:
 
     def __init__(self, nodeid: str, rootpath: Path | None = None) -> None:
         self.nodeid = nodeid
-        self.id = node_key(nodeid)
-        self.path = (rootpath or Path()) / nodeid.split("::")[0]
+        self._rootpath = rootpath
+
+    # Made when read: a run makes one per test, and most plugins read only the node id.
+    @functools.cached_property
+    def id(self) -> Any:
+        return node_key(self.nodeid)
+
+    @functools.cached_property
+    def path(self) -> Path:
+        return (self._rootpath or Path()) / self.nodeid.split("::")[0]
 
     def __repr__(self) -> str:
         return f"<RemoteItem {self.nodeid}>"
@@ -64,7 +73,7 @@ def order_tests(ctl: Controller, infos: list[TestInfo]) -> list[TestInfo]:
     for info in infos:
         if info.test.nodeid not in remaining:  # deselected by --lf
             ctl.tests.pop(info.test.nodeid, None)
-    return [dataclasses.replace(info, index=k) for k, info in enumerate(kept)]
+    return [info if info.index == k else dataclasses.replace(info, index=k) for k, info in enumerate(kept)]
 
 
 def _last_failed_filter(config: pytest.Config, units: list[FileUnit]) -> list[FileUnit]:

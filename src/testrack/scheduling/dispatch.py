@@ -405,12 +405,12 @@ class Dispatcher:
         for module in self._modules.values():
             if not self._may_enter(state, module):
                 continue
-            cursor = state.cursor.get(module.key, -1)
+            cursor = state.cursor.get(module.key)  # None: the slot never took from this module
             head: tuple[list[Job], int] | None = None
             for eligible, queue in module.queues.items():
                 if state.device not in eligible:
                     continue
-                start = bisect.bisect_right(queue, cursor, key=_index)
+                start = 0 if cursor is None else bisect.bisect_right(queue, cursor, key=_index)
                 if start < len(queue) and (head is None or queue[start].index < head[0][head[1]].index):
                     head = (queue, start)
             if head is None:
