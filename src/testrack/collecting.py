@@ -146,12 +146,11 @@ class Collection:
         self.in_flight.setdefault(worker.slot.id, []).extend(keys)
         self.ctl.loop.send(worker, m.Collect(tuple(keys), only_import=imports))
 
-    def send_every_file(self, worker: WorkerHandle, needed: Iterable[str] = ()) -> None:
+    def send_every_file(self, worker: WorkerHandle) -> None:
         """``--rack-collect all``: ``worker`` imports every file before its first test, as plain
-        pytest does, and makes the tests of ``needed`` (of the others, when given one). Making
-        them all in every worker would cost what each file's collection costs, once per worker."""
-        keys = self.keys
-        self.send(worker, keys, only_import=set(keys).difference(needed))
+        pytest does, and makes a file's tests when it is given one. Making them all in every
+        worker would cost what each file's collection costs, once per worker."""
+        self.send(worker, self.keys, only_import=self.keys)
 
     def from_clone(self, clone: WorkerHandle, keys: list[str]) -> None:
         """``clone`` will be forked from a template that imported ``keys``: they count as in

@@ -395,7 +395,7 @@ class Controller:
             return  # it pulls files like everyone else
         if self.collect_all:  # as plain pytest: every file first
             self.dispatcher.mark_imported(worker.slot.id, self.collection.keys)
-            self.collection.send_every_file(worker, modules)
+            self.collection.send_every_file(worker)  # a file's tests come with its first Run
         elif modules:
             self.dispatcher.mark_imported(worker.slot.id, modules)
             self.collection.send(worker, modules)
