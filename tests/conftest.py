@@ -26,9 +26,9 @@ pytest_plugins = ["pg"]
 # pytest-randomly (a test dependency, for tests/test_plugins.py) loads itself into every pytest
 # session, the pytester sessions and subprocesses of these tests included, and would shuffle
 # them; tests that want it pass ``-p randomly``, which comes later on the command line.
-# pytest-rerunfailures (the same) keeps a socket in every worker, so no worker would be cloned
-# (docs/architecture.md, "Clones"): runs leave it out, as most users' would, unless they pass
-# ``-p rerunfailures``; the engine's tests cover forked and spawned workers too (start_method).
+# pytest-rerunfailures (the same) starts a server thread in every controller and a connection in
+# every worker: runs leave it out, as most users' would, unless they pass ``-p rerunfailures``
+# (tests/test_plugins.py); the engine's tests cover forked and spawned workers too (start_method).
 # These tests start hundreds of Python processes; where the environment forbids writing bytecode
 # (PYTHONDONTWRITEBYTECODE), each of them would compile pytest's plugins from source again.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -1,7 +1,7 @@
 """Workers cloned from the first one after it collected (testrack.cloning), with real processes.
 
-pytest-rerunfailures (a test dependency here) keeps a socket to the controller open in every
-worker, which copies could not share: these runs leave it out, or no worker would be cloned.
+pytest-rerunfailures (a test dependency here) is left out of these runs, as of most users';
+tests/test_plugins.py checks that its workers are cloned too.
 """
 
 from __future__ import annotations

@@ -227,6 +227,33 @@ def test_rerun_reports_reach_the_summary_and_the_store(pytester):
     assert "3 results, 1 passed, 2 rerun" in history.stdout, history.stdout
 
 
+CONNECTED = """
+    import pathlib
+
+    def test_where(request, worker_id):
+        port = request.config.failures_db.sock.getsockname()[1]
+        with open(pathlib.Path(__file__).parent / "ports.txt", "a") as f:
+            f.write(f"{worker_id} {port}\\n")
+
+    def test_broken():
+        assert 0
+"""
+
+
+def test_workers_are_cloned_with_rerunfailures_each_with_its_own_connection(pytester):
+    """pytest-rerunfailures keeps a connection in each worker to the controller's count of
+    reruns (xdist installed): the workers are still cloned, each copy opens its own, and
+    --max-suite-reruns caps the reruns of the whole run as in plain pytest."""
+    for n in range(6):
+        pytester.makepyfile(**{f"test_c{n}": textwrap.dedent(CONNECTED)})
+    args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "rerunfailures", "--reruns", "2"]
+    proc = run(pytester, *args, "--max-suite-reruns", "3", "--rack", "local:3")
+    assert "(cloned after collection)" in proc.stdout, proc.stdout
+    assert last_line(proc.stdout) == "6 failed, 6 passed, 3 rerun", proc.stdout
+    ports = dict(line.split() for line in (pytester.path / "ports.txt").read_text().splitlines())
+    assert len(ports) == 3 and len(set(ports.values())) == 3, ports  # one connection per worker
+
+
 # -- pytest-timeout --------------------------------------------------------------------------------
 
 HANGS = "import time\n\ndef test_hangs():\n    time.sleep(30)\n\ndef test_fine():\n    pass\n"

@@ -15,10 +15,11 @@ environment, and ``workerinput`` keys whose values differ (``workerid``, ``devic
 plugin's ``pytest_configure_node`` gave each slot). It also refuses when it holds what copies
 cannot share: a thread, a child process, a socket, or a plugin or conftest that tears something
 down at the session's end (``pytest_sessionfinish``, ``pytest_unconfigure``) and would do it in
-every copy. Refused, it says why (``CloneRefused``) and the controller starts the other workers
-on their own. The launcher only plans a clone where every slot's device has the same ``env``
-(a device's env may be read by code that no watch sees) and no environment's interpreter.
-``TESTRACK_START=fork`` turns cloning off.
+every copy. A client known to be per process (pytest-rerunfailures' connection to the failure
+counts) is no reason: each copy opens its own. Refused, it says why (``CloneRefused``) and the
+controller starts the other workers on their own. The launcher only plans a clone where every
+slot's device has the same ``env`` (a device's env may be read by code that no watch sees) and
+no environment's interpreter. ``TESTRACK_START=fork`` turns cloning off.
 
 A copy is forked twice, so that it becomes a child of the controller (a child subreaper for
 that moment), which waits for it and sees how it ended, as for any worker it forked itself.
@@ -53,6 +54,7 @@ SAFE_PLUGINS = (
     "xdist.",
     "pytest_timeout",
     "pytest_benchmark",  # off in workers, as under xdist
+    "pytest_rerunfailures",  # --fail-on-flaky reads this process's own tests
 )
 #: Plugins that read the identity variables only to learn whether they run in a worker at all
 #: (pytest-benchmark turns itself off there), which is as true in every clone.
@@ -189,7 +191,7 @@ def refusal(watch: Watch, differing: tuple[str, ...], config: Any, own_fds: set[
     children = _children()
     if children:
         return f"a child process runs (pid {children[0]})"
-    sockets = _sockets(own_fds)
+    sockets = _sockets(own_fds | client_sockets(config))
     if sockets:
         return f"a socket is open (descriptor {sockets[0]})"
     return session_end(config.hook)
@@ -206,6 +208,31 @@ def session_end(hook: Any) -> str | None:
                 where = path if path and module.rpartition(".")[2] == "conftest" else module
                 return f"{where} implements {name}, which every copy would run"
     return None
+
+
+def _rerunfailures_client(config: Any) -> Any:
+    """pytest-rerunfailures' connection to the failure counts the controller keeps (with xdist
+    installed), or None. Its server serves each connection on its own thread, so each process
+    needs one of its own: a copy's requests on the template's would mix with the template's."""
+    db = getattr(config, "failures_db", None)
+    kind = type(db)
+    if kind.__module__ == "pytest_rerunfailures" and kind.__name__ == "ClientStatusDB":
+        return db
+    return None
+
+
+def client_sockets(config: Any) -> set[int]:
+    """Sockets of per-process clients that each copy reopens (so not a reason to refuse)."""
+    db = _rerunfailures_client(config)
+    return {db.sock.fileno()} if db is not None else set()
+
+
+def reopen_clients(config: Any) -> None:
+    """In a fresh copy: a per-process client gets a connection of its own."""
+    db = _rerunfailures_client(config)
+    if db is not None:
+        db.sock.close()  # this process's descriptor only: the template's connection stays up
+        config.failures_db = type(db)(config.workerinput["sock_port"], config.workerinput["statusdb_token"])
 
 
 def _children() -> list[int]:
