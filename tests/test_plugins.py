@@ -97,6 +97,27 @@ def test_pytest_cov_combines_every_worker_into_plain_pytests_total(pytester, mod
     assert rack.returncode == 0
 
 
+def test_cloned_workers_each_bring_their_coverage_to_the_total(pytester):
+    """The workers are clones of the first, which started measuring before the fork: each copy's
+    coverage (of only the tests it ran) must reach the total, branches included."""
+    funcs = "".join(f"def f{n}(x):\n    if x:\n        return {n}\n    return -{n}\n\n" for n in range(8))
+    test = "import time, calc\n\ndef test_f(worker_id):\n    time.sleep(0.2)\n    print('RAN-BY', worker_id)"
+    pytester.makepyfile(
+        lib=funcs, **{f"test_f{n}": test + f"\n    assert calc.f{n}(1) == {n}\n" for n in range(8)}
+    )
+    pytester.path.joinpath("lib.py").rename(pytester.path / "calc.py")
+    args = ["-s", "-p", "no:cacheprovider", "--cov=calc", "--cov-branch", "--cov-report=term-missing"]
+    plain = run(pytester, *args, "--rack", "off")
+    rack = run(pytester, *args, "--rack", "local:4")
+    assert "(cloned after collection)" in rack.stdout, rack.stdout
+    assert last_line(rack.stdout) == "8 passed", rack.stdout
+    assert len(set(re.findall(r"RAN-BY (gw\d+)", rack.stdout))) > 1, rack.stdout
+    row = re.compile(r"^calc\.py\s.*$", re.M)
+    assert row.search(plain.stdout) and "4, 9, 14" in row.search(plain.stdout)[0], plain.stdout
+    assert row.search(rack.stdout) and row.search(rack.stdout)[0] == row.search(plain.stdout)[0], rack.stdout
+    assert sorted(p.name for p in pytester.path.glob(".coverage*")) == [".coverage"]
+
+
 def test_coverage_run_is_refused_with_what_to_use(pytester):
     pytester.makepyfile(calc=textwrap.dedent(CALC), **CALC_TESTS)
     proc = subprocess.run(

@@ -59,6 +59,9 @@ SAFE_PLUGINS = (
 #: Plugins that read the identity variables only to learn whether they run in a worker at all
 #: (pytest-benchmark turns itself off there), which is as true in every clone.
 PRESENCE_ONLY = ("pytest_benchmark",)
+#: ``workerinput`` keys that a plugin reads only for what each copy sets again for itself
+#: (``renew_in_copy``): pytest-cov, the worker id it gives its coverage data.
+RENEWED = {"pytest_cov.": ("workerid",)}
 #: PR_SET_CHILD_SUBREAPER, from <linux/prctl.h>.
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -132,13 +135,18 @@ class _WatchedEnviron(os._Environ):  # type: ignore[type-arg]
 
 
 def _asked_by(modules: tuple[str, ...]) -> bool:
-    """Whether the code reading the environment (past ``os`` and the mapping machinery) is in one
-    of these modules."""
+    """Whether the code reading the environment or ``workerinput`` (past ``os`` and the mapping
+    machinery) is in one of these modules."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_globals.get("__name__") in ("os", "collections.abc", __name__):
         frame = frame.f_back  # type: ignore[assignment]
     name = frame.f_globals.get("__name__", "") if frame is not None else ""
     return str(name).startswith(modules)
+
+
+def _renewed(key: object) -> tuple[str, ...]:
+    """The modules whose reads of this ``workerinput`` key each copy redoes."""
+    return tuple(module for module, keys in RENEWED.items() if key in keys)
 
 
 class _WatchedInput(dict):  # type: ignore[type-arg]
@@ -149,11 +157,13 @@ class _WatchedInput(dict):  # type: ignore[type-arg]
         self._watch = watch
 
     def __getitem__(self, key: str) -> Any:
-        self._watch.input_read.add(key)
+        if not _asked_by(_renewed(key)):
+            self._watch.input_read.add(key)
         return super().__getitem__(key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        self._watch.input_read.add(key)
+        if not _asked_by(_renewed(key)):
+            self._watch.input_read.add(key)
         return super().get(key, default)
 
     def __contains__(self, key: object) -> bool:
@@ -227,12 +237,17 @@ def client_sockets(config: Any) -> set[int]:
     return {db.sock.fileno()} if db is not None else set()
 
 
-def reopen_clients(config: Any) -> None:
-    """In a fresh copy: a per-process client gets a connection of its own."""
+def renew_in_copy(config: Any) -> None:
+    """In a fresh copy, with its own ``workerinput``: a per-process client gets a connection of
+    its own, and pytest-cov the copy's worker id. (Its coverage goes on measuring: coverage.py
+    writes a forked process's data to a file of its own, which the controller combines.)"""
     db = _rerunfailures_client(config)
     if db is not None:
         db.sock.close()  # this process's descriptor only: the template's connection stays up
         config.failures_db = type(db)(config.workerinput["sock_port"], config.workerinput["statusdb_token"])
+    cov = getattr(config.pluginmanager.get_plugin("_cov"), "cov_controller", None)
+    if cov is not None and getattr(cov, "nodeid", None) is not None:
+        cov.nodeid = config.workerinput["workerid"]
 
 
 def _children() -> list[int]:

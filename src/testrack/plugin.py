@@ -107,9 +107,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
 
     params = early_config.invocation_params
     launcher = Launcher(rack, str(params.dir), worker_args(early_config), _STARTUP_SYS_PATH)
-    covered = bool(getattr(ns, "cov_source", None))  # its workers could not be cloned
-    refused = "pytest-cov's workers read their id as they configure" if covered else None
-    launcher.prestart(early_config.hook, refused)
+    launcher.prestart(early_config.hook)
     early_config.stash[launcher_key] = launcher
     ns.distload = True  # pytest-cov: measure in the workers and combine here, as under xdist
     return (yield)

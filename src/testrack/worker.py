@@ -631,7 +631,7 @@ class WorkerSession:
         workerinput = {**hello.workerinput, **start.workerinput}
         workerinput["basetemp"] = self.config.option.basetemp = start.basetemp
         self.config.workerinput = workerinput  # type: ignore[attr-defined]
-        cloning.reopen_clients(self.config)
+        cloning.renew_in_copy(self.config)
         factory = getattr(self.config, "_tmp_path_factory", None)
         if factory is not None:  # made from the template's basetemp at its configuration
             factory._given_basetemp = Path(os.path.abspath(start.basetemp)) if start.basetemp else None

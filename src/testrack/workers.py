@@ -432,13 +432,12 @@ class Launcher:
             )
         return m.Hello(workerinput=workerinput, args=self.args, sys_path=self.sys_path)
 
-    def prestart(self, hook: Any = None, refused: str | None = None) -> None:
+    def prestart(self, hook: Any = None) -> None:
         """Start every slot's worker now; fork them when this process is still clean enough.
         Where the slots differ in nothing but their identity, start only the first, to be
-        cloned once it has collected (testrack.cloning). ``refused``: why not to clone, known
-        to the caller (said on the run's "collected" line)."""
+        cloned once it has collected (testrack.cloning)."""
         fork = can_fork()
-        clone = fork and self.clonable(hook, refused)
+        clone = fork and self.clonable(hook)
         trace(f"launcher: prestart ({'clone' if clone else 'fork' if fork else 'spawn'})")
         if fork:
             import testrack.worker  # noqa: F401 - imported once here rather than in every child
@@ -448,7 +447,7 @@ class Launcher:
         for slot in self.slots:
             self._spare[slot.id] = self.fork(slot) if fork else self.start(slot)
 
-    def clonable(self, hook: Any = None, refused: str | None = None) -> bool:
+    def clonable(self, hook: Any = None) -> bool:
         """Every slot's worker would start the same but for its identity: more than one slot,
         the same device ``env`` everywhere, no environment's interpreter, not turned off, and no
         plugin loaded so far that would make the template refuse (``hook``: pytest's)."""
@@ -459,8 +458,7 @@ class Launcher:
         if self.interpreters or not sys.platform.startswith("linux"):
             return False
         envs = {tuple(sorted(self.devices[slot.device].env.items())) for slot in self.slots}
-        if refused is None and len(envs) > 1:
-            refused = "the devices' env differ"
+        refused = "the devices' env differ" if len(envs) > 1 else None
         if refused is None and hook is not None:
             refused = cloning.session_end(hook)
         self.not_cloned = refused
