@@ -68,6 +68,20 @@ def test_workers_are_cloned_from_the_first_and_each_keeps_its_identity(pytester,
     assert not re.search(r"OUT-(?!5-)\d+-", failure.split("short test summary")[0])
 
 
+def test_a_clone_ends_without_a_word_of_its_own_under_s(pytester):
+    """With ``-s`` a clone's stderr reaches the terminal: each clone said, as it ended, that
+    closing the template's connection failed ("Bad file descriptor"), the second close of a
+    descriptor whose number another file may have had by then."""
+    quick = "import pytest\n\n@pytest.mark.parametrize('n', range(6))\ndef test_q(n):\n    pass\n"
+    pytester.makepyfile(test_q=quick)
+    args = ("-s", "--rack", "local:3", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*on 3 workers (cloned after collection)*"])
+    said = result.stdout.str() + result.stderr.str()
+    assert "Exception ignored" not in said and "Bad file descriptor" not in said, said
+
+
 CRASH_ONCE = """
 import os, pathlib, time
 import pytest

@@ -604,10 +604,13 @@ class WorkerSession:
         os.setsid()
         cloning.redirect(1, ends.out_w)
         cloning.redirect(2, ends.err_w)
-        template_fds = {self.conn.fileno(), self.board.fd, ends.out_w, ends.err_w}
+        template_fds = {self.board.fd, ends.out_w, ends.err_w}
         for other in cloning.ENDS.values():
             template_fds.update(other.fds())
         cloning.ENDS.clear()
+        # Closed through its object: closed behind it, the template's connection would close
+        # its descriptor's number again when freed (at the end of main), by then another file's.
+        self.conn.close()
         self.board.close()
         for fd in template_fds:
             with contextlib.suppress(OSError):
