@@ -55,6 +55,8 @@ SAFE_PLUGINS = (
     "pytest_timeout",
     "pytest_benchmark",  # off in workers, as under xdist
     "pytest_rerunfailures",  # --fail-on-flaky reads this process's own tests
+    "pytest_html.",  # unregisters its report, which workers never register
+    "pytest_django.",  # undoes its own database blocker, a per-process state
 )
 #: Plugins that read the identity variables only to learn whether they run in a worker at all
 #: (pytest-benchmark turns itself off there), which is as true in every clone.
