@@ -94,6 +94,9 @@ PLAN: list[tuple[str, str, str, str, str, float | None]] = [
 
 #: W6's CPU target: a run's CPU time against the floor's (serial pytest on W6 without the sleep).
 W6_CPU_TARGET = 1.3
+#: W1's start-up target (issue 13): at most this much over the device time plus plain pytest's
+#: own wall time for one trivial test (W0), in the same run.
+W1_START_MARGIN = 0.2
 
 
 def write_racks(workloads: Path) -> None:
@@ -184,6 +187,29 @@ def sleep_rows(
     return rows
 
 
+def start_rows(results: Path, missed: list[str]) -> list[str]:
+    """W1's start-up target, under the table: each testrack row against the device time plus
+    plain pytest's wall time for one trivial test (W0) plus the margin."""
+    plain_file = results / "W0" / "plain-serial" / "result.json"
+    if not plain_file.exists():
+        return []
+    plain = json.loads(plain_file.read_text())["median_s"]
+    rows = [
+        f"W1's start-up target: the device time plus plain pytest's one trivial test ({plain:.2f} s) "
+        f"plus {W1_START_MARGIN} s."
+    ]
+    for name, label, runner, _extra, ideal, _target in PLAN:
+        path = results / "W1" / f"{runner}-{label}" / "result.json"
+        if name != "W1" or runner != "testrack" or not path.exists():
+            continue
+        wall, bound = json.loads(path.read_text())["median_s"], float(ideal) + plain + W1_START_MARGIN
+        ok = "met" if wall <= bound else "MISSED"
+        if ok == "MISSED":
+            missed.append(f"W1 {label} start-up")
+        rows.append(f"- W1 testrack {label}: {wall:.2f} s against {bound:.2f} s ({ok}).")
+    return rows
+
+
 def cpu_per_run(data: dict[str, object]) -> float | None:
     """User + sys seconds of one run (the harness measures its whole window, warm-up included)."""
     machine = data.get("machine")
@@ -246,10 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         # history-based order): the rows compare schedulers, so keep it out of all of them.
         pytest += " -p no:randomly"
     if importlib.util.find_spec("pytest_rerunfailures") is not None:
-        # pytest-rerunfailures (installed for tests/test_plugins.py) opens a socket from every
-        # worker to the controller in every runner, and testrack cannot clone a worker holding
-        # one (docs/architecture.md, "Clones"); no workload uses it, and a CI job that does not
-        # would not install it: keep it out of all of them.
+        # pytest-rerunfailures (installed for tests/test_plugins.py) starts a server thread in
+        # every runner's controller and opens a connection from every worker; no workload uses
+        # it, and a CI job that does not would not install it: keep it out of all of them.
         pytest += " -p no:rerunfailures"
     for workload, label, runner, extra, ideal, _target in PLAN:
         if workload not in wanted:
@@ -302,6 +327,8 @@ def summarize(results: Path, workloads: Path, wanted: set[str]) -> tuple[str, li
     rows_after = []
     if sleeping and floor_cpu and "W6" in wanted:
         rows_after = sleep_rows(results, workloads, floor_cpu, *sleeping)
+    if "W1" in wanted:
+        rows_after += start_rows(results, missed)
     for workload in sorted(wanted):
         medians: dict[str, float] = {}
         found = []
