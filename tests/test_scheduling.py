@@ -469,6 +469,30 @@ def test_a_slot_finishes_its_directory_before_it_leaves_it() -> None:
     assert dispatcher.remaining == 0 and not dispatcher.unreachable()
 
 
+def test_a_slot_that_must_leave_a_directory_stays_in_the_closest_one() -> None:
+    """Done with a/x/, a slot goes on to a/y/ (leaving only a/x) before the bigger b/ (which would
+    leave a/ too, stranding a/y/ for a fresh worker): networkx 3.6.1 on local:2 left 2,053
+    tests to one fresh worker while the other slot stood idle, 72 s against 52 s."""
+    dispatcher = Dispatcher(slots("a"), divisor=100)
+
+    def job(path: str, index: int, estimate: float) -> Job:
+        parts = path.split("/")
+        scopes = tuple("/".join(parts[: n + 1]) for n in range(len(parts)))
+        return Job(f"{path}::t{index}", path, index, frozenset("a"), estimate, scopes=scopes)
+
+    dispatcher.add([job("a/x/test_1.py", 0, 1.0), job("a/y/test_2.py", 1, 0.1), job("b/test_3.py", 2, 5.0)])
+    assert indices(dispatcher.take("gw0")) == [2]  # the most work first: b/
+    assert indices(dispatcher.take("gw0")) == [0]  # b/ is done: into a/
+    assert indices(dispatcher.take("gw0")) == [1]  # a/y/ leaves only a/x/
+    assert dispatcher.remaining == 0 and not dispatcher.unreachable()
+    nested = Dispatcher(slots("a"), divisor=100)
+    nested.add([job("a/x/test_1.py", 0, 5.0), job("a/y/test_2.py", 1, 0.1), job("b/test_3.py", 2, 1.0)])
+    assert indices(nested.take("gw0")) == [0]
+    assert indices(nested.take("gw0")) == [1]  # the cousin in a/, though b/ has more work
+    assert indices(nested.take("gw0")) == [2]
+    assert nested.remaining == 0 and not nested.unreachable()
+
+
 def test_a_free_slot_enters_the_module_with_the_most_work_per_slot() -> None:
     """Big modules start first and are shared, so the long tests in them start early."""
     dispatcher = Dispatcher(slots("a", "b", "c"), divisor=100)

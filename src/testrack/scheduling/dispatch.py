@@ -20,12 +20,14 @@ gets keeps fixture lifetimes exactly as pytest has them:
 
 So pending tests wait in queues by (module, eligible devices), in collection order.
 A free slot keeps to its current module while it has work there; otherwise it
-enters the module with the most estimated work per slot already in it (so the big
-modules, and with history the long tests in them, start first and are shared),
-less the import it would pay. Chunks are sized by time (guided self-scheduling:
-``remaining_time / (divisor * slots)``), so a long test travels alone, many tiny
-ones travel in few messages, and the tail is handed out one test at a time; a slot
-entering a module that others work in takes at most half of what is left there.
+enters, among the modules that leave the fewest of its packages and directories (a
+sibling before a cousin, as plain pytest's order goes), the one with the most
+estimated work per slot already in it (so the big modules, and with history the long
+tests in them, start first and are shared), less the import it would pay. Chunks
+are sized by time (guided self-scheduling: ``remaining_time / (divisor * slots)``),
+so a long test travels alone, many tiny ones travel in few messages, and the tail is
+handed out one test at a time; a slot entering a module that others work in takes
+at most half of what is left there.
 
 Times are integer nanoseconds, so sums and comparisons are exact and ties real.
 """
@@ -424,10 +426,11 @@ class Dispatcher:
             if self._in_order:
                 rank = (first, 0, 0, 0)  # the user's order (--ff, --nf, a seed) comes first
             else:
-                # First a module that leaves none of the slot's packages or directories, as plain
-                # pytest's order does: a slot that left one never returns, and once every slot
-                # has, what is left there waits for a fresh worker.
-                leaves = any(s not in module.scopes for s in holders)
+                # First a module that leaves the fewest of the slot's packages and directories,
+                # as plain pytest's order does (a sibling, then a cousin...): a slot that left
+                # one never returns, and once every slot has, what is left there waits for a
+                # fresh worker.
+                leaves = sum(1 for s in holders if s not in module.scopes)
                 rank = (leaves, -(module.ns // (staff + 1) - cost), not imported, first)
             if best is None or rank < best[0]:
                 best = (rank, module, head[0], head[1])
