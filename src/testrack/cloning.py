@@ -15,8 +15,9 @@ environment, and ``workerinput`` keys whose values differ (``workerid``, ``devic
 plugin's ``pytest_configure_node`` gave each slot). It also refuses when it holds what copies
 cannot share: a thread, a child process, a socket, or a plugin or conftest that tears something
 down at the session's end (``pytest_sessionfinish``, ``pytest_unconfigure``) and would do it in
-every copy. A client known to be per process (pytest-rerunfailures' connection to the failure
-counts) is no reason: each copy opens its own. Refused, it says why (``CloneRefused``) and the
+every copy. What each copy redoes for itself is no reason: a client known to be per process
+(pytest-rerunfailures' connection to the failure counts) is reopened, and pytest-cov's worker
+id set again (``renew_in_copy``). Refused, it says why (``CloneRefused``) and the
 controller starts the other workers on their own. The launcher only plans a clone where every
 slot's device has the same ``env`` (a device's env may be read by code that no watch sees) and
 no environment's interpreter. ``TESTRACK_START=fork`` turns cloning off.
