@@ -462,11 +462,13 @@ class Controller:
             node.workeroutput = worker.workeroutput or {}
             nodes.down(node, error)
             if error is not None and (listeners := nodes.listeners(self.config)):
-                self.notes.append(
+                note = (
                     f"{worker.label.id} ({worker.slot.device}) did not end cleanly, so what "
                     f"{', '.join(listeners)} gathered in it never came back: that report lacks the "
                     "tests this worker ran (pytest-xdist loses it the same way)"
                 )
+                if note not in self.notes:  # its replacement crashed too: said once
+                    self.notes.append(note)
 
     @pytest.hookimpl(trylast=True)
     def pytest_report_teststatus(self, report: Any) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
