@@ -206,6 +206,27 @@ def test_a_configuration_that_reads_its_worker_or_ends_the_session_is_not_cloned
     assert ends == (["None", "gw0", "gw1", "gw2"] if reads else ["-"] * 4)
 
 
+def test_a_session_end_marked_safe_is_cloned_and_runs_in_every_copy(pytester, tmp_path):
+    """The "not cloned" words say how to mark a session-end hook that tears down nothing set up
+    before the fork; marked, the workers are cloned and each copy runs it as its own."""
+    out = tmp_path / "ends.txt"
+    marked = READS_ITS_ID.format(out=str(out)).replace('os.environ.get("PYTEST_XDIST_WORKER")', '"-"')
+    pytester.makeconftest(marked + "\npytest_sessionfinish.testrack_clone_safe = True\n")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n\ndef test_y():\n    pass\n")
+    result = pytester.runpytest_subprocess("--rack", "local:3", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*on 3 workers (cloned after collection)*"])
+    assert out.read_text().split() == ["-"] * 4  # every worker's session and the controller's
+    out.unlink()
+    pytester.makeconftest(marked)
+    result = pytester.runpytest_subprocess("--rack", "local:3", "--rack-store", "memory", *NO_SOCKET_PLUGIN)
+    result.stdout.fnmatch_lines(
+        ["*(not cloned: *conftest.py implements pytest_sessionfinish, which every copy would run; if it "
+         "tears down nothing set up while configuring or collecting, set "
+         "pytest_sessionfinish.testrack_clone_safe = True)*"]
+    )  # fmt: skip
+
+
 def test_devices_with_different_env_are_not_cloned(pytester, write_rack):
     """A device's env may be read where no watch sees it (a C library at import): each such
     device's worker configures and imports with its own env."""

@@ -210,16 +210,25 @@ def refusal(watch: Watch, differing: tuple[str, ...], config: Any, own_fds: set[
     return session_end(config.hook)
 
 
+#: Set on a session-end hook (``pytest_sessionfinish.testrack_clone_safe = True``) by a conftest
+#: or plugin whose hook undoes only what its own process did after the fork, if anything.
+CLONE_SAFE = "testrack_clone_safe"
+
+
 def session_end(hook: Any) -> str | None:
-    """A plugin or conftest (not one known to be safe) that acts at the session's end, which
-    every copy would do: why not to clone, or None."""
+    """A plugin or conftest (not one known or marked to be safe) that acts at the session's end,
+    which every copy would do: why not to clone, or None."""
     for name in ("pytest_sessionfinish", "pytest_unconfigure"):
         for impl in getattr(hook, name).get_hookimpls():
             module = getattr(impl.plugin, "__name__", None) or type(impl.plugin).__module__
-            if not module.startswith(("testrack", *SAFE_PLUGINS)):
-                path = getattr(impl.plugin, "__file__", None)
-                where = path if path and module.rpartition(".")[2] == "conftest" else module
-                return f"{where} implements {name}, which every copy would run"
+            if module.startswith(("testrack", *SAFE_PLUGINS)) or getattr(impl.function, CLONE_SAFE, False):
+                continue
+            path = getattr(impl.plugin, "__file__", None)
+            where = path if path and module.rpartition(".")[2] == "conftest" else module
+            return (
+                f"{where} implements {name}, which every copy would run; if it tears down nothing "
+                f"set up while configuring or collecting, set {name}.{CLONE_SAFE} = True"
+            )
     return None
 
 
