@@ -160,12 +160,12 @@ class _WatchedInput(dict):  # type: ignore[type-arg]
         self._watch = watch
 
     def __getitem__(self, key: str) -> Any:
-        if not _asked_by(_renewed(key)):
+        if not ((modules := _renewed(key)) and _asked_by(modules)):  # no frame walk for most keys
             self._watch.input_read.add(key)
         return super().__getitem__(key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        if not _asked_by(_renewed(key)):
+        if not ((modules := _renewed(key)) and _asked_by(modules)):  # no frame walk for most keys
             self._watch.input_read.add(key)
         return super().get(key, default)
 

@@ -457,11 +457,10 @@ class Launcher:
             return False
         if self.interpreters or not sys.platform.startswith("linux"):
             return False
-        envs = {tuple(sorted(self.devices[slot.device].env.items())) for slot in self.slots}
-        refused = "the devices' env differ" if len(envs) > 1 else None
-        if refused is None and hook is not None:
-            refused = cloning.session_end(hook)
-        self.not_cloned = refused
+        if len({tuple(sorted(self.devices[slot.device].env.items())) for slot in self.slots}) > 1:
+            self.not_cloned = "the devices' env differ"
+            return False
+        self.not_cloned = None if hook is None else cloning.session_end(hook)
         return self.not_cloned is None
 
     def _prestart_template(self) -> None:
