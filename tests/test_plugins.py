@@ -271,7 +271,14 @@ def test_workers_are_cloned_with_rerunfailures_each_with_its_own_connection(pyte
     args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "rerunfailures", "--reruns", "2"]
     proc = run(pytester, *args, "--max-suite-reruns", "3", "--rack", "local:3")
     assert "(cloned after collection)" in proc.stdout, proc.stdout
-    assert last_line(proc.stdout) == "6 failed, 6 passed, 3 rerun", proc.stdout
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", last_line(proc.stdout))}
+    assert counts.get("rerun") == 3 and counts.get("failed") == 6, proc.stdout  # the run's cap
+    failed = re.findall(r"^FAILED (\S+)", proc.stdout, re.M)
+    assert sorted(failed) == [f"test_c{n}.py::test_broken" for n in range(6)], proc.stdout
+    # pytest-rerunfailures checks the budget at teardown and takes it after, in two steps: when
+    # another worker takes the last rerun between them, the module is left set up and the next
+    # test in another file errors ("previous item was not torn down properly"), as under xdist.
+    assert counts.get("passed", 0) + counts.get("error", 0) == 6, proc.stdout
     ports = dict(line.split() for line in (pytester.path / "ports.txt").read_text().splitlines())
     assert len(ports) == 3 and len(set(ports.values())) == 3, ports  # one connection per worker
 
